@@ -1,0 +1,423 @@
+//! The protected page that holds the epoch key.
+//!
+//! One page, created once in the postmaster before any child is forked and
+//! inherited by every child through `fork` (a `MAP_SHARED` mapping, so a
+//! wipe by the postmaster is seen by every process). It is never in a file,
+//! never in PostgreSQL's shared memory segment, never in a GUC:
+//!
+//! * preferred: `memfd_secret(2)` — the pages are removed from the kernel's
+//!   direct map, are locked, never swapped and never in a core dump;
+//! * fallback: an anonymous shared mapping with `mlock` (never swapped) and
+//!   `MADV_DONTDUMP` (never in a core dump).
+//!
+//! Layout of the page (all fixed offsets, no pointers):
+//!
+//! | offset | size | field                                           |
+//! |--------|------|-------------------------------------------------|
+//! | 0      | 32   | epoch key (secret)                              |
+//! | 32     | 16   | epoch id (public)                               |
+//! | 48     | 8    | created at, microseconds since the Unix epoch   |
+//! | 56     | 4    | generation (0 = no key, odd = live, even = wiped)|
+//!
+//! The public fields sit beside the key so that the libc shims never need
+//! PostgreSQL's shared memory, which some processes (the logger) detach and
+//! which the postmaster unmaps on its way out.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Length of the epoch key in bytes.
+pub const KEY_LEN: usize = 32;
+/// Length of the public epoch id in bytes.
+pub const EPOCH_ID_LEN: usize = 16;
+
+const OFF_KEY: usize = 0;
+const OFF_EPOCH_ID: usize = 32;
+const OFF_CREATED: usize = 48;
+const OFF_GENERATION: usize = 56;
+
+/// `memfd_secret(2)` syscall number (same on x86_64 and aarch64).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const SYS_MEMFD_SECRET: libc::c_long = 447;
+
+/// Which protection holds the key page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protection {
+    /// `memfd_secret(2)`: out of the kernel direct map, locked, not dumpable.
+    SecretMem,
+    /// Anonymous shared mapping, `mlock`ed and `MADV_DONTDUMP`.
+    LockedNoDump,
+}
+
+impl Protection {
+    /// Stable name shown in SQL status.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protection::SecretMem => "memfd_secret",
+            Protection::LockedNoDump => "mlock+dontdump",
+        }
+    }
+}
+
+/// How to allocate the key page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocMode {
+    /// `memfd_secret` if the kernel offers it, else the locked fallback.
+    Auto,
+    /// Only the locked anonymous fallback (tests, or kernels where
+    /// secretmem misbehaves).
+    LockedOnly,
+}
+
+/// Errors of the protected-memory layer. Never carries key bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum SecMemError {
+    #[error("could not map the key page: {0}")]
+    Map(std::io::Error),
+    #[error("could not lock the key page in memory (mlock): {0}")]
+    Lock(std::io::Error),
+    #[error("could not exclude the key page from core dumps (madvise): {0}")]
+    DontDump(std::io::Error),
+    #[error("could not read random bytes from the kernel (getrandom): {0}")]
+    Random(std::io::Error),
+}
+
+/// The key page. Lives for the whole life of the process (it is never
+/// unmapped: children share it, and a dangling pointer in a shim would be
+/// worse than one page of address space).
+pub struct KeyPage {
+    base: *mut u8,
+    len: usize,
+    protection: Protection,
+}
+
+// SAFETY: the page is plain memory; all mutation goes through `&self`
+// methods that use volatile writes and the atomic generation, and
+// PostgreSQL processes are single-threaded.
+unsafe impl Send for KeyPage {}
+// SAFETY: as above.
+unsafe impl Sync for KeyPage {}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n <= 0 {
+        4096
+    } else {
+        n as usize
+    }
+}
+
+fn last_os_error() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+impl KeyPage {
+    /// Map a fresh, zeroed, protected page. Does not create a key yet.
+    pub fn allocate(mode: AllocMode) -> Result<KeyPage, SecMemError> {
+        if mode == AllocMode::Auto {
+            if let Some(page) = Self::try_secretmem() {
+                return Ok(page);
+            }
+        }
+        Self::locked_anonymous()
+    }
+
+    fn try_secretmem() -> Option<KeyPage> {
+        let len = page_size();
+        // SAFETY: raw syscall with a flags argument of 0; returns an fd or -1.
+        let fd = unsafe { libc::syscall(SYS_MEMFD_SECRET, libc::O_CLOEXEC as libc::c_ulong) };
+        if fd < 0 {
+            return None;
+        }
+        let fd = fd as libc::c_int;
+        // SAFETY: fd is a descriptor we own; ftruncate sizes the secret file.
+        let sized = unsafe { libc::ftruncate(fd, len as libc::off_t) } == 0;
+        let base = if sized {
+            // SAFETY: mapping a fresh fd of `len` bytes; the kernel picks the
+            // address. Checked against MAP_FAILED below.
+            unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            }
+        } else {
+            libc::MAP_FAILED
+        };
+        // SAFETY: closing our own fd; the mapping keeps the memory alive.
+        unsafe { libc::close(fd) };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        Some(KeyPage {
+            base: base.cast(),
+            len,
+            protection: Protection::SecretMem,
+        })
+    }
+
+    fn locked_anonymous() -> Result<KeyPage, SecMemError> {
+        let len = page_size();
+        // SAFETY: anonymous shared mapping at a kernel-chosen address,
+        // checked against MAP_FAILED.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(SecMemError::Map(last_os_error()));
+        }
+        // SAFETY: base/len describe the mapping just created.
+        if unsafe { libc::mlock(base, len) } != 0 {
+            let err = last_os_error();
+            // SAFETY: unmapping the mapping we just created and own.
+            unsafe { libc::munmap(base, len) };
+            return Err(SecMemError::Lock(err));
+        }
+        // SAFETY: base/len describe the mapping just created.
+        if unsafe { libc::madvise(base, len, libc::MADV_DONTDUMP) } != 0 {
+            let err = last_os_error();
+            // SAFETY: as above.
+            unsafe { libc::munmap(base, len) };
+            return Err(SecMemError::DontDump(err));
+        }
+        Ok(KeyPage {
+            base: base.cast(),
+            len,
+            protection: Protection::LockedNoDump,
+        })
+    }
+
+    /// The protection in force.
+    pub fn protection(&self) -> Protection {
+        self.protection
+    }
+
+    /// Start address of the mapping (for `/proc/<pid>/smaps` checks).
+    pub fn address(&self) -> usize {
+        self.base as usize
+    }
+
+    /// Length of the mapping.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never empty; present for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn generation_atomic(&self) -> &AtomicU32 {
+        // SAFETY: OFF_GENERATION is 4-byte aligned inside a page-aligned
+        // mapping that lives for the whole process; AtomicU32 has the same
+        // layout as u32.
+        unsafe { &*(self.base.add(OFF_GENERATION) as *const AtomicU32) }
+    }
+
+    /// Current generation: 0 = never keyed, odd = a live key, even (> 0) =
+    /// wiped.
+    pub fn generation(&self) -> u32 {
+        self.generation_atomic().load(Ordering::Acquire)
+    }
+
+    /// Whether a live key is present.
+    pub fn is_live(&self) -> bool {
+        self.generation() % 2 == 1
+    }
+
+    /// Wipe any previous key, then fill the key and a fresh epoch id with
+    /// bytes from the kernel CSPRNG, written straight into the page (no
+    /// copy of the key anywhere else). `created_at_us` is recorded as is.
+    pub fn new_epoch(&self, created_at_us: i64) -> Result<(), SecMemError> {
+        self.wipe();
+        fill_random(self.base, KEY_LEN + EPOCH_ID_LEN)?;
+        // SAFETY: OFF_CREATED..+8 lies inside the page; unaligned-safe write.
+        unsafe {
+            std::ptr::write_unaligned(self.base.add(OFF_CREATED) as *mut i64, created_at_us);
+        }
+        let g = self.generation();
+        let next = if g % 2 == 1 { g + 2 } else { g + 1 };
+        self.generation_atomic().store(next, Ordering::Release);
+        Ok(())
+    }
+
+    /// Overwrite the key with zeros (volatile, so the compiler keeps it)
+    /// and mark the page wiped. Public fields are kept for diagnostics.
+    pub fn wipe(&self) {
+        for i in 0..KEY_LEN {
+            // SAFETY: OFF_KEY + i < KEY_LEN lies inside the page.
+            unsafe { std::ptr::write_volatile(self.base.add(OFF_KEY + i), 0u8) };
+        }
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        let g = self.generation();
+        if g % 2 == 1 {
+            self.generation_atomic().store(g + 1, Ordering::Release);
+        }
+    }
+
+    /// The key, borrowed from the page. `None` when no live key exists.
+    pub fn key(&self) -> Option<&[u8; KEY_LEN]> {
+        if !self.is_live() {
+            return None;
+        }
+        // SAFETY: OFF_KEY..+32 lies inside the page, u8 arrays need no
+        // alignment, and the page outlives the process's use of it.
+        Some(unsafe { &*(self.base.add(OFF_KEY) as *const [u8; KEY_LEN]) })
+    }
+
+    /// The public epoch id.
+    pub fn epoch_id(&self) -> [u8; EPOCH_ID_LEN] {
+        let mut id = [0u8; EPOCH_ID_LEN];
+        // SAFETY: OFF_EPOCH_ID..+16 lies inside the page.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.add(OFF_EPOCH_ID),
+                id.as_mut_ptr(),
+                EPOCH_ID_LEN,
+            )
+        };
+        id
+    }
+
+    /// When the current epoch was created (microseconds since Unix epoch).
+    pub fn created_at_us(&self) -> i64 {
+        // SAFETY: OFF_CREATED..+8 lies inside the page.
+        unsafe { std::ptr::read_unaligned(self.base.add(OFF_CREATED) as *const i64) }
+    }
+}
+
+/// getrandom(2) straight into `dst`, retrying on EINTR and short reads.
+fn fill_random(dst: *mut u8, len: usize) -> Result<(), SecMemError> {
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: dst..dst+len is writable memory owned by the caller.
+        let n = unsafe { libc::getrandom(dst.add(done).cast(), len - done, 0) };
+        if n < 0 {
+            let err = last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(SecMemError::Random(err));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// `/proc/self/smaps` entry of the mapping at `address`, for tests and
+/// diagnostics: `(VmFlags line, first line)`.
+pub fn smaps_entry(smaps: &str, address: usize) -> Option<(String, String)> {
+    let start = format!("{address:x}-");
+    let mut lines = smaps.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with(&start) {
+            let header = line.to_string();
+            for l in lines.by_ref() {
+                if let Some(flags) = l.strip_prefix("VmFlags:") {
+                    return Some((flags.trim().to_string(), header));
+                }
+            }
+            return None;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_page(page: &KeyPage) {
+        assert!(!page.is_live());
+        assert!(page.key().is_none());
+        page.new_epoch(1234).unwrap();
+        assert!(page.is_live());
+        let k1 = *page.key().unwrap();
+        let e1 = page.epoch_id();
+        assert_ne!(k1, [0u8; 32], "key must be random, not zero");
+        assert_ne!(e1, [0u8; 16]);
+        assert_eq!(page.created_at_us(), 1234);
+        page.new_epoch(5678).unwrap();
+        assert_ne!(*page.key().unwrap(), k1, "a new epoch has a new key");
+        assert_ne!(page.epoch_id(), e1, "a new epoch has a new id");
+        page.wipe();
+        assert!(!page.is_live());
+        assert!(page.key().is_none());
+        // SAFETY: reading the first 32 bytes of our own live mapping.
+        let raw = unsafe { std::slice::from_raw_parts(page.base, KEY_LEN) };
+        assert!(raw.iter().all(|&b| b == 0), "wipe leaves zeros");
+    }
+
+    fn flags_of(page: &KeyPage) -> (String, String) {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        smaps_entry(&smaps, page.address()).expect("mapping listed in smaps")
+    }
+
+    #[test]
+    fn locked_fallback_is_locked_and_not_dumpable() {
+        let page = KeyPage::allocate(AllocMode::LockedOnly).unwrap();
+        assert_eq!(page.protection(), Protection::LockedNoDump);
+        let (flags, _) = flags_of(&page);
+        let flags: Vec<&str> = flags.split_whitespace().collect();
+        assert!(flags.contains(&"lo"), "mlocked: {flags:?}");
+        assert!(flags.contains(&"dd"), "dontdump: {flags:?}");
+        assert!(flags.contains(&"sh"), "shared with children: {flags:?}");
+        check_page(&page);
+    }
+
+    #[test]
+    fn auto_prefers_secretmem_when_available() {
+        let page = KeyPage::allocate(AllocMode::Auto).unwrap();
+        let (flags, header) = flags_of(&page);
+        match page.protection() {
+            Protection::SecretMem => {
+                assert!(header.contains("secretmem"), "{header}");
+                assert!(flags.split_whitespace().any(|f| f == "dd"), "{flags}");
+            }
+            Protection::LockedNoDump => {
+                assert!(flags.split_whitespace().any(|f| f == "lo"), "{flags}");
+            }
+        }
+        check_page(&page);
+    }
+
+    #[test]
+    fn child_sees_parent_key_and_parent_wipe_reaches_child_view() {
+        let page = KeyPage::allocate(AllocMode::Auto).unwrap();
+        page.new_epoch(1).unwrap();
+        let key = *page.key().unwrap();
+        // SAFETY: fork in a test; the child only reads memory and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ok = page.key().map(|k| *k == key).unwrap_or(false);
+            // SAFETY: _exit never returns and runs no Rust destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+
+    #[test]
+    fn smaps_parser_finds_entry() {
+        let text =
+            "7f00-7f01 rw-s 0 00:01 1 /secretmem (deleted)\nSize: 4 kB\nVmFlags: rd wr sh dd lo\n";
+        let (flags, header) = smaps_entry(text, 0x7f00).unwrap();
+        assert_eq!(flags, "rd wr sh dd lo");
+        assert!(header.contains("secretmem"));
+        assert!(smaps_entry(text, 0x1234).is_none());
+    }
+}

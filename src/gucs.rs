@@ -1,0 +1,47 @@
+//! Every GUC of pg_ephcrypt, with typed getters. The `pg_ephcrypt.` prefix
+//! is reserved: a misspelt `pg_ephcrypt.*` setting is reported, not ignored.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+
+/// What to do when the protection cannot hold (key memory cannot be
+/// protected, GOT cannot be patched, an unsupported configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
+pub enum OnUnsupported {
+    /// Refuse to start: FATAL with a hint (fail closed; the default).
+    #[name = c"refuse"]
+    Refuse,
+    /// Start anyway with a loud WARNING (availability over protection).
+    #[name = c"warn"]
+    Warn,
+}
+
+impl OnUnsupported {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnUnsupported::Refuse => "refuse",
+            OnUnsupported::Warn => "warn",
+        }
+    }
+}
+
+static ON_UNSUPPORTED: GucSetting<OnUnsupported> =
+    GucSetting::<OnUnsupported>::new(OnUnsupported::Refuse);
+
+/// Register all GUCs. Called once, from `_PG_init` in the postmaster.
+pub fn init() {
+    GucRegistry::define_enum_guc(
+        c"pg_ephcrypt.on_unsupported",
+        c"What to do when ephemeral encryption cannot be guaranteed.",
+        c"refuse (default) stops the server with FATAL; warn starts it with a WARNING and without the missing protection.",
+        &ON_UNSUPPORTED,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    // SAFETY: called from _PG_init on the main thread with a valid C string.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_ephcrypt".as_ptr()) };
+}
+
+/// `pg_ephcrypt.on_unsupported`.
+pub fn on_unsupported() -> OnUnsupported {
+    ON_UNSUPPORTED.get()
+}

@@ -1,0 +1,183 @@
+//! Test-only SQL functions and the `#[pg_test]`s (compiled only for tests).
+
+use pgrx::prelude::*;
+
+use crate::epoch::{self, hex};
+
+/// Which process ran this, and the fingerprint it computes from the key
+/// page it inherited (not from shared memory). Parallel safe, so a
+/// parallel worker can run it.
+#[pg_extern(volatile, parallel_safe)]
+fn pg_ephcrypt_test_probe() -> TableIterator<'static, (name!(pid, i32), name!(fingerprint, String))>
+{
+    let page = epoch::key_page().expect("preloaded test server has a key page");
+    let fp = epoch::fingerprint_of(page).expect("live key");
+    TableIterator::once((std::process::id() as i32, hex(&fp)))
+}
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use std::path::Path;
+
+    use crate::epoch;
+
+    fn status_fingerprint() -> String {
+        Spi::connect(|client| {
+            let table = client.select("SELECT fingerprint FROM pg_ephcrypt_status()", None, &[])?;
+            table.first().get::<String>(1)
+        })
+        .expect("status query")
+        .expect("fingerprint not null")
+    }
+
+    #[pg_test]
+    fn status_row_is_complete_and_holds_no_key_bytes() {
+        let row = Spi::connect(|client| {
+            let t = client.select(
+                "SELECT epoch_id, algorithm, fingerprint, memory_protection, postmaster_pid, \
+                        created_at <= now() AS past FROM pg_ephcrypt_status()",
+                None,
+                &[],
+            )?;
+            let r = t.first();
+            Ok::<_, pgrx::spi::Error>((
+                r.get::<String>(1)?.unwrap(),
+                r.get::<String>(2)?.unwrap(),
+                r.get::<String>(3)?.unwrap(),
+                r.get::<String>(4)?.unwrap(),
+                r.get::<i32>(5)?.unwrap(),
+                r.get::<bool>(6)?.unwrap(),
+            ))
+        })
+        .unwrap();
+        let (epoch_id, algorithm, fingerprint, protection, pm_pid, past) = row;
+        assert_eq!(epoch_id.len(), 32);
+        assert_eq!(algorithm, "AES-256-GCM");
+        assert_eq!(fingerprint.len(), 64);
+        assert!(
+            protection == "memfd_secret" || protection == "mlock+dontdump",
+            "{protection}"
+        );
+        // SAFETY: reading a PostgreSQL global of this backend.
+        assert_eq!(pm_pid, unsafe { pg_sys::PostmasterPid });
+        assert!(past);
+        let page = epoch::key_page().unwrap();
+        let key_hex = epoch::hex(page.key().unwrap());
+        for field in [&epoch_id, &fingerprint] {
+            assert!(
+                !field.contains(&key_hex[..16]),
+                "a status field leaks key bytes"
+            );
+        }
+        assert_eq!(epoch_id, epoch::hex(&page.epoch_id()));
+    }
+
+    #[pg_test]
+    fn parallel_worker_sees_the_same_fingerprint() {
+        let expected = status_fingerprint();
+        Spi::run("SET LOCAL max_parallel_workers_per_gather = 2").unwrap();
+        Spi::run("SET LOCAL parallel_setup_cost = 0").unwrap();
+        Spi::run("SET LOCAL parallel_tuple_cost = 0").unwrap();
+        Spi::run("SET LOCAL force_parallel_mode = on").unwrap();
+        // Spi::connect + select passes no row limit, so a parallel plan is allowed.
+        let rows: Vec<(i32, String)> = Spi::connect(|client| {
+            let t = client.select(
+                "SELECT pid, fingerprint FROM pg_ephcrypt_test_probe()",
+                None,
+                &[],
+            )?;
+            t.map(|r| Ok((r.get::<i32>(1)?.unwrap(), r.get::<String>(2)?.unwrap())))
+                .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+        })
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        let (pid, fingerprint) = &rows[0];
+        assert_ne!(
+            *pid,
+            std::process::id() as i32,
+            "the probe must run in a parallel worker"
+        );
+        assert_eq!(fingerprint, &expected);
+    }
+
+    #[pg_test]
+    fn key_mapping_of_postmaster_is_locked_and_not_dumpable() {
+        let page = epoch::key_page().unwrap();
+        // SAFETY: reading a PostgreSQL global of this backend.
+        let pm = unsafe { pg_sys::PostmasterPid };
+        let smaps = std::fs::read_to_string(format!("/proc/{pm}/smaps")).unwrap();
+        let (flags, header) = ephcrypt_interpose::secmem::smaps_entry(&smaps, page.address())
+            .expect("the key page is mapped in the postmaster at the same address");
+        let flags: Vec<&str> = flags.split_whitespace().collect();
+        assert!(flags.contains(&"dd"), "excluded from core dumps: {flags:?}");
+        assert!(flags.contains(&"sh"), "shared with children: {flags:?}");
+        match page.protection() {
+            ephcrypt_interpose::secmem::Protection::SecretMem => {
+                assert!(header.contains("secretmem"), "{header}")
+            }
+            ephcrypt_interpose::secmem::Protection::LockedNoDump => {
+                assert!(flags.contains(&"lo"), "locked: {flags:?}")
+            }
+        }
+    }
+
+    fn find_in_tree(dir: &Path, needles: &[Vec<u8>], hits: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                find_in_tree(&path, needles, hits);
+            } else if meta.is_file() {
+                if let Ok(bytes) = std::fs::read(&path) {
+                    for n in needles {
+                        if bytes.windows(n.len()).any(|w| w == n.as_slice()) {
+                            hits.push(path.display().to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[pg_test]
+    fn key_bytes_appear_nowhere_under_pgdata() {
+        // A workload that writes WAL, heap, temp files and stats.
+        Spi::run("SET LOCAL work_mem = '64kB'").unwrap();
+        Spi::run(
+            "CREATE TABLE key_probe AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
+        )
+        .unwrap();
+        Spi::run("SELECT * FROM key_probe ORDER BY md5 OFFSET 19999").unwrap();
+        Spi::run("CHECKPOINT").unwrap();
+        let page = epoch::key_page().unwrap();
+        let key = page.key().unwrap().to_vec();
+        let key_hex = epoch::hex(&key).into_bytes();
+        let mut hits = Vec::new();
+        // SAFETY: DataDir is a valid C string for the life of the backend.
+        let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) };
+        let data_dir = Path::new(data_dir.to_str().unwrap());
+        // The scanner must be able to find what it looks for: a file we plant.
+        let planted = data_dir.join("pg_ephcrypt_scanner_selftest");
+        std::fs::write(&planted, b"xx-needle-yy").unwrap();
+        let mut selftest = Vec::new();
+        find_in_tree(data_dir, &[b"needle".to_vec()], &mut selftest);
+        std::fs::remove_file(&planted).unwrap();
+        assert_eq!(selftest.len(), 1, "scanner self-test: {selftest:?}");
+        find_in_tree(data_dir, &[key, key_hex], &mut hits);
+        assert!(hits.is_empty(), "key bytes found in {hits:?}");
+    }
+
+    #[pg_test]
+    fn assert_preloaded_passes_when_preloaded() {
+        assert_eq!(
+            Spi::get_one::<bool>("SELECT pg_ephcrypt_assert_preloaded()"),
+            Ok(Some(true))
+        );
+    }
+}

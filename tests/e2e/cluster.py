@@ -1,0 +1,164 @@
+"""Throwaway PostgreSQL clusters for end-to-end tests.
+
+Each cluster lives under build/e2e/<name>, runs as the server user (PostgreSQL
+refuses root), listens only on a Unix socket in its own directory, and is
+driven with psql. Nothing here talks to the network.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build"
+PG_CONFIG = os.environ.get("PG_CONFIG", "/usr/lib/postgresql/15/bin/pg_config")
+PG_BIN = Path(subprocess.check_output([PG_CONFIG, "--bindir"], text=True).strip())
+PG_USER = os.environ.get("PG_USER") or ("postgres" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name)
+
+
+class SqlError(Exception):
+    """psql failed; `.sqlstate` and `.stderr` tell why."""
+
+    def __init__(self, stderr: str):
+        super().__init__(stderr)
+        self.stderr = stderr
+        self.sqlstate = None
+        for line in stderr.splitlines():
+            # VERBOSITY=verbose prints "ERROR:  55000: message"
+            parts = line.split(":", 2)
+            if len(parts) >= 2 and parts[0].strip() in ("ERROR", "FATAL") and len(parts[1].strip()) == 5:
+                self.sqlstate = parts[1].strip()
+                break
+
+
+def _as_pg(cmd: list[str]) -> list[str]:
+    if os.getuid() == 0 and PG_USER != "root":
+        return ["runuser", "-u", PG_USER, "--"] + cmd
+    return cmd
+
+
+class Cluster:
+    _next_port = 55400 + (os.getpid() % 200) * 10
+
+    def __init__(self, name: str, preload: bool = True, conf: dict | None = None):
+        self.dir = BUILD / "e2e" / name
+        self.data = self.dir / "data"
+        self.log = self.dir / "server.log"
+        Cluster._next_port += 1
+        self.port = Cluster._next_port
+        self.preload = preload
+        self.conf = conf or {}
+
+    # -- life cycle ---------------------------------------------------------
+    def init(self) -> "Cluster":
+        self.stop(quiet=True)
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        (BUILD / "e2e").chmod(0o755)
+        if os.getuid() == 0:
+            shutil.chown(self.dir, PG_USER)
+        subprocess.run(
+            _as_pg([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        settings = {
+            "port": str(self.port),
+            "listen_addresses": "''",
+            "unix_socket_directories": f"'{self.dir}'",
+            "fsync": "off",
+            "max_connections": "40",
+        }
+        if self.preload:
+            settings["shared_preload_libraries"] = "'pg_ephcrypt'"
+        settings.update(self.conf)
+        self.append_conf(settings)
+        return self
+
+    def append_conf(self, settings: dict) -> None:
+        text = "".join(f"{k} = {v}\n" for k, v in settings.items())
+        subprocess.run(_as_pg(["tee", "-a", str(self.data / "postgresql.conf")]), input=text, text=True,
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def start(self) -> "Cluster":
+        subprocess.run(
+            _as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return self
+
+    def stop(self, quiet: bool = False, mode: str = "fast") -> None:
+        if not (self.data / "postmaster.pid").exists():
+            return
+        subprocess.run(
+            _as_pg([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"]),
+            check=not quiet,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().splitlines()[0])
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r = subprocess.run(
+                _as_pg([str(PG_BIN / "pg_isready"), "-h", str(self.dir), "-p", str(self.port), "-U", "postgres"]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if r.returncode == 0:
+                try:
+                    self.sql("SELECT 1")
+                    return
+                except SqlError:
+                    pass
+            time.sleep(0.2)
+        raise TimeoutError(f"cluster {self.dir} not ready; log:\n{self.log_text()[-3000:]}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- SQL ------------------------------------------------------------------
+    def _psql(self, db: str) -> list[str]:
+        return _as_pg([
+            str(PG_BIN / "psql"), "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+            "-v", "VERBOSITY=verbose", "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", "-d", db,
+        ])
+
+    def sql(self, query: str, db: str = "postgres", timeout: float = 600) -> str:
+        """Run SQL (several statements allowed); return the unaligned output."""
+        r = subprocess.run(self._psql(db), input=query, text=True, capture_output=True, timeout=timeout)
+        if r.returncode != 0:
+            raise SqlError(r.stderr)
+        return r.stdout.strip()
+
+    def rows(self, query: str, db: str = "postgres") -> list[list[str]]:
+        out = self.sql(query, db)
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def session(self, db: str = "postgres") -> subprocess.Popen:
+        """A long-lived psql session fed through stdin (holds files open)."""
+        return subprocess.Popen(self._psql(db), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def backend_pids(self) -> list[int]:
+        return [int(r[0]) for r in self.rows(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")]
+
+
+def kill9(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,107 @@
+"""Epoch key life cycle, seen from outside a real server."""
+
+import subprocess
+import time
+
+import pytest
+
+from cluster import Cluster, SqlError, kill9
+
+
+@pytest.fixture(scope="module")
+def preloaded():
+    c = Cluster("epoch").init().start()
+    c.sql("CREATE EXTENSION pg_ephcrypt")
+    yield c
+    c.stop()
+
+
+def status(c: Cluster) -> dict:
+    rows = c.rows("SELECT epoch_id, fingerprint, memory_protection, postmaster_pid, restarts FROM pg_ephcrypt_status()")
+    assert len(rows) == 1
+    epoch_id, fingerprint, protection, pm_pid, restarts = rows[0]
+    return {"epoch_id": epoch_id, "fingerprint": fingerprint, "protection": protection,
+            "postmaster_pid": int(pm_pid), "restarts": int(restarts)}
+
+
+def test_two_backends_see_one_epoch(preloaded):
+    # Two concurrent sessions (two backend processes) at once.
+    a = preloaded.session()
+    b = preloaded.session()
+    out_a, _ = a.communicate("SELECT pg_backend_pid(), fingerprint, epoch_id FROM pg_ephcrypt_status(); SELECT pg_sleep(0.5);")
+    out_b, _ = b.communicate("SELECT pg_backend_pid(), fingerprint, epoch_id FROM pg_ephcrypt_status();")
+    row_a = out_a.splitlines()[0].split("\t")
+    row_b = out_b.splitlines()[0].split("\t")
+    assert row_a[0] != row_b[0], "two different backends"
+    assert row_a[1:] == row_b[1:]
+    assert len(row_a[1]) == 64
+
+
+def test_status_reports_protection_and_postmaster(preloaded):
+    s = status(preloaded)
+    assert s["protection"] in ("memfd_secret", "mlock+dontdump")
+    assert s["postmaster_pid"] == preloaded.postmaster_pid()
+    assert len(s["epoch_id"]) == 32 and s["epoch_id"] != "0" * 32
+
+
+def test_backend_crash_rotates_the_key(preloaded):
+    before = status(preloaded)
+    victim = preloaded.session()
+    victim.stdin.write("SELECT pg_sleep(60);\n")
+    victim.stdin.flush()
+    deadline = time.time() + 10
+    pids = []
+    while not pids and time.time() < deadline:
+        pids = preloaded.backend_pids()
+        time.sleep(0.1)
+    assert pids, "victim backend not found"
+    kill9(pids[0])
+    victim.kill()
+    # The postmaster kills every child, re-initializes shared memory, and
+    # must rotate the key there.
+    time.sleep(1)
+    preloaded.wait_ready()
+    after = status(preloaded)
+    assert after["postmaster_pid"] == before["postmaster_pid"], "same postmaster (crash-restart, not a new server)"
+    assert after["restarts"] == before["restarts"] + 1
+    assert after["epoch_id"] != before["epoch_id"]
+    assert after["fingerprint"] != before["fingerprint"]
+    assert "terminated by signal 9" in preloaded.log_text()
+
+
+def test_clean_restart_creates_a_new_epoch(preloaded):
+    before = status(preloaded)
+    preloaded.stop()
+    preloaded.start()
+    after = status(preloaded)
+    assert after["epoch_id"] != before["epoch_id"]
+    assert after["fingerprint"] != before["fingerprint"]
+    assert after["restarts"] == 0
+
+
+def test_not_preloaded_refuses_create_extension():
+    c = Cluster("no_preload", preload=False).init().start()
+    try:
+        # A plain LOAD is harmless: no key, no hooks, no error.
+        c.sql("LOAD 'pg_ephcrypt'; SELECT 1")
+        with pytest.raises(SqlError) as err:
+            c.sql("CREATE EXTENSION pg_ephcrypt")
+        assert err.value.sqlstate == "55000", err.value.stderr
+        assert "shared_preload_libraries" in err.value.stderr
+        assert "HINT" in err.value.stderr
+        # Nothing was installed.
+        assert c.sql("SELECT count(*) FROM pg_extension WHERE extname = 'pg_ephcrypt'") == "0"
+        # The server is still healthy.
+        assert c.sql("SELECT 41 + 1") == "42"
+    finally:
+        c.stop()
+
+
+def test_key_status_functions_need_privileges(preloaded):
+    preloaded.sql("DROP ROLE IF EXISTS plain_user; CREATE ROLE plain_user LOGIN")
+    with pytest.raises(SqlError) as err:
+        preloaded.sql("SET ROLE plain_user; SELECT * FROM pg_ephcrypt_status()")
+    assert err.value.sqlstate == "42501", err.value.stderr
+    preloaded.sql("GRANT pg_monitor TO plain_user")
+    out = preloaded.sql("SET ROLE plain_user; SELECT count(*) FROM pg_ephcrypt_status()")
+    assert out == "1"
