@@ -302,10 +302,16 @@ impl SealedFile {
             let existing = block_plain_len(logical, span.index);
             if span.start == 0 && span.end >= existing {
                 // Replaces the block's whole content: no read needed.
-                if self.cache_index == Some(span.index) {
+                self.seal_and_write(io, nonces, span.index, data)?;
+                if data.len() < BLOCK_SIZE {
+                    // A short last block: likely appended to next (spill
+                    // files), so keep it for the next read-modify-write.
+                    self.cache[..data.len()].copy_from_slice(data);
+                    self.cache_index = Some(span.index);
+                    self.cache_len = data.len();
+                } else if self.cache_index == Some(span.index) {
                     self.invalidate_cache();
                 }
-                self.seal_and_write(io, nonces, span.index, data)?;
             } else {
                 self.load_block(io, span.index, existing)?;
                 if span.start > existing {
