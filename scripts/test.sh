@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Every test tier of pg_ephcrypt, in order; each tier can also run alone:
+#   scripts/test.sh lint     cargo fmt --check and clippy -D warnings
 #   scripts/test.sh unit     pure crates (cargo test)
 #   scripts/test.sh pgrx     #[pg_test]s in a preloaded server (cargo pgrx test)
 #   scripts/test.sh e2e      end-to-end tests driving real clusters (pytest)
@@ -9,7 +10,13 @@ source "$ROOT/scripts/cluster.sh"
 cd "$ROOT"
 
 tiers=("$@")
-[ "${#tiers[@]}" -gt 0 ] || tiers=(unit pgrx e2e)
+[ "${#tiers[@]}" -gt 0 ] || tiers=(lint unit pgrx e2e)
+
+run_lint() {
+    log "tier lint: cargo fmt --check, cargo clippy -D warnings"
+    cargo fmt --all -- --check
+    cargo clippy --quiet --workspace --all-targets --features pg_test -- -D warnings
+}
 
 run_unit() {
     log "tier unit: cargo test (pure crates)"
@@ -35,10 +42,11 @@ run_e2e() {
 
 for tier in "${tiers[@]}"; do
     case "$tier" in
+        lint) run_lint ;;
         unit) run_unit ;;
         pgrx) run_pgrx ;;
         e2e) run_e2e ;;
-        *) echo "unknown tier $tier (unit|pgrx|e2e)" >&2; exit 2 ;;
+        *) echo "unknown tier $tier (lint|unit|pgrx|e2e)" >&2; exit 2 ;;
     esac
 done
 log "all requested tiers passed: ${tiers[*]}"

@@ -25,7 +25,7 @@ fn pg_ephcrypt_status() -> TableIterator<
 > {
     epoch::require_preloaded();
     let state = epoch::public_state();
-    if state.generation % 2 == 0 {
+    if state.generation.is_multiple_of(2) {
         EphError::NoLiveEpoch.raise();
     }
     let created_at = TimestampWithTimeZone::try_from(state.created_at_us - PG_EPOCH_OFFSET_US)

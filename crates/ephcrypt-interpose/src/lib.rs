@@ -5,7 +5,10 @@
 //! * [`classify`]: pure path classification into artifact classes.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub use error::InterposeError;
+
 pub mod classify;
 pub mod elf;
+pub mod error;
 pub mod got;
 pub mod secmem;

@@ -25,6 +25,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub use crate::error::InterposeError;
+
 /// Length of the epoch key in bytes.
 pub const KEY_LEN: usize = 32;
 /// Length of the public epoch id in bytes.
@@ -68,19 +70,6 @@ pub enum AllocMode {
     LockedOnly,
 }
 
-/// Errors of the protected-memory layer. Never carries key bytes.
-#[derive(Debug, thiserror::Error)]
-pub enum SecMemError {
-    #[error("could not map the key page: {0}")]
-    Map(std::io::Error),
-    #[error("could not lock the key page in memory (mlock): {0}")]
-    Lock(std::io::Error),
-    #[error("could not exclude the key page from core dumps (madvise): {0}")]
-    DontDump(std::io::Error),
-    #[error("could not read random bytes from the kernel (getrandom): {0}")]
-    Random(std::io::Error),
-}
-
 /// The key page. Lives for the whole life of the process (it is never
 /// unmapped: children share it, and a dangling pointer in a shim would be
 /// worse than one page of address space).
@@ -113,7 +102,7 @@ fn last_os_error() -> std::io::Error {
 
 impl KeyPage {
     /// Map a fresh, zeroed, protected page. Does not create a key yet.
-    pub fn allocate(mode: AllocMode) -> Result<KeyPage, SecMemError> {
+    pub fn allocate(mode: AllocMode) -> Result<KeyPage, InterposeError> {
         if mode == AllocMode::Auto {
             if let Some(page) = Self::try_secretmem() {
                 return Ok(page);
@@ -160,7 +149,7 @@ impl KeyPage {
         })
     }
 
-    fn locked_anonymous() -> Result<KeyPage, SecMemError> {
+    fn locked_anonymous() -> Result<KeyPage, InterposeError> {
         let len = page_size();
         // SAFETY: anonymous shared mapping at a kernel-chosen address,
         // checked against MAP_FAILED.
@@ -175,21 +164,21 @@ impl KeyPage {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(SecMemError::Map(last_os_error()));
+            return Err(InterposeError::KeyMap(last_os_error()));
         }
         // SAFETY: base/len describe the mapping just created.
         if unsafe { libc::mlock(base, len) } != 0 {
             let err = last_os_error();
             // SAFETY: unmapping the mapping we just created and own.
             unsafe { libc::munmap(base, len) };
-            return Err(SecMemError::Lock(err));
+            return Err(InterposeError::KeyLock(err));
         }
         // SAFETY: base/len describe the mapping just created.
         if unsafe { libc::madvise(base, len, libc::MADV_DONTDUMP) } != 0 {
             let err = last_os_error();
             // SAFETY: as above.
             unsafe { libc::munmap(base, len) };
-            return Err(SecMemError::DontDump(err));
+            return Err(InterposeError::KeyDontDump(err));
         }
         Ok(KeyPage {
             base: base.cast(),
@@ -239,7 +228,7 @@ impl KeyPage {
     /// Wipe any previous key, then fill the key and a fresh epoch id with
     /// bytes from the kernel CSPRNG, written straight into the page (no
     /// copy of the key anywhere else). `created_at_us` is recorded as is.
-    pub fn new_epoch(&self, created_at_us: i64) -> Result<(), SecMemError> {
+    pub fn new_epoch(&self, created_at_us: i64) -> Result<(), InterposeError> {
         self.wipe();
         fill_random(self.base, KEY_LEN + EPOCH_ID_LEN)?;
         // SAFETY: OFF_CREATED..+8 lies inside the page; unaligned-safe write.
@@ -298,7 +287,7 @@ impl KeyPage {
 }
 
 /// getrandom(2) straight into `dst`, retrying on EINTR and short reads.
-fn fill_random(dst: *mut u8, len: usize) -> Result<(), SecMemError> {
+fn fill_random(dst: *mut u8, len: usize) -> Result<(), InterposeError> {
     let mut done = 0usize;
     while done < len {
         // SAFETY: dst..dst+len is writable memory owned by the caller.
@@ -308,7 +297,7 @@ fn fill_random(dst: *mut u8, len: usize) -> Result<(), SecMemError> {
             if err.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            return Err(SecMemError::Random(err));
+            return Err(InterposeError::Random(err));
         }
         done += n as usize;
     }
