@@ -155,6 +155,9 @@ pub fn init_postmaster() {
     unsafe { pg_sys::on_proc_exit(Some(wipe_at_postmaster_exit), pg_sys::Datum::from(0usize)) };
     PRELOADED.store(true, Ordering::Relaxed);
     install_shmem_hooks();
+    if let Some(page) = KEY_PAGE.get() {
+        crate::interpose::install_in_postmaster(page);
+    }
 }
 
 fn install_shmem_hooks() {

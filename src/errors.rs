@@ -12,6 +12,12 @@ pub enum EphError {
     NoLiveEpoch,
     #[error("pg_ephcrypt cannot protect the epoch key: {0}")]
     KeyMemory(String),
+    #[error("pg_ephcrypt cannot interpose file I/O: {0}")]
+    Interpose(String),
+    #[error("pg_ephcrypt does not support this server: {0}")]
+    UnsupportedServer(&'static str),
+    #[error("invalid value for pg_ephcrypt.classes: {0}")]
+    BadClasses(String),
 }
 
 impl EphError {
@@ -21,6 +27,10 @@ impl EphError {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             EphError::KeyMemory(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+            EphError::Interpose(_) | EphError::UnsupportedServer(_) => {
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
+            }
+            EphError::BadClasses(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         }
     }
 
@@ -33,6 +43,14 @@ impl EphError {
             EphError::KeyMemory(_) => {
                 "Allow memfd_secret(2) or raise the memlock limit (ulimit -l) of the postgres user; \
                  or set pg_ephcrypt.on_unsupported = warn to start without this protection."
+            }
+            EphError::Interpose(_) | EphError::UnsupportedServer(_) => {
+                "Transient files would be written in plaintext. Use a supported PostgreSQL build \
+                 (non-EXEC_BACKEND, Linux x86_64/aarch64), or set pg_ephcrypt.on_unsupported = warn \
+                 to start without encryption."
+            }
+            EphError::BadClasses(_) => {
+                "Use a comma-separated list of temp_files, temp_relations, logical_spill, or none."
             }
         }
     }

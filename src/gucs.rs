@@ -1,6 +1,8 @@
 //! Every GUC of pg_ephcrypt, with typed getters. The `pg_ephcrypt.` prefix
 //! is reserved: a misspelt `pg_ephcrypt.*` setting is reported, not ignored.
 
+use std::ffi::CString;
+
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 /// What to do when the protection cannot hold (key memory cannot be
@@ -24,6 +26,9 @@ impl OnUnsupported {
     }
 }
 
+static CLASSES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"temp_files,temp_relations,logical_spill"));
+
 static ON_UNSUPPORTED: GucSetting<OnUnsupported> =
     GucSetting::<OnUnsupported>::new(OnUnsupported::Refuse);
 
@@ -37,6 +42,14 @@ pub fn init() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"pg_ephcrypt.classes",
+        c"Artifact classes to encrypt: temp_files, temp_relations, logical_spill (comma-separated), or none.",
+        c"A class left out is passed through untouched (plaintext), e.g. to measure the interposition cost alone.",
+        &CLASSES,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init on the main thread with a valid C string.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_ephcrypt".as_ptr()) };
 }
@@ -44,4 +57,12 @@ pub fn init() {
 /// `pg_ephcrypt.on_unsupported`.
 pub fn on_unsupported() -> OnUnsupported {
     ON_UNSUPPORTED.get()
+}
+
+/// `pg_ephcrypt.classes`, raw (parsed by the caller).
+pub fn classes() -> String {
+    CLASSES
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod epoch;
 mod errors;
 mod gucs;
+mod interpose;
 mod status;
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -21,6 +21,8 @@ fn pg_ephcrypt_status() -> TableIterator<
         name!(postmaster_pid, i32),
         name!(restarts, i64),
         name!(on_unsupported, &'static str),
+        name!(interposed_symbols, Vec<String>),
+        name!(classes, Vec<String>),
     ),
 > {
     epoch::require_preloaded();
@@ -41,6 +43,8 @@ fn pg_ephcrypt_status() -> TableIterator<
         postmaster_pid,
         i64::from(state.restarts),
         crate::gucs::on_unsupported().name(),
+        crate::interpose::interposed_symbols(),
+        crate::interpose::covered_classes(),
     ))
 }
 

@@ -105,3 +105,21 @@ def test_key_status_functions_need_privileges(preloaded):
     preloaded.sql("GRANT pg_monitor TO plain_user")
     out = preloaded.sql("SET ROLE plain_user; SELECT count(*) FROM pg_ephcrypt_status()")
     assert out == "1"
+
+
+def test_logger_and_clean_shutdown_with_logging_collector():
+    # The logger detaches shared memory, and the postmaster unmaps it on its
+    # way out: neither may be touched by pg_ephcrypt (a prototype crashed
+    # the logger in a loop and the postmaster at shutdown that way).
+    c = Cluster("logger", conf={"logging_collector": "on", "log_directory": "'log'"}).init().start()
+    try:
+        c.sql("CREATE EXTENSION pg_ephcrypt")
+        assert len(c.rows("SELECT * FROM pg_ephcrypt_status()")) == 1
+        c.sql("SELECT count(*) FROM generate_series(1, 100000) g")
+    finally:
+        c.stop()  # check=True: pg_ctl must report a clean stop
+    assert not (c.data / "postmaster.pid").exists(), "stale postmaster.pid after shutdown"
+    logs = "".join(p.read_text(errors="replace") for p in (c.data / "log").glob("*"))
+    assert "database system is shut down" in logs
+    assert "terminated by signal" not in logs
+    assert "was terminated" not in logs

@@ -12,3 +12,4 @@ pub mod elf;
 pub mod error;
 pub mod got;
 pub mod secmem;
+pub mod shim;
