@@ -21,3 +21,57 @@ log "cluster up in $DEMO/data (user $PG_USER, port $PORT), shared_preload_librar
 psql_at "$DEMO" "$PORT" -q -c "CREATE EXTENSION pg_ephcrypt"
 log "key status:"
 psql_at "$DEMO" "$PORT" -x -c "SELECT * FROM pg_ephcrypt_status()"
+
+# --- a spilling workload, and the raw bytes on disk while it holds its files --
+log "spilling workload: an external sort of 300,000 rows carrying the marker 'TENANT-SECRET' (work_mem = 64kB)"
+psql_at "$DEMO" "$PORT" -q -c "CREATE TABLE demo AS SELECT g, 'TENANT-SECRET-' || md5(g::text) AS s FROM generate_series(1, 300000) g"
+session_in="$DEMO/session.in"
+session_out="$DEMO/session.out"
+rm -f "$session_in" "$session_out"
+mkfifo "$session_in"
+chmod 0666 "$session_in"
+psql_at "$DEMO" "$PORT" -q -A -t <"$session_in" >"$session_out" 2>&1 &
+session_pid=$!
+exec 3>"$session_in"
+cat >&3 <<'SQL'
+SET work_mem = '64kB';
+BEGIN;
+DECLARE c CURSOR FOR SELECT g, s FROM demo ORDER BY s;
+FETCH 1 FROM c;
+\echo HOLDING
+SQL
+for _ in $(seq 1 600); do
+    grep -q HOLDING "$session_out" 2>/dev/null && break
+    sleep 0.1
+done
+grep -q HOLDING "$session_out" || { cat "$session_out"; echo "the sort did not start" >&2; exit 1; }
+
+tmpdir="$DEMO/data/base/pgsql_tmp"
+log "while the cursor holds its sort, the temp files on disk:"
+as_root ls -l "$tmpdir"
+files=$(as_root find "$tmpdir" -type f -size +0)
+[ -n "$files" ] || { echo "no temp files: the sort did not spill" >&2; exit 1; }
+plain=0
+for f in $files; do
+    head=$(as_root head -c 8 "$f" | od -An -c | tr -s ' ')
+    hits=$(as_root grep -c -a 'TENANT-SECRET' "$f" || true)
+    printf '  %-60s header:%s  marker hits: %s\n' "${f#"$DEMO/data/"}" "$head" "$hits"
+    [ "$hits" = 0 ] || plain=1
+    as_root head -c 8 "$f" | grep -q -a '^PGEPHCR' || plain=1
+done
+if [ "$plain" = 0 ]; then
+    log "PROOF: every temp file starts with the pg_ephcrypt header and no plaintext marker is on disk"
+else
+    echo "FAILED: plaintext found on disk" >&2
+    exit 1
+fi
+
+cat >&3 <<'SQL'
+FETCH 2 FROM c;
+COMMIT;
+SQL
+exec 3>&-
+wait "$session_pid"
+log "and the query result is correct (first three rows of the sort):"
+cat "$session_out" | grep -v HOLDING
+psql_at "$DEMO" "$PORT" -c "SELECT g, s FROM demo ORDER BY s LIMIT 3"

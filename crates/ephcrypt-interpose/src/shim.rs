@@ -114,6 +114,8 @@ type TruncateFn = unsafe extern "C" fn(*const c_char, off_t) -> c_int;
 type StatFn = unsafe extern "C" fn(*const c_char, *mut libc::stat) -> c_int;
 type FstatFn = unsafe extern "C" fn(c_int, *mut libc::stat) -> c_int;
 type FallocateFn = unsafe extern "C" fn(c_int, off_t, off_t) -> c_int;
+type DupFn = unsafe extern "C" fn(c_int) -> c_int;
+type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 
 struct RealFns {
     open: OpenFn,
@@ -133,6 +135,8 @@ struct RealFns {
     lstat: StatFn,
     fstat: FstatFn,
     posix_fallocate: FallocateFn,
+    dup: DupFn,
+    dup2: Dup2Fn,
 }
 
 macro_rules! resolve {
@@ -164,6 +168,8 @@ impl RealFns {
             lstat: resolve!(c"lstat", StatFn),
             fstat: resolve!(c"fstat", FstatFn),
             posix_fallocate: resolve!(c"posix_fallocate", FallocateFn),
+            dup: resolve!(c"dup", DupFn),
+            dup2: resolve!(c"dup2", Dup2Fn),
         })
     }
 }
@@ -383,10 +389,15 @@ fn with_file<R>(
             s.invalidate_cache();
         }
     }
-    match f(file) {
-        Ok(r) => r,
-        Err(Errno(e)) => {
+    // Nothing may unwind into C: a bug in our code becomes EIO, not a crash.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(file))) {
+        Ok(Ok(r)) => r,
+        Ok(Err(Errno(e))) => {
             set_errno(e);
+            fail
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
             fail
         }
     }
@@ -978,6 +989,42 @@ pub unsafe extern "C" fn shim_posix_fallocate(fd: c_int, off: off_t, len: off_t)
     let result = if rc == 0 { 0 } else { errno() };
     set_errno(saved);
     result
+}
+
+/// # Safety
+/// libc `dup` contract.
+#[no_mangle]
+pub unsafe extern "C" fn shim_dup(fd: c_int) -> c_int {
+    if !lookup(fd).is_null() {
+        // A duplicate would share the file but not our state: its writes
+        // would bypass the layout. PostgreSQL never duplicates these fds;
+        // refuse rather than risk plaintext.
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: pass-through.
+    unsafe { (real().dup)(fd) }
+}
+
+/// # Safety
+/// libc `dup2` contract.
+#[no_mangle]
+pub unsafe extern "C" fn shim_dup2(fd: c_int, newfd: c_int) -> c_int {
+    if !lookup(fd).is_null() && fd != newfd {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: pass-through.
+    let rc = unsafe { (real().dup2)(fd, newfd) };
+    if rc >= 0 && fd != newfd && newfd >= 0 && (newfd as usize) < MAX_TRACKED_FDS {
+        // The kernel closed whatever newfd was: forget our state for it.
+        let old = FD_TABLE[newfd as usize].swap(ptr::null_mut(), Ordering::Relaxed);
+        if !old.is_null() {
+            // SAFETY: a Box we leaked at open; no longer reachable.
+            drop(unsafe { Box::from_raw(old) });
+        }
+    }
+    rc
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,276 @@
+//! The shims, installed into this test binary's own GOT, against a fake data
+//! directory: Rust's std calls open64/pread64/pwrite64/lseek64/ftruncate64
+//! through the executable's GOT just as PostgreSQL calls open/pread/pwrite.
+//! Raw bytes are read back with direct syscalls, which no shim can see.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use ephcrypt_interpose::classify::ArtifactClass;
+use ephcrypt_interpose::secmem::{AllocMode, KeyPage};
+use ephcrypt_interpose::shim::{self, Config};
+
+const MARKER: &[u8] = b"TENANT-SECRET-";
+
+/// Whole file contents through raw syscalls (bypassing every shim).
+fn raw_bytes(path: &Path) -> Vec<u8> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: direct syscalls on a path and an fd we own, into a buffer we own.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY) as i32;
+        assert!(fd >= 0);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
+            assert!(n >= 0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n as usize]);
+        }
+        libc::syscall(libc::SYS_close, fd);
+        out
+    }
+}
+
+fn raw_write_at(path: &Path, off: u64, data: &[u8]) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: direct syscalls on a path and an fd we own.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDWR) as i32;
+        assert!(fd >= 0);
+        let n = libc::syscall(
+            libc::SYS_pwrite64,
+            fd,
+            data.as_ptr(),
+            data.len(),
+            off as i64,
+        );
+        assert_eq!(n, data.len() as i64);
+        libc::syscall(libc::SYS_close, fd);
+    }
+}
+
+fn fstat_size(f: &std::fs::File) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: a valid fd and out-pointer; goes through this binary's GOT.
+    assert_eq!(unsafe { libc::fstat(f.as_raw_fd(), st.as_mut_ptr()) }, 0);
+    // SAFETY: fstat succeeded.
+    unsafe { st.assume_init() }.st_size as u64
+}
+
+fn stat_size(path: &Path) -> u64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: a valid path and out-pointer; goes through this binary's GOT.
+    assert_eq!(unsafe { libc::stat(c.as_ptr(), st.as_mut_ptr()) }, 0);
+    // SAFETY: stat succeeded.
+    unsafe { st.assume_init() }.st_size as u64
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        out.extend_from_slice(MARKER);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn setup() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ephcrypt-shim-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("base/pgsql_tmp")).unwrap();
+    fs::create_dir_all(dir.join("base/5")).unwrap();
+    let page: &'static KeyPage = Box::leak(Box::new(KeyPage::allocate(AllocMode::Auto).unwrap()));
+    page.new_epoch(1).unwrap();
+    shim::set_enabled_classes(&ArtifactClass::ALL);
+    let report = shim::install(Config {
+        data_dir: dir.as_os_str().as_encoded_bytes().to_vec(),
+        key_page: page,
+    })
+    .expect("install shims into the test binary");
+    assert!(report.is_patched("open64"), "std opens files with open64");
+    assert!(report.is_patched("pwrite64") && report.is_patched("pread64"));
+    // A second install in the same process is refused.
+    assert!(shim::install(Config {
+        data_dir: Vec::new(),
+        key_page: page
+    })
+    .is_err());
+    dir
+}
+
+// One test function: the GOT of this process is patched once.
+#[test]
+fn shims_seal_covered_files_and_pass_others_through() {
+    let dir = setup();
+
+    // --- a temp file: random-offset writes and reads against a model -------
+    let path = dir.join("base/pgsql_tmp/pgsql_tmp4242.0");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    assert_eq!(shim::open_covered_files(), 1);
+    let mut model: Vec<u8> = Vec::new();
+    let writes = [
+        (0u64, 8192usize),
+        (253_952, 1099),
+        (255_051, 8192),
+        (5, 3),
+        (8190, 20000),
+        (100_000, 1),
+    ];
+    for (i, (off, len)) in writes.iter().enumerate() {
+        let data = payload(*len, i as u64);
+        f.write_all_at(&data, *off).unwrap();
+        let end = *off as usize + len;
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[*off as usize..end].copy_from_slice(&data);
+    }
+    // Logical size through fstat and lseek(SEEK_END). (std's metadata()
+    // uses statx, which PostgreSQL never calls; ask fstat directly.)
+    assert_eq!(fstat_size(&f), model.len() as u64);
+    let mut g = &f;
+    assert_eq!(g.seek(SeekFrom::End(0)).unwrap(), model.len() as u64);
+    // Unaligned 8 KiB reads across the whole file, including a short read at EOF.
+    let mut off = 0u64;
+    while off < model.len() as u64 + 10 {
+        let mut buf = vec![0u8; 8192];
+        let n = f.read_at(&mut buf, off).unwrap();
+        let want = &model[(off as usize).min(model.len())..(off as usize + 8192).min(model.len())];
+        assert_eq!(&buf[..n], want, "read at {off}");
+        off += 4099;
+    }
+    // ftruncate at an arbitrary byte, then extend: the gap reads as zeros.
+    f.set_len(123_457).unwrap();
+    model.truncate(123_457);
+    f.set_len(140_000).unwrap();
+    model.resize(140_000, 0);
+    let mut all = vec![0u8; model.len() + 100];
+    let n = f.read_at(&mut all, 0).unwrap();
+    assert_eq!(&all[..n], &model[..]);
+
+    // On disk: the header, and no plaintext anywhere.
+    let raw = raw_bytes(&path);
+    assert_eq!(&raw[..8], b"PGEPHCR\0");
+    assert!(!contains(&raw, MARKER), "plaintext marker on disk");
+    assert!(raw.len() > model.len());
+    // stat() by path reports the logical size too.
+    assert_eq!(stat_size(&path), model.len() as u64);
+
+    // --- tampering: one flipped byte -> EIO on the block, never bytes ------
+    raw_write_at(&path, 64 + 8220 + 12 + 50, &[raw[64 + 8220 + 12 + 50] ^ 1]);
+    let mut buf = vec![0u8; 100];
+    let err = f.read_at(&mut buf, 8192 + 10).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    // Other blocks still read fine.
+    let n = f.read_at(&mut buf, 10).unwrap();
+    assert_eq!(&buf[..n], &model[10..110]);
+    drop(f);
+    assert_eq!(shim::open_covered_files(), 0, "close forgets the fd");
+
+    // --- reopen (as PostgreSQL's VFD cache does) and read again ------------
+    let mut f = OpenOptions::new().read(true).open(&path).unwrap();
+    let mut head = vec![0u8; 8192];
+    f.read_exact(&mut head).unwrap();
+    assert_eq!(head, model[..8192]);
+    drop(f);
+
+    // --- O_APPEND (logical-decoding spill style) -----------------------------
+    let spill = dir.join("pg_replslot/s1/xid-700-lsn-0-1000000.spill");
+    fs::create_dir_all(spill.parent().unwrap()).unwrap();
+    let mut appended = Vec::new();
+    for round in 0..3 {
+        let mut a = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spill)
+            .unwrap();
+        for i in 0..50 {
+            let rec = payload(37 + (i * 13) % 300, round * 100 + i as u64);
+            a.write_all(&rec).unwrap();
+            appended.extend_from_slice(&rec);
+        }
+    }
+    let back = fs::read(&spill).unwrap();
+    assert_eq!(back, appended);
+    assert!(!contains(&raw_bytes(&spill), MARKER));
+
+    // --- a temp relation with O_EXCL create --------------------------------
+    let rel = dir.join("base/5/t3_16384");
+    let r = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&rel)
+        .unwrap();
+    let page_data = payload(8192, 99);
+    r.write_all_at(&page_data, 8192 * 3).unwrap();
+    let mut p = vec![1u8; 8192];
+    assert_eq!(r.read_at(&mut p, 0).unwrap(), 8192);
+    assert!(
+        p.iter().all(|&b| b == 0),
+        "a gap before a written page reads as zeros"
+    );
+    assert_eq!(r.read_at(&mut p, 8192 * 3).unwrap(), 8192);
+    assert_eq!(p, page_data);
+    let raw_rel = raw_bytes(&rel);
+    // No physical block is all zeros: gaps are sealed zero blocks, not holes.
+    for chunk in raw_rel[64..].chunks(8220) {
+        assert!(chunk.iter().any(|&b| b != 0));
+    }
+    drop(r);
+
+    // --- files of no class pass through untouched ---------------------------
+    let plain = dir.join("base/5/16384");
+    fs::write(&plain, b"durable TENANT-SECRET-1").unwrap();
+    assert_eq!(raw_bytes(&plain), b"durable TENANT-SECRET-1");
+    assert_eq!(fs::read(&plain).unwrap(), b"durable TENANT-SECRET-1");
+
+    // --- a class switched off passes through ---------------------------------
+    shim::set_enabled_classes(&[ArtifactClass::TempRelations]);
+    let off_path = dir.join("base/pgsql_tmp/pgsql_tmp4242.9");
+    fs::write(&off_path, b"TENANT-SECRET-off").unwrap();
+    assert_eq!(raw_bytes(&off_path), b"TENANT-SECRET-off");
+    shim::set_enabled_classes(&ArtifactClass::ALL);
+
+    // --- a file written under another epoch: open works, reads fail --------
+    let foreign = dir.join("base/pgsql_tmp/pgsql_tmp4242.5");
+    fs::write(&foreign, b"x").unwrap(); // sealed under the current epoch
+    let mut bytes = raw_bytes(&foreign);
+    bytes[16] ^= 0xFF; // epoch id field
+    fs::remove_file(&foreign).unwrap();
+    shim::set_enabled_classes(&[]);
+    fs::write(&foreign, &bytes).unwrap(); // raw write, class off
+    shim::set_enabled_classes(&ArtifactClass::ALL);
+    let ff = OpenOptions::new().read(true).open(&foreign).unwrap();
+    let mut b1 = [0u8; 1];
+    assert_eq!(
+        ff.read_at(&mut b1, 0).unwrap_err().raw_os_error(),
+        Some(libc::EIO)
+    );
+    drop(ff);
+
+    let _ = fs::remove_dir_all(&dir);
+}
