@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 
 use ephcrypt_format::{
     physical_to_logical_size, random_file_id, EpochKey, FormatError, NonceSequence, NonceSource,
-    PhysicalIo, SealedFile, NONCE_LEN,
+    PhysicalIo, SealedFile, BLOCK_SIZE, NONCE_LEN,
 };
 use libc::{iovec, mode_t, off_t, size_t, ssize_t};
 
@@ -114,6 +114,7 @@ type TruncateFn = unsafe extern "C" fn(*const c_char, off_t) -> c_int;
 type StatFn = unsafe extern "C" fn(*const c_char, *mut libc::stat) -> c_int;
 type FstatFn = unsafe extern "C" fn(c_int, *mut libc::stat) -> c_int;
 type FallocateFn = unsafe extern "C" fn(c_int, off_t, off_t) -> c_int;
+type FsyncFn = unsafe extern "C" fn(c_int) -> c_int;
 type DupFn = unsafe extern "C" fn(c_int) -> c_int;
 type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 
@@ -137,6 +138,8 @@ struct RealFns {
     posix_fallocate: FallocateFn,
     dup: DupFn,
     dup2: Dup2Fn,
+    fsync: FsyncFn,
+    fdatasync: FsyncFn,
 }
 
 macro_rules! resolve {
@@ -170,6 +173,8 @@ impl RealFns {
             posix_fallocate: resolve!(c"posix_fallocate", FallocateFn),
             dup: resolve!(c"dup", DupFn),
             dup2: resolve!(c"dup2", Dup2Fn),
+            fsync: resolve!(c"fsync", FsyncFn),
+            fdatasync: resolve!(c"fdatasync", FsyncFn),
         })
     }
 }
@@ -361,6 +366,131 @@ struct OpenFile {
     /// Member of a shared file set: other processes may write it, so no
     /// cached plaintext survives between two calls.
     shared: bool,
+    /// Append write-back: bytes written with write() on an O_APPEND fd that
+    /// are not sealed yet (at most up to the next block boundary).
+    pending: Option<AppendBuf>,
+}
+
+/// The not-yet-sealed tail of an append stream (logical-decoding spill
+/// files append one small record per write(); sealing the tail block for
+/// each would multiply the crypto work ~50x). Flushed at every block
+/// boundary, on close, fsync, on any other operation on a covered file in
+/// this process, and at process exit.
+struct AppendBuf {
+    /// Logical offset of data[0].
+    start: u64,
+    len: usize,
+    data: Box<[u8; BLOCK_SIZE]>,
+}
+
+impl Drop for AppendBuf {
+    fn drop(&mut self) {
+        // Plaintext: wipe before the heap reuses it.
+        for b in self.data.iter_mut() {
+            // SAFETY: a valid &mut u8.
+            unsafe { ptr::write_volatile(b, 0) };
+        }
+    }
+}
+
+/// Fds with an unflushed append tail (-1 = free slot).
+const MAX_DIRTY: usize = 8;
+static DIRTY_FDS: [std::sync::atomic::AtomicI32; MAX_DIRTY] =
+    [const { std::sync::atomic::AtomicI32::new(-1) }; MAX_DIRTY];
+static DIRTY_COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn mark_dirty(fd: c_int) -> bool {
+    for slot in &DIRTY_FDS {
+        if slot.load(Ordering::Relaxed) == fd {
+            return true;
+        }
+    }
+    for slot in &DIRTY_FDS {
+        if slot
+            .compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            DIRTY_COUNT.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+    }
+    false
+}
+
+fn clear_dirty(fd: c_int) {
+    for slot in &DIRTY_FDS {
+        if slot
+            .compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            DIRTY_COUNT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Seal and write `file`'s pending append tail.
+fn flush_pending(fd: c_int, file: &mut OpenFile) -> Result<(), Errno> {
+    let Some(p) = file.pending.take() else {
+        return Ok(());
+    };
+    clear_dirty(fd);
+    if p.len == 0 {
+        return Ok(());
+    }
+    let s = sealed(file)?;
+    s.write_at(
+        &mut FdIo { fd },
+        &mut ProcessNonces,
+        &p.data[..p.len],
+        p.start,
+    )?;
+    Ok(())
+}
+
+/// Flush every dirty append tail of this process (lock held by the caller;
+/// `skip` is the file the caller already borrows).
+fn flush_all_dirty(skip: *mut OpenFile) -> Result<(), Errno> {
+    if DIRTY_COUNT.load(Ordering::Relaxed) == 0 {
+        return Ok(());
+    }
+    let mut result = Ok(());
+    for slot in &DIRTY_FDS {
+        let fd = slot.load(Ordering::Relaxed);
+        if fd < 0 {
+            continue;
+        }
+        let file = lookup(fd);
+        if file.is_null() {
+            clear_dirty(fd);
+            continue;
+        }
+        if file == skip {
+            continue;
+        }
+        // SAFETY: a live table entry, not otherwise borrowed (skip), lock held.
+        if let Err(e) = flush_pending(fd, unsafe { &mut *file }) {
+            result = Err(e);
+        }
+    }
+    result
+}
+
+/// Seal every pending append tail before a path-level operation on a
+/// covered file (open, stat, truncate) can observe its size or content.
+fn flush_all_now() -> Result<(), Errno> {
+    if DIRTY_COUNT.load(Ordering::Relaxed) == 0 {
+        return Ok(());
+    }
+    let Some(_guard) = LockGuard::acquire() else {
+        return Err(Errno(libc::EBUSY));
+    };
+    flush_all_dirty(ptr::null_mut())
+}
+
+extern "C" fn flush_all_at_exit() {
+    if let Some(_guard) = LockGuard::acquire() {
+        let _ = flush_all_dirty(ptr::null_mut());
+    }
 }
 
 #[inline(always)]
@@ -372,18 +502,41 @@ fn lookup(fd: c_int) -> *mut OpenFile {
 }
 
 /// Run `f` on our file with the process lock held; -1/errno on failure.
+/// Any pending append tail of this process is sealed first, so that every
+/// read, size query or positional write sees all bytes written so far.
 fn with_file<R>(
+    fd: c_int,
     file: *mut OpenFile,
     fail: R,
+    f: impl FnOnce(&mut OpenFile) -> Result<R, Errno>,
+) -> R {
+    with_file_mode(fd, file, fail, true, f)
+}
+
+fn with_file_mode<R>(
+    fd: c_int,
+    file: *mut OpenFile,
+    fail: R,
+    flush_own: bool,
     f: impl FnOnce(&mut OpenFile) -> Result<R, Errno>,
 ) -> R {
     let Some(_guard) = LockGuard::acquire() else {
         set_errno(libc::EBUSY);
         return fail;
     };
+    if let Err(Errno(e)) = flush_all_dirty(file) {
+        set_errno(e);
+        return fail;
+    }
     // SAFETY: the pointer came from FD_TABLE, which holds a live Box until
     // close() removes it, and OURS_LOCK gives us exclusive access.
     let file = unsafe { &mut *file };
+    if flush_own {
+        if let Err(Errno(e)) = flush_pending(fd, file) {
+            set_errno(e);
+            return fail;
+        }
+    }
     if file.shared {
         if let FileState::Sealed(s) = &mut file.state {
             s.invalidate_cache();
@@ -428,6 +581,11 @@ pub fn install(config: Config) -> Result<PatchReport, InterposeError> {
     let rc = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     if rc != 0 {
         return Err(InterposeError::Unsupported("pthread_atfork failed"));
+    }
+    // PostgreSQL processes leave through exit(): seal pending append tails.
+    // SAFETY: registering a plain C function.
+    if unsafe { libc::atexit(flush_all_at_exit) } != 0 {
+        return Err(InterposeError::Unsupported("atexit failed"));
     }
     let requests = shim_table();
     let report = got::patch_executable(&requests)?;
@@ -563,6 +721,10 @@ unsafe fn open_common(
         // SAFETY: pass-through.
         return unsafe { real_open(dirfd, path, flags, mode, at) };
     }
+    if let Err(Errno(e)) = flush_all_now() {
+        set_errno(e);
+        return -1;
+    }
     // Ours. We need to read what we write (headers, read-modify-write), we
     // place every write ourselves (O_APPEND would make the kernel ignore
     // pwrite offsets), and O_DIRECT's alignment rules don't fit the layout.
@@ -603,6 +765,7 @@ unsafe fn open_common(
         pos: 0,
         append,
         shared: is_fileset_member(path),
+        pending: None,
     });
     let old = FD_TABLE[fd as usize].swap(Box::into_raw(file), Ordering::Relaxed);
     if !old.is_null() {
@@ -645,6 +808,9 @@ fn open_state(fd: c_int, physical_len: u64) -> FileState {
 /// libc `stat` contract.
 #[no_mangle]
 pub unsafe extern "C" fn shim_stat(path: *const c_char, buf: *mut libc::stat) -> c_int {
+    if DIRTY_COUNT.load(Ordering::Relaxed) != 0 && covered_class(path).is_some() {
+        let _ = flush_all_now();
+    }
     // SAFETY: pass-through with the caller's arguments.
     let rc = unsafe { (real().stat)(path, buf) };
     // SAFETY: rc == 0 means buf was filled.
@@ -655,6 +821,9 @@ pub unsafe extern "C" fn shim_stat(path: *const c_char, buf: *mut libc::stat) ->
 /// libc `lstat` contract.
 #[no_mangle]
 pub unsafe extern "C" fn shim_lstat(path: *const c_char, buf: *mut libc::stat) -> c_int {
+    if DIRTY_COUNT.load(Ordering::Relaxed) != 0 && covered_class(path).is_some() {
+        let _ = flush_all_now();
+    }
     // SAFETY: pass-through with the caller's arguments.
     let rc = unsafe { (real().lstat)(path, buf) };
     // SAFETY: rc == 0 means buf was filled.
@@ -707,15 +876,51 @@ pub unsafe extern "C" fn shim_truncate(path: *const c_char, len: off_t) -> c_int
 /// libc `close` contract.
 #[no_mangle]
 pub unsafe extern "C" fn shim_close(fd: c_int) -> c_int {
-    if fd >= 0 && (fd as usize) < MAX_TRACKED_FDS {
-        let old = FD_TABLE[fd as usize].swap(ptr::null_mut(), Ordering::Relaxed);
-        if !old.is_null() {
-            // SAFETY: a Box we leaked at open; no longer reachable.
-            drop(unsafe { Box::from_raw(old) });
-        }
+    let file = lookup(fd);
+    if file.is_null() {
+        // SAFETY: pass-through.
+        return unsafe { (real().close)(fd) };
+    }
+    // Seal a pending append tail; report its failure (ENOSPC...) as close's.
+    let flushed = with_file(fd, file, -1, |_| Ok(0));
+    let flush_errno = errno();
+    let old = FD_TABLE[fd as usize].swap(ptr::null_mut(), Ordering::Relaxed);
+    if !old.is_null() {
+        clear_dirty(fd);
+        // SAFETY: a Box we leaked at open; no longer reachable.
+        drop(unsafe { Box::from_raw(old) });
     }
     // SAFETY: pass-through.
-    unsafe { (real().close)(fd) }
+    let rc = unsafe { (real().close)(fd) };
+    if flushed != 0 {
+        set_errno(flush_errno);
+        return -1;
+    }
+    rc
+}
+
+/// # Safety
+/// libc `fsync` contract.
+#[no_mangle]
+pub unsafe extern "C" fn shim_fsync(fd: c_int) -> c_int {
+    let file = lookup(fd);
+    if !file.is_null() && with_file(fd, file, -1, |_| Ok(0)) != 0 {
+        return -1;
+    }
+    // SAFETY: pass-through.
+    unsafe { (real().fsync)(fd) }
+}
+
+/// # Safety
+/// libc `fdatasync` contract.
+#[no_mangle]
+pub unsafe extern "C" fn shim_fdatasync(fd: c_int) -> c_int {
+    let file = lookup(fd);
+    if !file.is_null() && with_file(fd, file, -1, |_| Ok(0)) != 0 {
+        return -1;
+    }
+    // SAFETY: pass-through.
+    unsafe { (real().fdatasync)(fd) }
 }
 
 /// # Safety
@@ -733,7 +938,7 @@ pub unsafe extern "C" fn shim_pread(fd: c_int, buf: *mut c_void, n: size_t, off:
     }
     // SAFETY: the caller guarantees buf is writable for n bytes.
     let dst = unsafe { slice_mut(buf, n) };
-    with_file(file, -1, |f| {
+    with_file(fd, file, -1, |f| {
         let s = sealed(f)?;
         Ok(s.read_at(&mut FdIo { fd }, dst, off as u64)? as ssize_t)
     })
@@ -759,7 +964,7 @@ pub unsafe extern "C" fn shim_pwrite(
     }
     // SAFETY: the caller guarantees buf is readable for n bytes.
     let src = unsafe { slice(buf, n) };
-    with_file(file, -1, |f| {
+    with_file(fd, file, -1, |f| {
         let s = sealed(f)?;
         Ok(s.write_at(&mut FdIo { fd }, &mut ProcessNonces, src, off as u64)? as ssize_t)
     })
@@ -776,7 +981,7 @@ pub unsafe extern "C" fn shim_read(fd: c_int, buf: *mut c_void, n: size_t) -> ss
     }
     // SAFETY: the caller guarantees buf is writable for n bytes.
     let dst = unsafe { slice_mut(buf, n) };
-    with_file(file, -1, |f| {
+    with_file(fd, file, -1, |f| {
         let pos = f.pos;
         let s = sealed(f)?;
         let got = s.read_at(&mut FdIo { fd }, dst, pos)?;
@@ -815,16 +1020,65 @@ pub unsafe extern "C" fn shim_write(fd: c_int, buf: *const c_void, n: size_t) ->
     }
     // SAFETY: the caller guarantees buf is readable for n bytes.
     let src = unsafe { slice(buf, n) };
-    with_file(file, -1, |f| {
-        let append = f.append;
+    let append = {
+        // SAFETY: a live table entry; only a plain bool is read.
+        unsafe { (*file).append }
+    };
+    if append {
+        return with_file_mode(fd, file, -1, false, |f| append_buffered(fd, f, src));
+    }
+    with_file(fd, file, -1, |f| {
         let pos = f.pos;
         let s = sealed(f)?;
-        let mut io = FdIo { fd };
-        let off = if append { s.len(&mut io)? } else { pos };
-        let wrote = s.write_at(&mut io, &mut ProcessNonces, src, off)?;
-        f.pos = off + wrote as u64;
+        let wrote = s.write_at(&mut FdIo { fd }, &mut ProcessNonces, src, pos)?;
+        f.pos = pos + wrote as u64;
         Ok(wrote as ssize_t)
     })
+}
+
+/// write() on an O_APPEND fd: collect bytes up to the next block boundary,
+/// seal whole blocks as they fill.
+fn append_buffered(fd: c_int, f: &mut OpenFile, mut src: &[u8]) -> Result<ssize_t, Errno> {
+    let n = src.len();
+    if f.pending.is_none() {
+        let start = sealed(f)?.len(&mut FdIo { fd })?;
+        f.pending = Some(AppendBuf {
+            start,
+            len: 0,
+            data: Box::new([0u8; BLOCK_SIZE]),
+        });
+    }
+    while !src.is_empty() {
+        let Some(p) = f.pending.as_mut() else {
+            return Err(Errno(libc::EIO));
+        };
+        let end = p.start + p.len as u64;
+        let room = BLOCK_SIZE - (end % BLOCK_SIZE as u64) as usize;
+        let take = room.min(src.len());
+        p.data[p.len..p.len + take].copy_from_slice(&src[..take]);
+        p.len += take;
+        src = &src[take..];
+        if take == room {
+            // Reached a block boundary: seal what we hold and go on.
+            let (start, len) = (p.start, p.len);
+            let data = std::mem::replace(&mut p.data, Box::new([0u8; BLOCK_SIZE]));
+            p.start = start + len as u64;
+            p.len = 0;
+            let s = sealed(f)?;
+            let res = s.write_at(&mut FdIo { fd }, &mut ProcessNonces, &data[..len], start);
+            drop(AppendBuf { start, len, data });
+            res?;
+        }
+    }
+    let Some(p) = f.pending.as_ref() else {
+        return Err(Errno(libc::EIO));
+    };
+    f.pos = p.start + p.len as u64;
+    if p.len > 0 && !mark_dirty(fd) {
+        // No room to track it: seal now rather than lose it at exit.
+        flush_pending(fd, f)?;
+    }
+    Ok(n as ssize_t)
 }
 
 /// # Safety
@@ -847,7 +1101,7 @@ pub unsafe extern "C" fn shim_preadv(
     }
     // SAFETY: the caller guarantees iov holds iovcnt valid entries.
     let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
-    with_file(file, -1, |f| {
+    with_file(fd, file, -1, |f| {
         let s = sealed(f)?;
         let mut io = FdIo { fd };
         let mut total = 0u64;
@@ -884,7 +1138,7 @@ pub unsafe extern "C" fn shim_pwritev(
     }
     // SAFETY: the caller guarantees iov holds iovcnt valid entries.
     let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
-    with_file(file, -1, |f| {
+    with_file(fd, file, -1, |f| {
         let s = sealed(f)?;
         let mut io = FdIo { fd };
         let mut total = 0u64;
@@ -907,7 +1161,7 @@ pub unsafe extern "C" fn shim_lseek(fd: c_int, off: off_t, whence: c_int) -> off
         // SAFETY: pass-through.
         return unsafe { (real().lseek)(fd, off, whence) };
     }
-    with_file(file, -1, |f| {
+    with_file(fd, file, -1, |f| {
         let base: i128 = match whence {
             libc::SEEK_SET => 0,
             libc::SEEK_CUR => f.pos as i128,
@@ -936,7 +1190,7 @@ pub unsafe extern "C" fn shim_ftruncate(fd: c_int, len: off_t) -> c_int {
         set_errno(libc::EINVAL);
         return -1;
     }
-    with_file(file, -1, |f| {
+    with_file(fd, file, -1, |f| {
         sealed(f)?.set_len(&mut FdIo { fd }, &mut ProcessNonces, len as u64)?;
         Ok(0)
     })
@@ -954,7 +1208,7 @@ pub unsafe extern "C" fn shim_fstat(fd: c_int, buf: *mut libc::stat) -> c_int {
     }
     // SAFETY: the real fstat filled *buf.
     let st = unsafe { &mut *buf };
-    with_file(file, -1, |f| {
+    with_file(fd, file, -1, |f| {
         if let FileState::Sealed(_) = f.state {
             st.st_size = physical_to_logical_size(st.st_size as u64)? as off_t;
         }
@@ -977,7 +1231,7 @@ pub unsafe extern "C" fn shim_posix_fallocate(fd: c_int, off: off_t, len: off_t)
     let saved = errno();
     // Extending writes sealed zero blocks: no holes, and an all-zero
     // physical block never authenticates.
-    let rc = with_file(file, -1, |f| {
+    let rc = with_file(fd, file, -1, |f| {
         let s = sealed(f)?;
         let mut io = FdIo { fd };
         let want = (off as u64).saturating_add(len as u64);

@@ -216,6 +216,37 @@ fn shims_seal_covered_files_and_pass_others_through() {
     assert_eq!(back, appended);
     assert!(!contains(&raw_bytes(&spill), MARKER));
 
+    // Small appends are held back until a block fills (write-back), and any
+    // covered open or read in this process sees them.
+    let mut a = OpenOptions::new().append(true).open(&spill).unwrap();
+    let before = raw_bytes(&spill).len();
+    let rec = payload(100, 7);
+    for _ in 0..5 {
+        a.write_all(&rec).unwrap();
+        appended.extend_from_slice(&rec);
+    }
+    assert_eq!(
+        raw_bytes(&spill).len(),
+        before,
+        "appends are buffered, not sealed one by one"
+    );
+    assert_eq!(
+        fs::read(&spill).unwrap(),
+        appended,
+        "a reader in this process sees buffered appends"
+    );
+    let big = payload(20_000, 8);
+    a.write_all(&big).unwrap();
+    appended.extend_from_slice(&big);
+    drop(a);
+    assert_eq!(fs::read(&spill).unwrap(), appended);
+    let raw = raw_bytes(&spill);
+    assert!(!contains(&raw, MARKER));
+    assert_eq!(
+        ephcrypt_format::physical_to_logical_size(raw.len() as u64).unwrap(),
+        appended.len() as u64
+    );
+
     // --- a temp relation with O_EXCL create --------------------------------
     let rel = dir.join("base/5/t3_16384");
     let r = OpenOptions::new()
