@@ -13,3 +13,4 @@ pub mod error;
 pub mod got;
 pub mod secmem;
 pub mod shim;
+pub mod stats;

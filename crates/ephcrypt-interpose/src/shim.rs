@@ -33,6 +33,7 @@ use crate::classify::{classify, ArtifactClass};
 use crate::error::InterposeError;
 use crate::got::{self, PatchReport};
 use crate::secmem::KeyPage;
+use crate::stats::{self, Counter};
 
 /// Highest fd number (exclusive) we can track. An fd of a covered file at or
 /// above it is refused with EMFILE (never passed through in plaintext).
@@ -329,6 +330,7 @@ impl NonceSource for ProcessNonces {
 
 extern "C" fn after_fork_in_child() {
     NONCE_RESEED.store(true, Ordering::Relaxed);
+    stats::reset_local();
 }
 
 struct LockGuard;
@@ -358,6 +360,7 @@ enum FileState {
 }
 
 struct OpenFile {
+    class: ArtifactClass,
     state: FileState,
     /// Logical position for read()/write()/lseek().
     pos: u64,
@@ -491,6 +494,7 @@ extern "C" fn flush_all_at_exit() {
     if let Some(_guard) = LockGuard::acquire() {
         let _ = flush_all_dirty(ptr::null_mut());
     }
+    stats::fold();
 }
 
 #[inline(always)]
@@ -542,15 +546,25 @@ fn with_file_mode<R>(
             s.invalidate_cache();
         }
     }
+    let class = file.class;
     // Nothing may unwind into C: a bug in our code becomes EIO, not a crash.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(file))) {
-        Ok(Ok(r)) => r,
-        Ok(Err(Errno(e))) => {
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(file))) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(Errno(e))) => Err(e),
+        Err(_) => Err(libc::EIO),
+    };
+    stats::tick();
+    match result {
+        Ok(r) => r,
+        Err(e) => {
+            // EIO is what authentication failures and foreign epochs become.
+            let counter = if e == libc::EIO {
+                Counter::AuthFailures
+            } else {
+                Counter::IoErrors
+            };
+            stats::add(class, counter, 1);
             set_errno(e);
-            fail
-        }
-        Err(_) => {
-            set_errno(libc::EIO);
             fail
         }
     }
@@ -571,6 +585,7 @@ fn sealed(file: &mut OpenFile) -> Result<&mut SealedFile, Errno> {
 /// Called once in the postmaster, before any child exists.
 pub fn install(config: Config) -> Result<PatchReport, InterposeError> {
     let real = RealFns::resolve()?;
+    stats::init_shared()?;
     if REAL.set(real).is_err() || CONFIG.set(config).is_err() {
         return Err(InterposeError::InvalidRequest {
             symbol: "*".into(),
@@ -717,10 +732,10 @@ unsafe fn open_common(
     } else {
         covered_class(path)
     };
-    if class.is_none() {
+    let Some(class) = class else {
         // SAFETY: pass-through.
         return unsafe { real_open(dirfd, path, flags, mode, at) };
-    }
+    };
     if let Err(Errno(e)) = flush_all_now() {
         set_errno(e);
         return -1;
@@ -760,7 +775,15 @@ unsafe fn open_common(
         return -1;
     }
     let state = open_state(fd, st.st_size as u64);
+    stats::add(class, Counter::FilesOpened, 1);
+    match state {
+        FileState::Sealed(_) if st.st_size == 0 => stats::add(class, Counter::FilesCreated, 1),
+        FileState::Sealed(_) => {}
+        FileState::Poisoned(libc::EIO) => stats::add(class, Counter::AuthFailures, 1),
+        FileState::Poisoned(_) => stats::add(class, Counter::IoErrors, 1),
+    }
     let file = Box::new(OpenFile {
+        class,
         state,
         pos: 0,
         append,
@@ -890,6 +913,7 @@ pub unsafe extern "C" fn shim_close(fd: c_int) -> c_int {
         // SAFETY: a Box we leaked at open; no longer reachable.
         drop(unsafe { Box::from_raw(old) });
     }
+    stats::fold();
     // SAFETY: pass-through.
     let rc = unsafe { (real().close)(fd) };
     if flushed != 0 {
@@ -939,8 +963,11 @@ pub unsafe extern "C" fn shim_pread(fd: c_int, buf: *mut c_void, n: size_t, off:
     // SAFETY: the caller guarantees buf is writable for n bytes.
     let dst = unsafe { slice_mut(buf, n) };
     with_file(fd, file, -1, |f| {
+        let class = f.class;
         let s = sealed(f)?;
-        Ok(s.read_at(&mut FdIo { fd }, dst, off as u64)? as ssize_t)
+        let got = s.read_at(&mut FdIo { fd }, dst, off as u64)?;
+        stats::add(class, Counter::BytesOpened, got as u64);
+        Ok(got as ssize_t)
     })
 }
 
@@ -965,8 +992,11 @@ pub unsafe extern "C" fn shim_pwrite(
     // SAFETY: the caller guarantees buf is readable for n bytes.
     let src = unsafe { slice(buf, n) };
     with_file(fd, file, -1, |f| {
+        let class = f.class;
         let s = sealed(f)?;
-        Ok(s.write_at(&mut FdIo { fd }, &mut ProcessNonces, src, off as u64)? as ssize_t)
+        let wrote = s.write_at(&mut FdIo { fd }, &mut ProcessNonces, src, off as u64)?;
+        stats::add(class, Counter::BytesSealed, wrote as u64);
+        Ok(wrote as ssize_t)
     })
 }
 
@@ -986,6 +1016,7 @@ pub unsafe extern "C" fn shim_read(fd: c_int, buf: *mut c_void, n: size_t) -> ss
         let s = sealed(f)?;
         let got = s.read_at(&mut FdIo { fd }, dst, pos)?;
         f.pos = pos + got as u64;
+        stats::add(f.class, Counter::BytesOpened, got as u64);
         Ok(got as ssize_t)
     })
 }
@@ -1032,6 +1063,7 @@ pub unsafe extern "C" fn shim_write(fd: c_int, buf: *const c_void, n: size_t) ->
         let s = sealed(f)?;
         let wrote = s.write_at(&mut FdIo { fd }, &mut ProcessNonces, src, pos)?;
         f.pos = pos + wrote as u64;
+        stats::add(f.class, Counter::BytesSealed, wrote as u64);
         Ok(wrote as ssize_t)
     })
 }
@@ -1074,6 +1106,7 @@ fn append_buffered(fd: c_int, f: &mut OpenFile, mut src: &[u8]) -> Result<ssize_
         return Err(Errno(libc::EIO));
     };
     f.pos = p.start + p.len as u64;
+    stats::add(f.class, Counter::BytesSealed, n as u64);
     if p.len > 0 && !mark_dirty(fd) {
         // No room to track it: seal now rather than lose it at exit.
         flush_pending(fd, f)?;
@@ -1102,6 +1135,7 @@ pub unsafe extern "C" fn shim_preadv(
     // SAFETY: the caller guarantees iov holds iovcnt valid entries.
     let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
     with_file(fd, file, -1, |f| {
+        let class = f.class;
         let s = sealed(f)?;
         let mut io = FdIo { fd };
         let mut total = 0u64;
@@ -1110,6 +1144,7 @@ pub unsafe extern "C" fn shim_preadv(
             let dst = unsafe { slice_mut(v.iov_base, v.iov_len) };
             let got = s.read_at(&mut io, dst, off as u64 + total)?;
             total += got as u64;
+            stats::add(class, Counter::BytesOpened, got as u64);
             if got < v.iov_len {
                 break;
             }
@@ -1139,6 +1174,7 @@ pub unsafe extern "C" fn shim_pwritev(
     // SAFETY: the caller guarantees iov holds iovcnt valid entries.
     let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
     with_file(fd, file, -1, |f| {
+        let class = f.class;
         let s = sealed(f)?;
         let mut io = FdIo { fd };
         let mut total = 0u64;
@@ -1146,7 +1182,9 @@ pub unsafe extern "C" fn shim_pwritev(
             // SAFETY: each iovec describes readable caller memory (possibly
             // a shared static zero page: we never encrypt in place).
             let src = unsafe { slice(v.iov_base, v.iov_len) };
-            total += s.write_at(&mut io, &mut ProcessNonces, src, off as u64 + total)? as u64;
+            let wrote = s.write_at(&mut io, &mut ProcessNonces, src, off as u64 + total)?;
+            total += wrote as u64;
+            stats::add(class, Counter::BytesSealed, wrote as u64);
         }
         Ok(total as ssize_t)
     })

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use ephcrypt_interpose::classify::ArtifactClass;
 use ephcrypt_interpose::secmem::{AllocMode, KeyPage};
 use ephcrypt_interpose::shim::{self, Config};
+use ephcrypt_interpose::stats::{self, Counter};
 
 const MARKER: &[u8] = b"TENANT-SECRET-";
 
@@ -188,6 +189,18 @@ fn shims_seal_covered_files_and_pass_others_through() {
     assert_eq!(&buf[..n], &model[10..110]);
     drop(f);
     assert_eq!(shim::open_covered_files(), 0, "close forgets the fd");
+    let counts = stats::snapshot(ArtifactClass::TempFiles);
+    assert_eq!(counts[Counter::FilesOpened as usize], 1);
+    assert_eq!(counts[Counter::FilesCreated as usize], 1);
+    assert!(
+        counts[Counter::BytesSealed as usize] >= writes.iter().map(|w| w.1 as u64).sum::<u64>()
+    );
+    assert!(counts[Counter::BytesOpened as usize] > 0);
+    assert_eq!(
+        counts[Counter::AuthFailures as usize],
+        1,
+        "the tampered read"
+    );
 
     // --- reopen (as PostgreSQL's VFD cache does) and read again ------------
     let mut f = OpenOptions::new().read(true).open(&path).unwrap();
