@@ -6,6 +6,7 @@
 //! `json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
 //! for strings, integers, booleans, null, arrays and objects.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -116,82 +117,86 @@ fn write_string(out: &mut Vec<u8>, s: &str) -> Result<()> {
 /// # Errors
 /// [`AttestError::Json`].
 pub fn parse_document(text: &str) -> Result<Value> {
-    let mut de = serde_json::Deserializer::from_str(text.trim());
-    let StrictValue(value) =
-        StrictValue::deserialize(&mut de).map_err(|e| AttestError::Json(e.to_string()))?;
-    de.end().map_err(|e| AttestError::Json(e.to_string()))?;
+    let text = text.trim();
+    // Two passes: serde_json builds the value (whatever serde_json features
+    // the build has switched on), and a key-only pass looks for duplicates.
+    let value: Value = serde_json::from_str(text).map_err(|e| AttestError::Json(e.to_string()))?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    NoDuplicateKeys::deserialize(&mut de).map_err(|e| AttestError::Json(e.to_string()))?;
     Ok(value)
 }
 
-/// A `Value` whose deserialization refuses duplicate object keys.
-struct StrictValue(Value);
+/// Deserializes any JSON value, keeping nothing, and fails on a duplicate key
+/// in any object.
+struct NoDuplicateKeys;
 
-impl<'de> Deserialize<'de> for StrictValue {
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+        deserializer.deserialize_any(NoDuplicatesVisitor)?;
+        Ok(Self)
     }
 }
 
-struct StrictVisitor;
+struct NoDuplicatesVisitor;
 
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
+impl<'de> Visitor<'de> for NoDuplicatesVisitor {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        // Kept as a float so that canonicalization reports NonCanonicalValue.
-        Ok(Value::from(v))
+    fn visit_i128<E>(self, _: i128) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_u128<E>(self, _: u128) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictValue(item)) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        let mut seen = BTreeSet::new();
         while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
+            if seen.contains(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }
-            let StrictValue(value) = access.next_value()?;
-            map.insert(key, value);
+            access.next_value::<NoDuplicateKeys>()?;
+            seen.insert(key);
         }
-        Ok(Value::Object(map))
+        Ok(())
     }
 }
 
