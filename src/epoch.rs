@@ -187,7 +187,9 @@ unsafe extern "C-unwind" fn epoch_shmem_startup() {
         return; // on_unsupported = warn without a key page: status shows "none"
     };
     if startups > 1 {
-        // Crash-restart: every child is gone; the old key goes with them.
+        // Crash-restart: every child is gone; the old key goes with them,
+        // and the counters start afresh with the new epoch.
+        ephcrypt_interpose::stats::reset_shared();
         if let Err(err) = page.new_epoch(now_unix_us()) {
             page.wipe();
             EphError::KeyMemory(err.to_string()).report(PgLogLevel::FATAL);

@@ -18,6 +18,14 @@ pub enum EphError {
     UnsupportedServer(&'static str),
     #[error("invalid value for pg_ephcrypt.classes: {0}")]
     BadClasses(String),
+    #[error("{message}")]
+    BadArgument {
+        code: PgSqlErrorCode,
+        message: String,
+        hint: &'static str,
+    },
+    #[error("could not sign the attestation: {0}")]
+    Attestation(String),
 }
 
 impl EphError {
@@ -31,6 +39,8 @@ impl EphError {
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
             }
             EphError::BadClasses(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            EphError::BadArgument { code, .. } => *code,
+            EphError::Attestation(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }
 
@@ -52,6 +62,8 @@ impl EphError {
             EphError::BadClasses(_) => {
                 "Use a comma-separated list of temp_files, temp_relations, logical_spill, or none."
             }
+            EphError::BadArgument { hint, .. } => hint,
+            EphError::Attestation(_) => "Check the server log; the key epoch may have been wiped.",
         }
     }
 

@@ -43,6 +43,7 @@ fn unsupported(error: EphError) {
         OnUnsupported::Refuse => error.report(PgLogLevel::FATAL),
         OnUnsupported::Warn => {
             shim::set_enabled_classes(&[]);
+            ephcrypt_interpose::stats::count_refused_configuration();
             error.report(PgLogLevel::WARNING);
         }
     }
@@ -50,6 +51,10 @@ fn unsupported(error: EphError) {
 
 /// Patch the executable's GOT so that every covered file is sealed.
 pub fn install_in_postmaster(page: &'static KeyPage) {
+    if let Err(e) = ephcrypt_interpose::stats::init_shared() {
+        unsupported(EphError::Interpose(e.to_string()));
+        return;
+    }
     let classes = match parse_classes(&gucs::classes()) {
         Ok(c) => c,
         Err(e) => {

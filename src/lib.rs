@@ -4,10 +4,13 @@
 
 use pgrx::prelude::*;
 
+mod attest;
 mod epoch;
 mod errors;
 mod gucs;
 mod interpose;
+mod scan;
+mod stats;
 mod status;
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -8,6 +8,21 @@ use crate::errors::EphError;
 /// PostgreSQL's timestamps count from 2000-01-01.
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
+/// Microseconds since the Unix epoch as a timestamptz.
+pub fn timestamptz_from_unix_us(us: i64) -> Option<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(us - PG_EPOCH_OFFSET_US).ok()
+}
+
+/// When the current epoch began (`None` without a live epoch).
+pub fn epoch_created_at() -> Option<TimestampWithTimeZone> {
+    let state = epoch::public_state();
+    if state.generation % 2 == 1 {
+        timestamptz_from_unix_us(state.created_at_us)
+    } else {
+        None
+    }
+}
+
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
 fn pg_ephcrypt_status() -> TableIterator<
@@ -18,11 +33,14 @@ fn pg_ephcrypt_status() -> TableIterator<
         name!(algorithm, &'static str),
         name!(fingerprint, String),
         name!(memory_protection, &'static str),
-        name!(postmaster_pid, i32),
-        name!(restarts, i64),
-        name!(on_unsupported, &'static str),
         name!(interposed_symbols, Vec<String>),
         name!(classes, Vec<String>),
+        name!(on_unsupported, &'static str),
+        name!(postmaster_pid, i32),
+        name!(attestation_public_key, Vec<u8>),
+        name!(version, &'static str),
+        name!(restarts, i64),
+        name!(refused_configurations, i64),
     ),
 > {
     epoch::require_preloaded();
@@ -30,8 +48,8 @@ fn pg_ephcrypt_status() -> TableIterator<
     if state.generation.is_multiple_of(2) {
         EphError::NoLiveEpoch.raise();
     }
-    let created_at = TimestampWithTimeZone::try_from(state.created_at_us - PG_EPOCH_OFFSET_US)
-        .unwrap_or_else(|_| EphError::NoLiveEpoch.raise());
+    let created_at = timestamptz_from_unix_us(state.created_at_us)
+        .unwrap_or_else(|| EphError::NoLiveEpoch.raise());
     // SAFETY: reading a PostgreSQL global of this backend.
     let postmaster_pid = unsafe { pg_sys::PostmasterPid };
     TableIterator::once((
@@ -40,11 +58,14 @@ fn pg_ephcrypt_status() -> TableIterator<
         "AES-256-GCM",
         hex(&state.fingerprint),
         protection_name(state.protection),
-        postmaster_pid,
-        i64::from(state.restarts),
-        crate::gucs::on_unsupported().name(),
         crate::interpose::interposed_symbols(),
         crate::interpose::covered_classes(),
+        crate::gucs::on_unsupported().name(),
+        postmaster_pid,
+        crate::attest::public_key().to_vec(),
+        env!("CARGO_PKG_VERSION"),
+        i64::from(state.restarts),
+        i64::try_from(ephcrypt_interpose::stats::refused_configurations()).unwrap_or(i64::MAX),
     ))
 }
 
@@ -59,9 +80,24 @@ fn pg_ephcrypt_assert_preloaded() -> bool {
 pgrx::extension_sql!(
     r#"
 SELECT pg_ephcrypt_assert_preloaded();
-REVOKE ALL ON FUNCTION pg_ephcrypt_status() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pg_ephcrypt_status() TO pg_monitor;
+
+CREATE VIEW pg_ephcrypt_stats AS SELECT * FROM pg_ephcrypt_stat_classes();
+
+-- Nothing for PUBLIC; monitoring roles see status, counters, the on-disk
+-- audit and attestations.
 REVOKE ALL ON FUNCTION pg_ephcrypt_assert_preloaded() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ephcrypt_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ephcrypt_stat_classes() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ephcrypt_scan() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ephcrypt_attest(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ephcrypt_verify_attestation(jsonb, bytea, bytea) FROM PUBLIC;
+REVOKE ALL ON pg_ephcrypt_stats FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_status() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_stat_classes() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_scan() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_attest(bytea) TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_verify_attestation(jsonb, bytea, bytea) TO pg_monitor;
+GRANT SELECT ON pg_ephcrypt_stats TO pg_monitor;
 "#,
     name = "finalize_checks",
     finalize

@@ -1355,3 +1355,25 @@ pub fn process_defines_symbol(name: &CStr) -> bool {
     // SAFETY: dlsym on the global namespace with a NUL-terminated name.
     !unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }.is_null()
 }
+
+/// Path of the shared object that contains `addr` (the loaded library file,
+/// for attestation), via `dladdr`.
+pub fn object_path_of(addr: usize) -> Option<std::path::PathBuf> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only reads its address argument and fills `info`.
+    let rc = unsafe { libc::dladdr(addr as *const c_void, info.as_mut_ptr()) };
+    if rc == 0 {
+        return None;
+    }
+    // SAFETY: dladdr succeeded and filled the struct.
+    let info = unsafe { info.assume_init() };
+    if info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated string owned by the loader.
+    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    use std::os::unix::ffi::OsStrExt;
+    Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(
+        name.to_bytes(),
+    )))
+}

@@ -1,0 +1,278 @@
+//! `pg_ephcrypt_scan()`: the on-disk audit. Walks every directory of every
+//! covered class and reports each file with its status. Reads go through
+//! this library's own libc imports, not the postgres executable's GOT, so
+//! they see the raw bytes on disk.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use ephcrypt_format::{
+    physical_to_logical_size, EpochKey, FileCipher, FormatError, Header, HEADER_LEN,
+};
+use ephcrypt_interpose::classify::{classify, ArtifactClass};
+use pgrx::prelude::*;
+
+use crate::epoch;
+
+/// What a covered file on disk is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileStatus {
+    /// Header of the current epoch, authenticated with the current key.
+    EncryptedCurrent,
+    /// Our header, written under another (dead) epoch.
+    EncryptedStale,
+    /// Not our format: plaintext on disk.
+    Plaintext,
+    /// Our magic, but a corrupt or forged header, an impossible size, or a
+    /// read error.
+    Unreadable,
+    /// Zero bytes: created, nothing written yet (no data on disk).
+    Empty,
+}
+
+impl FileStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            FileStatus::EncryptedCurrent => "encrypted_current",
+            FileStatus::EncryptedStale => "encrypted_stale",
+            FileStatus::Plaintext => "plaintext",
+            FileStatus::Unreadable => "unreadable",
+            FileStatus::Empty => "empty",
+        }
+    }
+}
+
+/// One covered file found on disk.
+pub struct ScannedFile {
+    /// Path relative to the data directory.
+    pub path: String,
+    pub class: ArtifactClass,
+    pub size: u64,
+    pub logical_size: Option<u64>,
+    pub status: FileStatus,
+}
+
+/// Status of a file from its first bytes, size and the current epoch.
+pub fn status_of(
+    head: &[u8],
+    size: u64,
+    key: Option<&EpochKey>,
+    epoch_id: &[u8; 16],
+) -> FileStatus {
+    if size == 0 {
+        return FileStatus::Empty;
+    }
+    match Header::parse(head) {
+        Err(FormatError::BadMagic) => FileStatus::Plaintext,
+        Err(_) => FileStatus::Unreadable,
+        Ok(h) if &h.epoch_id != epoch_id => FileStatus::EncryptedStale,
+        Ok(_) => {
+            let Some(key) = key else {
+                return FileStatus::Unreadable;
+            };
+            let Ok(header) = <&[u8; HEADER_LEN]>::try_from(&head[..HEADER_LEN]) else {
+                return FileStatus::Unreadable;
+            };
+            if FileCipher::open(key, epoch_id, header).is_err()
+                || physical_to_logical_size(size).is_err()
+            {
+                FileStatus::Unreadable
+            } else {
+                FileStatus::EncryptedCurrent
+            }
+        }
+    }
+}
+
+fn read_head(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut f = fs::File::open(path)?;
+    let size = f.metadata()?.len();
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    f.by_ref().take(HEADER_LEN as u64).read_to_end(&mut head)?;
+    Ok((head, size))
+}
+
+/// Every regular file below `dir` (recursively), ignoring what vanishes.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            walk(&entry.path(), out);
+        } else if ft.is_file() {
+            out.push(entry.path());
+        }
+    }
+}
+
+/// Files directly in `dir`.
+fn files_in(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            out.push(entry.path());
+        }
+    }
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Candidate files of every covered directory under `data_dir`.
+pub fn candidate_files(data_dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    // Default tablespace and every other tablespace's version directory.
+    let mut roots = vec![data_dir.join("base")];
+    for link in subdirs(&data_dir.join("pg_tblspc")) {
+        roots.extend(subdirs(&link).into_iter().filter(|d| {
+            d.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("PG_"))
+        }));
+    }
+    for root in roots {
+        walk(&root.join("pgsql_tmp"), &mut files);
+        for db in subdirs(&root) {
+            if db.file_name().is_some_and(|n| n != "pgsql_tmp") {
+                files_in(&db, &mut files);
+            }
+        }
+    }
+    for slot in subdirs(&data_dir.join("pg_replslot")) {
+        files_in(&slot, &mut files);
+    }
+    files
+}
+
+/// Scan the data directory: every covered file with its status. Covered
+/// means "of a covered class", whether or not the class is enabled: a
+/// disabled class shows up as plaintext, which is the point of an audit.
+pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
+    let page = epoch::key_page();
+    let key = page.and_then(|p| p.key()).map(|k| EpochKey::from_bytes(*k));
+    let epoch_id = page.map(|p| p.epoch_id()).unwrap_or([0; 16]);
+    let dir_bytes = data_dir.as_os_str().as_encoded_bytes();
+    let mut out = Vec::new();
+    for path in candidate_files(data_dir) {
+        let Some(class) = classify(path.as_os_str().as_encoded_bytes(), dir_bytes) else {
+            continue;
+        };
+        let rel = path
+            .strip_prefix(data_dir)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let (status, size) = match read_head(&path) {
+            Ok((head, size)) => (status_of(&head, size, key.as_ref(), &epoch_id), size),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => (FileStatus::Unreadable, 0),
+        };
+        let logical_size = match status {
+            FileStatus::EncryptedCurrent | FileStatus::EncryptedStale => {
+                physical_to_logical_size(size).ok()
+            }
+            FileStatus::Plaintext => Some(size),
+            FileStatus::Empty => Some(0),
+            FileStatus::Unreadable => None,
+        };
+        out.push(ScannedFile {
+            path: rel,
+            class,
+            size,
+            logical_size,
+            status,
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// The data directory of this server.
+pub fn data_dir() -> PathBuf {
+    // SAFETY: DataDir is a valid C string for the life of the backend.
+    let dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) };
+    PathBuf::from(dir.to_string_lossy().into_owned())
+}
+
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_restricted)]
+fn pg_ephcrypt_scan() -> TableIterator<
+    'static,
+    (
+        name!(path, String),
+        name!(class, &'static str),
+        name!(size, i64),
+        name!(logical_size, Option<i64>),
+        name!(status, &'static str),
+    ),
+> {
+    epoch::require_preloaded();
+    let rows: Vec<_> = scan(&data_dir())
+        .into_iter()
+        .map(|f| {
+            (
+                f.path,
+                f.class.name(),
+                i64::try_from(f.size).unwrap_or(i64::MAX),
+                f.logical_size.and_then(|s| i64::try_from(s).ok()),
+                f.status.name(),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_of_classifies_headers() {
+        let key = EpochKey::from_bytes([7; 32]);
+        let epoch = [1u8; 16];
+        let (_, header) = FileCipher::create(&key, &epoch, &[9; 16]).unwrap();
+        assert_eq!(
+            status_of(&header, 64, Some(&key), &epoch),
+            FileStatus::EncryptedCurrent
+        );
+        assert_eq!(
+            status_of(&header, 64, Some(&key), &[2; 16]),
+            FileStatus::EncryptedStale
+        );
+        let other = EpochKey::from_bytes([8; 32]);
+        assert_eq!(
+            status_of(&header, 64, Some(&other), &epoch),
+            FileStatus::Unreadable,
+            "forged epoch id"
+        );
+        let mut bad = header;
+        bad[40] ^= 1;
+        assert_eq!(
+            status_of(&bad, 64, Some(&key), &epoch),
+            FileStatus::Unreadable
+        );
+        assert_eq!(
+            status_of(b"hello plaintext", 15, Some(&key), &epoch),
+            FileStatus::Plaintext
+        );
+        assert_eq!(status_of(b"", 0, Some(&key), &epoch), FileStatus::Empty);
+        assert_eq!(
+            status_of(&header, 64 + 5, Some(&key), &epoch),
+            FileStatus::Unreadable,
+            "impossible size"
+        );
+    }
+}
