@@ -75,3 +75,16 @@ wait "$session_pid"
 log "and the query result is correct (first three rows of the sort):"
 cat "$session_out" | grep -v HOLDING
 psql_at "$DEMO" "$PORT" -c "SELECT g, s FROM demo ORDER BY s LIMIT 3"
+
+# --- key status after the workload, and a signed attestation verified offline --
+log "counters and on-disk audit:"
+psql_at "$DEMO" "$PORT" -c "SELECT class, files_created, bytes_sealed, bytes_opened, auth_failures FROM pg_ephcrypt_stats ORDER BY class"
+psql_at "$DEMO" "$PORT" -c "SELECT status, count(*) FROM pg_ephcrypt_scan() GROUP BY status"
+
+log "signed attestation (an auditor's fresh challenge), verified offline with ephcrypt-verify:"
+(cd "$ROOT" && cargo build --quiet --release -p ephcrypt-attest --bin ephcrypt-verify)
+challenge=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+public_key=$(psql_at "$DEMO" "$PORT" -At -c "SELECT encode(attestation_public_key, 'hex') FROM pg_ephcrypt_status()")
+psql_at "$DEMO" "$PORT" -At -c "SELECT pg_ephcrypt_attest('\\x$challenge'::bytea)" >"$DEMO/attestation.json"
+python3 -m json.tool "$DEMO/attestation.json"
+"$ROOT/target/release/ephcrypt-verify" --public-key "$public_key" --challenge "$challenge" "$DEMO/attestation.json"

@@ -649,6 +649,10 @@ pub fn shim_table() -> Vec<(&'static str, usize)> {
             "posix_fallocate64",
             shim_posix_fallocate as *const () as usize,
         ),
+        ("dup", shim_dup as *const () as usize),
+        ("dup2", shim_dup2 as *const () as usize),
+        ("fsync", shim_fsync as *const () as usize),
+        ("fdatasync", shim_fdatasync as *const () as usize),
     ]
 }
 

@@ -106,6 +106,14 @@ fn setup() -> PathBuf {
     .expect("install shims into the test binary");
     assert!(report.is_patched("open64"), "std opens files with open64");
     assert!(report.is_patched("pwrite64") && report.is_patched("pread64"));
+    // Every shim whose symbol this binary imports is patched.
+    let imports = ephcrypt_interpose::got::executable_imports().unwrap();
+    for (name, _) in shim::shim_table() {
+        if imports.iter().any(|i| i == name) {
+            assert!(report.is_patched(name), "{name} imported but not patched");
+        }
+    }
+    assert!(report.is_patched("fsync"), "std's sync_all calls fsync");
     // A second install in the same process is refused.
     assert!(shim::install(Config {
         data_dir: Vec::new(),
@@ -243,6 +251,15 @@ fn shims_seal_covered_files_and_pass_others_through() {
         before,
         "appends are buffered, not sealed one by one"
     );
+    // fsync seals the buffered tail.
+    a.sync_all().unwrap();
+    assert_eq!(
+        ephcrypt_format::physical_to_logical_size(raw_bytes(&spill).len() as u64).unwrap(),
+        appended.len() as u64,
+        "fsync flushed the append tail"
+    );
+    a.write_all(&rec).unwrap();
+    appended.extend_from_slice(&rec);
     assert_eq!(
         fs::read(&spill).unwrap(),
         appended,
