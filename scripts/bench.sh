@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Encrypted / plain / interposition-only benchmarks (benches/run.py).
+#   ./scripts/bench.sh                 default run (5 rounds, < 10 minutes on 2 cores)
+#   ./scripts/bench.sh --quick         smaller data, 3 rounds (< 3 minutes)
+#   ./scripts/bench.sh --rounds 3 --only external_sort,pgbench_tps
+# Set-up is idempotent (scripts/setup.sh); the extension is built and
+# installed to a new inode first (BENCH_NO_INSTALL=1 skips that and uses the
+# installed library as is). Results: stdout, and build/bench/<timestamp>-*.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$ROOT/scripts/cluster.sh"
+cd "$ROOT"
+
+if [ "${BENCH_NO_INSTALL:-0}" != 1 ]; then
+    log "install_extension (release build, new inode)"
+    install_extension
+fi
+log "benches/run.py $*"
+exec "$VENV/bin/python" "$ROOT/benches/run.py" "$@"
