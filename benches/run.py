@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import hashlib
 import os
 import platform
 import re
@@ -131,6 +132,32 @@ class BenchCluster(Cluster):
             elif line:
                 rows.append(line.split("\t"))
         return rows, times
+
+
+def library_info() -> dict[str, str]:
+    """Identity of the installed library (a debug build would make `enc` and
+    `off` look slow for the wrong reason)."""
+    libdir = Path(subprocess.check_output([str(PG_BIN / "pg_config"), "--pkglibdir"], text=True).strip())
+    so = libdir / "pg_ephcrypt.so"
+    data = so.read_bytes()
+    st = so.stat()
+    return {
+        "library": str(so),
+        "library_sha256": hashlib.sha256(data).hexdigest()[:16],
+        "library_inode": str(st.st_ino),
+        "library_size": str(st.st_size),
+        "library_mtime": dt.datetime.fromtimestamp(st.st_mtime).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "library_debug_info": "yes" if b".debug_info" in data else "no",
+    }
+
+
+def mapped_library_inode(c: BenchCluster) -> str | None:
+    """The inode of pg_ephcrypt.so as mapped by the cluster's postmaster."""
+    for line in Path(f"/proc/{c.postmaster_pid()}/maps").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[5].endswith("/pg_ephcrypt.so"):
+            return parts[4]
+    return None
 
 
 def start_clusters() -> dict[str, BenchCluster]:
@@ -547,6 +574,10 @@ def main() -> int:
         ws = [w for w in ws if w.name in want]
 
     info = machine()
+    info.update(library_info())
+    if info["library_debug_info"] == "yes":
+        log("warning: the installed pg_ephcrypt.so has debug info: a debug build? "
+            "(./scripts/bench.sh installs a release build)")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
@@ -556,6 +587,11 @@ def main() -> int:
     clusters: dict[str, BenchCluster] = {}
     try:
         clusters = start_clusters()
+        for m in ("enc", "off"):
+            ino = mapped_library_inode(clusters[m])
+            if ino != info["library_inode"]:
+                raise SystemExit(f"{m}: postmaster maps pg_ephcrypt.so inode {ino}, installed is "
+                                 f"{info['library_inode']}: the library changed under us")
         log(f"[{time.monotonic() - t_start:.0f} s] clusters started; loading")
         load(clusters, sizes)
         log(f"[{time.monotonic() - t_start:.0f} s] warm-up and correctness pass (untimed)")
@@ -578,6 +614,9 @@ def main() -> int:
                             if x["metric"] == metric}
                     log(f"round {rnd + 1}/{rounds} {metric:20s} " + "  ".join(
                         f"{m} {last[m]:.3f}" for m in MODES))
+        for m in ("enc", "off"):
+            if mapped_library_inode(clusters[m]) != info["library_inode"]:
+                log(f"warning: {m} no longer maps inode {info['library_inode']} (restarted?)")
         for m in MODES:
             errs = [ln for ln in clusters[m].log_text().splitlines() if re.search(r"\b(PANIC|FATAL|ERROR):", ln)]
             if errs:
