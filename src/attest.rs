@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use ephcrypt_attest::{verify_with_epoch, AttestError, SigningKey};
-use ephcrypt_format::EpochKey;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -26,8 +25,7 @@ pub const CHALLENGE_MIN: usize = 8;
 pub const CHALLENGE_MAX: usize = 1024;
 
 fn signing_key() -> Option<SigningKey> {
-    let key = EpochKey::from_bytes(*epoch::key_page()?.key()?);
-    let seed = key.derive(SIGNING_LABEL).ok()?;
+    let seed = epoch::key_page()?.epoch_key()?.derive(SIGNING_LABEL).ok()?;
     SigningKey::from_seed(*seed.expose_secret()).ok()
 }
 

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ephcrypt_format::EpochKey;
 use ephcrypt_interpose::secmem::{AllocMode, KeyPage, Protection};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLogLevel, PgLwLock};
@@ -105,8 +104,7 @@ pub fn protection_name(code: u8) -> &'static str {
 
 /// The fingerprint of the live key of `page`, or `None` if wiped.
 pub fn fingerprint_of(page: &KeyPage) -> Option<[u8; 32]> {
-    let key = EpochKey::from_bytes(*page.key()?);
-    Some(key.fingerprint(&page.epoch_id()))
+    Some(page.epoch_key()?.fingerprint(&page.epoch_id()))
 }
 
 /// Lower-case hex, for ids and fingerprints (never for key bytes).

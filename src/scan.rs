@@ -162,7 +162,7 @@ pub fn candidate_files(data_dir: &Path) -> Vec<PathBuf> {
 /// disabled class shows up as plaintext, which is the point of an audit.
 pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
     let page = epoch::key_page();
-    let key = page.and_then(|p| p.key()).map(|k| EpochKey::from_bytes(*k));
+    let key = page.and_then(|p| p.epoch_key());
     let epoch_id = page.map(|p| p.epoch_id()).unwrap_or([0; 16]);
     let dir_bytes = data_dir.as_os_str().as_encoded_bytes();
     let mut out = Vec::new();
@@ -176,7 +176,7 @@ pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
             .display()
             .to_string();
         let (status, size) = match read_head(&path) {
-            Ok((head, size)) => (status_of(&head, size, key.as_ref(), &epoch_id), size),
+            Ok((head, size)) => (status_of(&head, size, key, &epoch_id), size),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(_) => (FileStatus::Unreadable, 0),
         };

@@ -316,4 +316,92 @@ mod tests {
         .unwrap();
         assert!(!wrong_challenge);
     }
+
+    fn gcore(pid: i32, dir: &std::path::Path) -> Vec<u8> {
+        let prefix = dir.join("core");
+        let out = std::process::Command::new("gcore")
+            .arg("-o")
+            .arg(&prefix)
+            .arg(pid.to_string())
+            .output()
+            .expect("gdb's gcore is installed (scripts/setup.sh)");
+        let path = dir.join(format!("core.{pid}"));
+        assert!(
+            path.exists(),
+            "gcore {pid} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        bytes
+    }
+
+    /// Core dumps (gdb's gcore) of the postmaster and of another backend
+    /// that holds sealed temp files open: the epoch key is in neither, while
+    /// a value we know the backend holds (the scanner's self-test) is found.
+    #[pg_test]
+    fn key_bytes_absent_from_core_dumps_of_postmaster_and_a_backend() {
+        let page = crate::epoch::key_page().unwrap();
+        let key = page.key().unwrap().to_vec();
+        let port: String = Spi::get_one("SELECT current_setting('port')")
+            .unwrap()
+            .unwrap();
+        let sockdir: String =
+            Spi::get_one("SELECT split_part(current_setting('unix_socket_directories'), ',', 1)")
+                .unwrap()
+                .unwrap();
+        // A second backend: spills, keeps its cursor (and files) open, sleeps.
+        let marker = "CORE-SELFTEST-MARKER-81c3";
+        let mut child = std::process::Command::new("psql")
+            .args(["-X", "-h", &sockdir, "-p", &port, "-d", "postgres", "-c"])
+            .arg(format!(
+                "SET work_mem = '64kB'; BEGIN; DECLARE c CURSOR FOR SELECT '{marker}' || g FROM generate_series(1, 50000) g ORDER BY 1; FETCH 1 FROM c; SELECT pg_sleep(20);"
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("psql");
+        let mut backend = None;
+        for _ in 0..200 {
+            // pg_stat_activity is snapshotted per transaction: drop the snapshot.
+            Spi::run("SELECT pg_stat_clear_snapshot()").unwrap();
+            backend = Spi::get_one::<i32>(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep(20)%' AND state = 'active' AND pid <> pg_backend_pid() LIMIT 1",
+            )
+            .ok()
+            .flatten();
+            if backend.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let backend = backend.expect("second backend is sleeping with its sort open");
+        let dir = std::env::temp_dir().join(format!("pg_ephcrypt_gcore_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // SAFETY: reading a PostgreSQL global of this backend.
+        let postmaster = unsafe { pg_sys::PostmasterPid };
+        let pm_core = gcore(postmaster, &dir);
+        let be_core = gcore(backend, &dir);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        let find = |hay: &[u8], needle: &[u8]| memchr::memmem::find(hay, needle).is_some();
+        // The dumps are real: the backend's query text is in its core.
+        assert!(
+            find(&be_core, marker.as_bytes()),
+            "the backend core holds its own query text"
+        );
+        assert!(pm_core.len() > 1 << 20 && be_core.len() > 1 << 20);
+        assert!(
+            !find(&pm_core, &key),
+            "epoch key found in the postmaster's core dump"
+        );
+        assert!(
+            !find(&be_core, &key),
+            "epoch key found in a backend's core dump"
+        );
+        let key_hex = crate::epoch::hex(&key);
+        assert!(!find(&be_core, key_hex.as_bytes()) && !find(&pm_core, key_hex.as_bytes()));
+    }
 }

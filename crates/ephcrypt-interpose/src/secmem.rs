@@ -265,6 +265,19 @@ impl KeyPage {
         Some(unsafe { &*(self.base.add(OFF_KEY) as *const [u8; KEY_LEN]) })
     }
 
+    /// The key as the format crate's key type, borrowed in place from the
+    /// protected page: no copy of the key ever lands on the stack or heap.
+    pub fn epoch_key(&self) -> Option<&ephcrypt_format::EpochKey> {
+        if !self.is_live() {
+            return None;
+        }
+        // SAFETY: EpochKey is #[repr(transparent)] over [u8; 32], so a
+        // pointer to the 32 key bytes in the page is a valid &EpochKey; the
+        // page outlives every use, and a shared reference never runs
+        // EpochKey's zeroizing Drop.
+        Some(unsafe { &*(self.base.add(OFF_KEY) as *const ephcrypt_format::EpochKey) })
+    }
+
     /// The public epoch id.
     pub fn epoch_id(&self) -> [u8; EPOCH_ID_LEN] {
         let mut id = [0u8; EPOCH_ID_LEN];

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use ephcrypt_format::{
-    physical_to_logical_size, random_file_id, EpochKey, FormatError, NonceSequence, NonceSource,
-    PhysicalIo, SealedFile, BLOCK_SIZE, NONCE_LEN,
+    physical_to_logical_size, random_file_id, FormatError, NonceSequence, NonceSource, PhysicalIo,
+    SealedFile, BLOCK_SIZE, NONCE_LEN,
 };
 use libc::{iovec, mode_t, off_t, size_t, ssize_t};
 
@@ -809,10 +809,9 @@ fn open_state(fd: c_int, physical_len: u64) -> FileState {
         return FileState::Poisoned(libc::EIO);
     };
     let page = config.key_page;
-    let Some(key_bytes) = page.key() else {
+    let Some(key) = page.epoch_key() else {
         return FileState::Poisoned(libc::EIO);
     };
-    let key = EpochKey::from_bytes(*key_bytes);
     let epoch_id = page.epoch_id();
     let mut io = FdIo { fd };
     let opened = if physical_len == 0 {
@@ -821,9 +820,9 @@ fn open_state(fd: c_int, physical_len: u64) -> FileState {
         let Ok(file_id) = random_file_id() else {
             return FileState::Poisoned(libc::EIO);
         };
-        SealedFile::open_or_init(&mut io, &key, &epoch_id, &file_id)
+        SealedFile::open_or_init(&mut io, key, &epoch_id, &file_id)
     } else {
-        SealedFile::open(&mut io, &key, &epoch_id)
+        SealedFile::open(&mut io, key, &epoch_id)
     };
     match opened {
         Ok(s) => FileState::Sealed(s),
