@@ -48,13 +48,23 @@ fn iso(us_since_unix: i64) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn library_sha256() -> (String, String) {
-    let Some(path) = ephcrypt_interpose::shim::object_path_of(public_key as *const () as usize)
-    else {
-        return (String::new(), String::new());
+/// Path and SHA-256 of the library file, computed once in the postmaster
+/// when the library was loaded (and inherited by every child), so that a
+/// later reinstall on disk cannot make the document describe a file other
+/// than the code that is running.
+static LIBRARY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Hash the loaded library file. Called from `_PG_init` in the postmaster.
+pub fn record_loaded_library() {
+    let Some(path) = ephcrypt_interpose::shim::object_path_of(public_key as *const () as usize) else {
+        return;
     };
     let digest = ephcrypt_attest::sha256_file_hex(&path).unwrap_or_default();
-    (path.display().to_string(), digest)
+    let _ = LIBRARY.set((path.display().to_string(), digest));
+}
+
+fn library_sha256() -> (String, String) {
+    LIBRARY.get().cloned().unwrap_or_default()
 }
 
 /// Check a challenge argument; ERROR with SQLSTATE and hint when unusable.

@@ -130,9 +130,12 @@ pub fn init_postmaster() {
                     return;
                 }
                 OnUnsupported::Warn => {
-                    // Keep the server up without a key: covered files then
-                    // fail with EIO rather than being written in plaintext.
+                    // The operator chose availability: run without a key and
+                    // without interposition (transient files are plaintext).
                     error.report(PgLogLevel::WARNING);
+                    if ephcrypt_interpose::stats::init_shared().is_ok() {
+                        ephcrypt_interpose::stats::count_refused_configuration();
+                    }
                     PRELOADED.store(true, Ordering::Relaxed);
                     install_shmem_hooks();
                     return;

@@ -29,6 +29,7 @@ pub extern "C-unwind" fn _PG_init() {
         return;
     }
     gucs::init();
+    attest::record_loaded_library();
     epoch::init_postmaster();
 }
 
