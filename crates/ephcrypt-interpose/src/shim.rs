@@ -227,11 +227,14 @@ impl From<FormatError> for Errno {
 }
 
 /// Physical I/O on a raw fd through the real libc functions.
-struct FdIo {
+struct FdIo<'a> {
     fd: c_int,
+    /// The file's physical length as last seen or set by this process
+    /// (`None` = ask fstat). Saves one syscall per write on private files.
+    len: &'a mut Option<u64>,
 }
 
-impl PhysicalIo for FdIo {
+impl PhysicalIo for FdIo<'_> {
     type Error = Errno;
 
     fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
@@ -285,25 +288,35 @@ impl PhysicalIo for FdIo {
             }
             done += n as usize;
         }
+        if let Some(len) = self.len.as_mut() {
+            *len = (*len).max(off + buf.len() as u64);
+        }
         Ok(())
     }
 
     fn set_len(&mut self, len: u64) -> Result<(), Errno> {
         // SAFETY: plain syscall wrapper on our fd.
         if unsafe { (real().ftruncate)(self.fd, len as off_t) } != 0 {
+            *self.len = None;
             return Err(Errno(errno()));
         }
+        *self.len = Some(len);
         Ok(())
     }
 
     fn len(&mut self) -> Result<u64, Errno> {
+        if let Some(len) = *self.len {
+            return Ok(len);
+        }
         let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
         // SAFETY: st is a valid out-pointer for fstat.
         if unsafe { (real().fstat)(self.fd, st.as_mut_ptr()) } != 0 {
             return Err(Errno(errno()));
         }
         // SAFETY: fstat succeeded and filled the struct.
-        Ok(unsafe { st.assume_init() }.st_size as u64)
+        let len = unsafe { st.assume_init() }.st_size as u64;
+        *self.len = Some(len);
+        Ok(len)
     }
 }
 
@@ -362,6 +375,9 @@ enum FileState {
 struct OpenFile {
     class: ArtifactClass,
     state: FileState,
+    /// Physical length cache for [`FdIo`]; dropped for shared files at
+    /// every call and after any error.
+    known_len: Option<u64>,
     /// Logical position for read()/write()/lseek().
     pos: u64,
     /// Opened with O_APPEND: write() goes to the logical end.
@@ -440,13 +456,8 @@ fn flush_pending(fd: c_int, file: &mut OpenFile) -> Result<(), Errno> {
     if p.len == 0 {
         return Ok(());
     }
-    let s = sealed(file)?;
-    s.write_at(
-        &mut FdIo { fd },
-        &mut ProcessNonces,
-        &p.data[..p.len],
-        p.start,
-    )?;
+    let (s, mut io) = parts(file, fd)?;
+    s.write_at(&mut io, &mut ProcessNonces, &p.data[..p.len], p.start)?;
     Ok(())
 }
 
@@ -542,11 +553,15 @@ fn with_file_mode<R>(
         }
     }
     if file.shared {
+        // Other processes may write a file-set member: no cached plaintext,
+        // no cached length.
+        file.known_len = None;
         if let FileState::Sealed(s) = &mut file.state {
             s.invalidate_cache();
         }
     }
     let class = file.class;
+    let file_ptr: *mut OpenFile = file;
     // Nothing may unwind into C: a bug in our code becomes EIO, not a crash.
     let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(file))) {
         Ok(Ok(r)) => Ok(r),
@@ -557,6 +572,10 @@ fn with_file_mode<R>(
     match result {
         Ok(r) => r,
         Err(e) => {
+            // After a failure the physical length is unknown (a write may
+            // have been partial).
+            // SAFETY: the closure's borrow has ended; the entry is live.
+            unsafe { (*file_ptr).known_len = None };
             // EIO is what authentication failures and foreign epochs become.
             let counter = if e == libc::EIO {
                 Counter::AuthFailures
@@ -570,9 +589,13 @@ fn with_file_mode<R>(
     }
 }
 
-fn sealed(file: &mut OpenFile) -> Result<&mut SealedFile, Errno> {
-    match &mut file.state {
-        FileState::Sealed(s) => Ok(s),
+/// The sealed file and a physical I/O handle sharing its length cache.
+fn parts(file: &mut OpenFile, fd: c_int) -> Result<(&mut SealedFile, FdIo<'_>), Errno> {
+    let OpenFile {
+        state, known_len, ..
+    } = file;
+    match state {
+        FileState::Sealed(s) => Ok((s, FdIo { fd, len: known_len })),
         FileState::Poisoned(e) => Err(Errno(*e)),
     }
 }
@@ -786,13 +809,17 @@ unsafe fn open_common(
         FileState::Poisoned(libc::EIO) => stats::add(class, Counter::AuthFailures, 1),
         FileState::Poisoned(_) => stats::add(class, Counter::IoErrors, 1),
     }
+    let shared = is_fileset_member(path);
     let file = Box::new(OpenFile {
         class,
         state,
         pos: 0,
         append,
-        shared: is_fileset_member(path),
+        shared,
         pending: None,
+        // fstat above ran after any O_TRUNC; a private file changes size
+        // only through this process.
+        known_len: (!shared).then_some(st.st_size as u64),
     });
     let old = FD_TABLE[fd as usize].swap(Box::into_raw(file), Ordering::Relaxed);
     if !old.is_null() {
@@ -813,7 +840,8 @@ fn open_state(fd: c_int, physical_len: u64) -> FileState {
         return FileState::Poisoned(libc::EIO);
     };
     let epoch_id = page.epoch_id();
-    let mut io = FdIo { fd };
+    let mut len = Some(physical_len);
+    let mut io = FdIo { fd, len: &mut len };
     let opened = if physical_len == 0 {
         // New (or O_TRUNC'd) file: its header is written by the first write,
         // so a read-only open never writes.
@@ -967,8 +995,8 @@ pub unsafe extern "C" fn shim_pread(fd: c_int, buf: *mut c_void, n: size_t, off:
     let dst = unsafe { slice_mut(buf, n) };
     with_file(fd, file, -1, |f| {
         let class = f.class;
-        let s = sealed(f)?;
-        let got = s.read_at(&mut FdIo { fd }, dst, off as u64)?;
+        let (s, mut io) = parts(f, fd)?;
+        let got = s.read_at(&mut io, dst, off as u64)?;
         stats::add(class, Counter::BytesOpened, got as u64);
         Ok(got as ssize_t)
     })
@@ -996,8 +1024,8 @@ pub unsafe extern "C" fn shim_pwrite(
     let src = unsafe { slice(buf, n) };
     with_file(fd, file, -1, |f| {
         let class = f.class;
-        let s = sealed(f)?;
-        let wrote = s.write_at(&mut FdIo { fd }, &mut ProcessNonces, src, off as u64)?;
+        let (s, mut io) = parts(f, fd)?;
+        let wrote = s.write_at(&mut io, &mut ProcessNonces, src, off as u64)?;
         stats::add(class, Counter::BytesSealed, wrote as u64);
         Ok(wrote as ssize_t)
     })
@@ -1016,8 +1044,8 @@ pub unsafe extern "C" fn shim_read(fd: c_int, buf: *mut c_void, n: size_t) -> ss
     let dst = unsafe { slice_mut(buf, n) };
     with_file(fd, file, -1, |f| {
         let pos = f.pos;
-        let s = sealed(f)?;
-        let got = s.read_at(&mut FdIo { fd }, dst, pos)?;
+        let (s, mut io) = parts(f, fd)?;
+        let got = s.read_at(&mut io, dst, pos)?;
         f.pos = pos + got as u64;
         stats::add(f.class, Counter::BytesOpened, got as u64);
         Ok(got as ssize_t)
@@ -1063,8 +1091,8 @@ pub unsafe extern "C" fn shim_write(fd: c_int, buf: *const c_void, n: size_t) ->
     }
     with_file(fd, file, -1, |f| {
         let pos = f.pos;
-        let s = sealed(f)?;
-        let wrote = s.write_at(&mut FdIo { fd }, &mut ProcessNonces, src, pos)?;
+        let (s, mut io) = parts(f, fd)?;
+        let wrote = s.write_at(&mut io, &mut ProcessNonces, src, pos)?;
         f.pos = pos + wrote as u64;
         stats::add(f.class, Counter::BytesSealed, wrote as u64);
         Ok(wrote as ssize_t)
@@ -1076,7 +1104,10 @@ pub unsafe extern "C" fn shim_write(fd: c_int, buf: *const c_void, n: size_t) ->
 fn append_buffered(fd: c_int, f: &mut OpenFile, mut src: &[u8]) -> Result<ssize_t, Errno> {
     let n = src.len();
     if f.pending.is_none() {
-        let start = sealed(f)?.len(&mut FdIo { fd })?;
+        let start = {
+            let (s, mut io) = parts(f, fd)?;
+            s.len(&mut io)?
+        };
         f.pending = Some(AppendBuf {
             start,
             len: 0,
@@ -1099,8 +1130,8 @@ fn append_buffered(fd: c_int, f: &mut OpenFile, mut src: &[u8]) -> Result<ssize_
             let data = std::mem::replace(&mut p.data, Box::new([0u8; BLOCK_SIZE]));
             p.start = start + len as u64;
             p.len = 0;
-            let s = sealed(f)?;
-            let res = s.write_at(&mut FdIo { fd }, &mut ProcessNonces, &data[..len], start);
+            let (s, mut io) = parts(f, fd)?;
+            let res = s.write_at(&mut io, &mut ProcessNonces, &data[..len], start);
             drop(AppendBuf { start, len, data });
             res?;
         }
@@ -1139,8 +1170,7 @@ pub unsafe extern "C" fn shim_preadv(
     let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
     with_file(fd, file, -1, |f| {
         let class = f.class;
-        let s = sealed(f)?;
-        let mut io = FdIo { fd };
+        let (s, mut io) = parts(f, fd)?;
         let mut total = 0u64;
         for v in iovs {
             // SAFETY: each iovec describes writable caller memory.
@@ -1178,8 +1208,7 @@ pub unsafe extern "C" fn shim_pwritev(
     let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
     with_file(fd, file, -1, |f| {
         let class = f.class;
-        let s = sealed(f)?;
-        let mut io = FdIo { fd };
+        let (s, mut io) = parts(f, fd)?;
         let mut total = 0u64;
         for v in iovs {
             // SAFETY: each iovec describes readable caller memory (possibly
@@ -1206,7 +1235,10 @@ pub unsafe extern "C" fn shim_lseek(fd: c_int, off: off_t, whence: c_int) -> off
         let base: i128 = match whence {
             libc::SEEK_SET => 0,
             libc::SEEK_CUR => f.pos as i128,
-            libc::SEEK_END => sealed(f)?.len(&mut FdIo { fd })? as i128,
+            libc::SEEK_END => {
+                let (s, mut io) = parts(f, fd)?;
+                s.len(&mut io)? as i128
+            }
             _ => return Err(Errno(libc::EINVAL)),
         };
         let new = base + off as i128;
@@ -1232,7 +1264,8 @@ pub unsafe extern "C" fn shim_ftruncate(fd: c_int, len: off_t) -> c_int {
         return -1;
     }
     with_file(fd, file, -1, |f| {
-        sealed(f)?.set_len(&mut FdIo { fd }, &mut ProcessNonces, len as u64)?;
+        let (s, mut io) = parts(f, fd)?;
+        s.set_len(&mut io, &mut ProcessNonces, len as u64)?;
         Ok(0)
     })
 }
@@ -1273,8 +1306,7 @@ pub unsafe extern "C" fn shim_posix_fallocate(fd: c_int, off: off_t, len: off_t)
     // Extending writes sealed zero blocks: no holes, and an all-zero
     // physical block never authenticates.
     let rc = with_file(fd, file, -1, |f| {
-        let s = sealed(f)?;
-        let mut io = FdIo { fd };
+        let (s, mut io) = parts(f, fd)?;
         let want = (off as u64).saturating_add(len as u64);
         if want > s.len(&mut io)? {
             s.set_len(&mut io, &mut ProcessNonces, want)?;
