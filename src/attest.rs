@@ -56,7 +56,8 @@ static LIBRARY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new
 
 /// Hash the loaded library file. Called from `_PG_init` in the postmaster.
 pub fn record_loaded_library() {
-    let Some(path) = ephcrypt_interpose::shim::object_path_of(public_key as *const () as usize) else {
+    let Some(path) = ephcrypt_interpose::shim::object_path_of(public_key as *const () as usize)
+    else {
         return;
     };
     let digest = ephcrypt_attest::sha256_file_hex(&path).unwrap_or_default();

@@ -210,12 +210,17 @@ fn publish(page: &KeyPage, restarts: u32) {
         restarts,
     };
     *EPOCH_PUBLIC.exclusive() = state;
-    pgrx::log!(
+    pgrx::log!("{}", epoch_log_line(&state, page.protection()));
+}
+
+/// The one server-log line about a key epoch: public fields only.
+pub fn epoch_log_line(state: &EpochPublic, protection: Protection) -> String {
+    format!(
         "pg_ephcrypt: key epoch {} created (memory protection: {}, fingerprint {})",
         hex(&state.epoch_id),
-        page.protection().name(),
+        protection.name(),
         hex(&state.fingerprint)
-    );
+    )
 }
 
 /// `on_proc_exit` callback of the postmaster: wipe the key. Touches only

@@ -404,4 +404,27 @@ mod tests {
         let key_hex = crate::epoch::hex(&key);
         assert!(!find(&be_core, key_hex.as_bytes()) && !find(&pm_core, key_hex.as_bytes()));
     }
+
+    /// What pg_ephcrypt writes to the server log about the key holds no key
+    /// bytes in any encoding (PostgreSQL itself never sees the key).
+    #[pg_test]
+    fn epoch_log_line_holds_no_key_material() {
+        let page = crate::epoch::key_page().unwrap();
+        let key = page.key().unwrap();
+        let state = crate::epoch::public_state();
+        let line = crate::epoch::epoch_log_line(&state, page.protection());
+        assert!(line.contains(&crate::epoch::hex(&state.epoch_id)), "{line}");
+        let lower = line.to_ascii_lowercase();
+        for window in key.windows(4) {
+            let h = crate::epoch::hex(window);
+            assert!(
+                !lower.contains(&h),
+                "a 4-byte run of the key appears in hex: {line}"
+            );
+        }
+        assert!(!line
+            .as_bytes()
+            .windows(8)
+            .any(|w| key.windows(8).any(|k| k == w)));
+    }
 }
