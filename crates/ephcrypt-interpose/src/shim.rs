@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use ephcrypt_format::{
-    physical_to_logical_size, random_file_id, FormatError, NonceSequence, NonceSource, PhysicalIo,
-    SealedFile, BLOCK_SIZE, NONCE_LEN,
+    physical_to_logical_size, FormatError, NonceSequence, NonceSource, PhysicalIo, SealedFile,
+    BLOCK_SIZE, NONCE_LEN,
 };
 use libc::{iovec, mode_t, off_t, size_t, ssize_t};
 
@@ -320,6 +320,28 @@ impl PhysicalIo for FdIo<'_> {
     }
 }
 
+/// `N` bytes from the kernel CSPRNG (getrandom(2), one syscall). Used
+/// instead of aws-lc's userspace RNG, whose first use in a process costs
+/// ~60 ms of entropy gathering: every backend and parallel worker would pay
+/// it on its first spill.
+fn os_random<const N: usize>() -> Result<[u8; N], Errno> {
+    let mut out = [0u8; N];
+    let mut done = 0usize;
+    while done < N {
+        // SAFETY: writing into our own buffer within its bounds.
+        let n = unsafe { libc::getrandom(out[done..].as_mut_ptr().cast(), N - done, 0) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(Errno(e));
+        }
+        done += n as usize;
+    }
+    Ok(out)
+}
+
 /// The process-wide nonce stream, re-seeded after fork.
 struct ProcessNonces;
 
@@ -328,12 +350,12 @@ impl NonceSource for ProcessNonces {
         // SAFETY: only called from within a `LockGuard` scope.
         let seq = unsafe { &mut *NONCES.0.get() };
         if NONCE_RESEED.swap(false, Ordering::Relaxed) {
-            seq.reseed_from_os_rng()?;
+            seq.reseed(os_random::<8>().map_err(|_| FormatError::RandomFailed)?);
         }
         match seq.next() {
             Ok(n) => Ok(n),
             Err(FormatError::NonceSpaceExhausted) => {
-                seq.reseed_from_os_rng()?;
+                seq.reseed(os_random::<8>().map_err(|_| FormatError::RandomFailed)?);
                 seq.next()
             }
             Err(e) => Err(e),
@@ -845,9 +867,12 @@ fn open_state(fd: c_int, physical_len: u64) -> FileState {
     let opened = if physical_len == 0 {
         // New (or O_TRUNC'd) file: its header is written by the first write,
         // so a read-only open never writes.
-        let Ok(file_id) = random_file_id() else {
+        let Ok(file_id) = os_random::<16>() else {
             return FileState::Poisoned(libc::EIO);
         };
+        if file_id == [0; 16] {
+            return FileState::Poisoned(libc::EIO); // never happens (2^-128)
+        }
         SealedFile::open_or_init(&mut io, key, &epoch_id, &file_id)
     } else {
         SealedFile::open(&mut io, key, &epoch_id)
