@@ -30,6 +30,7 @@ import hashlib
 import os
 import platform
 import re
+import signal
 import statistics
 import struct
 import subprocess
@@ -627,7 +628,14 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _terminate(signum, _frame):
+    # Turn SIGTERM/SIGHUP into an exception, so that `finally` stops the clusters.
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=None, help="rounds per workload and mode (default 5; --quick: 3)")
     ap.add_argument("--quick", action="store_true", help="half the data, 5 s pgbench runs, 3 rounds (< 3 minutes)")
