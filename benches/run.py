@@ -30,6 +30,7 @@ import hashlib
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import struct
@@ -538,7 +539,16 @@ def machine() -> dict[str, str]:
         "kernel": platform.release(),
         "postgres": pg,
         "load_avg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "commit": git_describe(),
     }
+
+
+def git_describe() -> str:
+    try:
+        return subprocess.check_output(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], text=True,
+                                       stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def fmt(v: float, unit: str) -> str:
@@ -641,6 +651,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="half the data, 5 s pgbench runs, 3 rounds (< 3 minutes)")
     ap.add_argument("--only", default="", help="comma-separated workload names (default: all)")
     ap.add_argument("--pgbench-secs", type=int, default=None, help="seconds per pgbench run")
+    ap.add_argument("--keep", action="store_true", help="keep the clusters' data directories afterwards")
     ap.add_argument("--warm-session", action="store_true",
                     help="run a tiny untimed spill first in every timed session, to keep one-time "
                          "per-process costs out of the timings (default: cold sessions)")
@@ -709,6 +720,8 @@ def main() -> int:
     finally:
         for c in clusters.values():
             c.stop(quiet=True)
+            if not args.keep and c.data.exists():
+                shutil.rmtree(c.data)  # ~0.5 GB each; server.log stays
 
     summary = summarize(samples, ws)
     elapsed = time.monotonic() - t_start
