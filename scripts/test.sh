@@ -20,7 +20,7 @@ run_lint() {
 
 run_unit() {
     log "tier unit: cargo test (pure crates)"
-    cargo test --quiet -p ephcrypt-format -p ephcrypt-interpose
+    cargo test --quiet -p ephcrypt-format -p ephcrypt-interpose -p ephcrypt-attest
 }
 
 run_pgrx() {
