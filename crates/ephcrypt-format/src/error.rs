@@ -34,6 +34,13 @@ pub enum FormatError {
         /// Block index within the file.
         index: u64,
     },
+    /// A block authenticates but is not the version this handle last wrote
+    /// there: an older version was replayed at the same position.
+    #[error("pg_ephcrypt block {index} is not the version last written (replayed)")]
+    BlockReplayed {
+        /// Block index within the file.
+        index: u64,
+    },
     /// The physical file is 1..=63 bytes long: a cut-off header.
     #[error("truncated pg_ephcrypt header: physical size {physical_len}")]
     TruncatedHeader {

@@ -7,16 +7,19 @@
 use zeroize::Zeroize;
 
 use crate::block::FileCipher;
-use crate::error::FormatError;
+use crate::error::{FormatError, Result};
 use crate::keys::EpochKey;
 use crate::layout::{
     block_index, block_plain_len, checked_range_end, phys_block_offset, physical_to_logical_size,
     truncate_plan, BlockSpans, BLOCK_OVERHEAD, BLOCK_SIZE, HEADER_LEN, MAX_LOGICAL_SIZE,
-    MIN_PHYS_BLOCK_SIZE, PHYS_BLOCK_SIZE,
+    MIN_PHYS_BLOCK_SIZE, NONCE_LEN, PHYS_BLOCK_SIZE,
 };
 use crate::nonce::NonceSource;
 
 const B: u64 = BLOCK_SIZE as u64;
+
+/// Ledger entries reserved at construction (blocks of 8 KiB: 512 KiB of file).
+const LEDGER_RESERVE: usize = 64;
 
 /// Plaintext of gap blocks: read-only data, so no allocation and no memset.
 static ZEROS: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];
@@ -61,6 +64,12 @@ pub struct SealedFile {
     cache: Box<[u8; BLOCK_SIZE]>,
     cache_index: Option<u64>,
     cache_len: usize,
+    /// Version ledger: the nonce of the last write of each block through
+    /// this handle (all zero = not written by us). A read of such a block
+    /// must find exactly that nonce, so an older version replayed at the
+    /// same position is detected (FORMAT.md §9). Grows by doubling; 64
+    /// entries are reserved up front.
+    ledger: Vec<[u8; NONCE_LEN]>,
 }
 
 impl core::fmt::Debug for SealedFile {
@@ -108,6 +117,7 @@ impl SealedFile {
             cache: boxed(),
             cache_index: None,
             cache_len: 0,
+            ledger: Vec::with_capacity(LEDGER_RESERVE),
         }
     }
 
@@ -176,6 +186,33 @@ impl SealedFile {
         &self.cipher
     }
 
+    /// Forget which versions this handle wrote (for files that other
+    /// processes may legitimately rewrite: shared file sets).
+    pub fn forget_versions(&mut self) {
+        self.ledger.clear();
+    }
+
+    fn record_version(&mut self, index: u64, nonce: [u8; NONCE_LEN]) {
+        let Ok(i) = usize::try_from(index) else {
+            return;
+        };
+        if i >= self.ledger.len() {
+            self.ledger.resize(i + 1, [0; NONCE_LEN]);
+        }
+        self.ledger[i] = nonce;
+    }
+
+    /// A block read back must carry the nonce this handle last sealed it with.
+    fn check_version(&self, index: u64, phys: &[u8]) -> Result<()> {
+        let known = usize::try_from(index).ok().and_then(|i| self.ledger.get(i));
+        match known {
+            Some(n) if *n != [0; NONCE_LEN] && phys.get(..NONCE_LEN) != Some(&n[..]) => {
+                Err(FormatError::BlockReplayed { index })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Forget the cached block (after someone else may have written the file).
     pub fn invalidate_cache(&mut self) {
         self.cache_index = None;
@@ -225,6 +262,7 @@ impl SealedFile {
                     .into());
                 }
                 let plain_len = n - BLOCK_OVERHEAD;
+                self.check_version(span.index, &self.phys[..n])?;
                 if span.start == 0 && dst.len() >= plain_len {
                     // The whole block is wanted: open straight into the
                     // caller's buffer, no copy.
@@ -374,7 +412,10 @@ impl SealedFile {
             self.seal_cached_and_write(io, nonces, index)?;
         }
         io.set_len(plan.physical_len)?;
-        // Blocks past the new end are gone; only the re-sealed one may be cached.
+        // Blocks past the new end are gone: a later write there is new.
+        let kept = usize::try_from(new_len.div_ceil(B)).unwrap_or(usize::MAX);
+        self.ledger.truncate(kept);
+        // Only the re-sealed block may be cached.
         if matches!(self.cache_index, Some(i) if i * B >= new_len) {
             self.invalidate_cache();
         }
@@ -445,6 +486,7 @@ impl SealedFile {
                 }
                 .into());
             }
+            self.check_version(index, &self.phys[..want])?;
             self.cipher
                 .open_block(index, &self.phys[..want], &mut self.cache[..])?;
         }
@@ -468,7 +510,9 @@ impl SealedFile {
             &self.cache[..self.cache_len],
             &mut self.phys[..],
         )?;
-        io.write_all_at(&self.phys[..n], phys_block_offset(index))
+        io.write_all_at(&self.phys[..n], phys_block_offset(index))?;
+        self.record_version(index, nonce);
+        Ok(())
     }
 
     fn seal_and_write<I: PhysicalIo, N: NonceSource + ?Sized>(
@@ -482,7 +526,9 @@ impl SealedFile {
         let n = self
             .cipher
             .seal_block(index, nonce, plain, &mut self.phys[..])?;
-        io.write_all_at(&self.phys[..n], phys_block_offset(index))
+        io.write_all_at(&self.phys[..n], phys_block_offset(index))?;
+        self.record_version(index, nonce);
+        Ok(())
     }
 }
 

@@ -222,14 +222,11 @@ fn older_block_at_another_index_is_detected() {
     );
 }
 
-/// KNOWN LIMIT (FORMAT.md §9): an older version of the same block, replayed
-/// at the same index of the same file, authenticates — it is a genuine output
-/// of the server for exactly this file id and index. Detecting it needs
-/// per-block version state kept outside the block (in memory), which a
-/// stateless per-block format cannot have. This test pins the behaviour so
-/// that nobody believes otherwise.
+/// An older version of a block spliced back at the same index is detected
+/// by the handle that wrote the newer version (its version ledger), for
+/// whole-block and partial reads and for read-modify-write.
 #[test]
-fn splice_older_version_of_same_block_is_not_detected() {
+fn splice_older_version_of_same_block_is_detected_by_the_writer() {
     let key = EpochKey::from_bytes(EK);
     let mut io = build(&FILE_A, 3, &EK);
     let r = block_range(1, 8192);
@@ -238,9 +235,62 @@ fn splice_older_version_of_same_block_is_not_detected() {
     let mut f = SealedFile::open(&mut io, &key, &EPOCH).unwrap();
     f.write_at(&mut io, &mut nonces, &content(9), 0).unwrap();
     io.data[r].copy_from_slice(&old_block_1);
-    let read = read_all(&mut io).expect("a replayed same-index block opens (known limit)");
+    f.invalidate_cache();
+    let mut whole = vec![0u8; 8192];
+    assert_eq!(
+        f.read_at(&mut io, &mut whole, 8192),
+        Err(FormatError::BlockReplayed { index: 1 })
+    );
+    let mut part = vec![0u8; 100];
+    assert_eq!(
+        f.read_at(&mut io, &mut part, 8192 + 50),
+        Err(FormatError::BlockReplayed { index: 1 })
+    );
+    assert_eq!(
+        f.write_at(&mut io, &mut nonces, b"x", 8192 + 7),
+        Err(FormatError::BlockReplayed { index: 1 })
+    );
+    // Untouched blocks still read fine through the same handle.
+    let n = f.read_at(&mut io, &mut whole, 0).unwrap();
+    assert_eq!(&whole[..n], &content(9)[..8192]);
+}
+
+/// KNOWN LIMIT (FORMAT.md §9): a handle that did not write the newer version
+/// (another process, or the same file reopened) has no ledger for it: an
+/// older version replayed at the same index of the same file authenticates —
+/// it is a genuine output of the server for exactly this file id and index.
+#[test]
+fn splice_older_version_is_not_detected_by_a_fresh_handle() {
+    let key = EpochKey::from_bytes(EK);
+    let mut io = build(&FILE_A, 3, &EK);
+    let r = block_range(1, 8192);
+    let old_block_1 = io.data[r.clone()].to_vec();
+    let mut nonces = NonceSequence::from_os_rng().unwrap();
+    let mut f = SealedFile::open(&mut io, &key, &EPOCH).unwrap();
+    f.write_at(&mut io, &mut nonces, &content(9), 0).unwrap();
+    io.data[r].copy_from_slice(&old_block_1);
+    let read = read_all(&mut io)
+        .expect("a replayed same-index block opens in a fresh handle (known limit)");
     assert_eq!(read[8192..2 * 8192], content(3)[8192..2 * 8192]);
     assert_eq!(read[..8192], content(9)[..8192]);
+}
+
+/// After forget_versions (used for shared file sets that other processes
+/// may rewrite) the writer no longer objects either.
+#[test]
+fn forget_versions_drops_the_ledger() {
+    let key = EpochKey::from_bytes(EK);
+    let mut io = build(&FILE_A, 3, &EK);
+    let r = block_range(1, 8192);
+    let old_block_1 = io.data[r.clone()].to_vec();
+    let mut nonces = NonceSequence::from_os_rng().unwrap();
+    let mut f = SealedFile::open(&mut io, &key, &EPOCH).unwrap();
+    f.write_at(&mut io, &mut nonces, &content(9), 0).unwrap();
+    io.data[r].copy_from_slice(&old_block_1);
+    f.invalidate_cache();
+    f.forget_versions();
+    let mut whole = vec![0u8; 8192];
+    assert_eq!(f.read_at(&mut io, &mut whole, 8192).unwrap(), 8192);
 }
 
 /// KNOWN LIMIT (FORMAT.md §9): cutting whole trailing blocks leaves a valid,

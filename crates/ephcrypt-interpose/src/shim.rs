@@ -580,6 +580,7 @@ fn with_file_mode<R>(
         file.known_len = None;
         if let FileState::Sealed(s) = &mut file.state {
             s.invalidate_cache();
+            s.forget_versions();
         }
     }
     let class = file.class;
