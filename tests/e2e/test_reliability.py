@@ -16,7 +16,7 @@ from cluster import BUILD, PG_USER, Cluster, SqlError, kill9
 from ondisk import MAGIC, Poller, covered_files
 
 MARKER = b"MARKER-"
-SOAK_SECONDS = int(os.environ.get("PG_EPHCRYPT_SOAK_SECONDS", "120"))
+SOAK_SECONDS = int(os.environ.get("PG_EPHCRYPT_SOAK_SECONDS", "180"))
 
 CONF = {"work_mem": "'64kB'", "max_parallel_workers_per_gather": "0", "jit": "off"}
 SETUP = """
