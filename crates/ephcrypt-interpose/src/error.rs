@@ -6,6 +6,9 @@ pub enum InterposeError {
     /// The key page could not be mapped.
     #[error("could not map the key page: {0}")]
     KeyMap(std::io::Error),
+    /// The shared counter page could not be mapped.
+    #[error("could not map the shared counter page: {0}")]
+    SharedMap(std::io::Error),
     /// The key page could not be locked in memory.
     #[error("could not lock the key page in memory (mlock): {0}")]
     KeyLock(std::io::Error),

@@ -151,21 +151,7 @@ impl KeyPage {
 
     fn locked_anonymous() -> Result<KeyPage, InterposeError> {
         let len = page_size();
-        // SAFETY: anonymous shared mapping at a kernel-chosen address,
-        // checked against MAP_FAILED.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(InterposeError::KeyMap(last_os_error()));
-        }
+        let base = map_shared_anonymous(len).map_err(InterposeError::KeyMap)?;
         // SAFETY: base/len describe the mapping just created.
         if unsafe { libc::mlock(base, len) } != 0 {
             let err = last_os_error();
@@ -297,6 +283,27 @@ impl KeyPage {
         // SAFETY: OFF_CREATED..+8 lies inside the page.
         unsafe { std::ptr::read_unaligned(self.base.add(OFF_CREATED) as *const i64) }
     }
+}
+
+/// A zeroed anonymous `MAP_SHARED` mapping of `len` bytes: shared with every
+/// child forked later, never part of a file or of PostgreSQL's shared memory.
+pub(crate) fn map_shared_anonymous(len: usize) -> std::io::Result<*mut libc::c_void> {
+    // SAFETY: anonymous shared mapping at a kernel-chosen address, checked
+    // against MAP_FAILED.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(last_os_error());
+    }
+    Ok(base)
 }
 
 /// getrandom(2) straight into `dst`, retrying on EINTR and short reads.

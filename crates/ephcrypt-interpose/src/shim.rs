@@ -523,6 +523,14 @@ fn flush_all_now() -> Result<(), Errno> {
     flush_all_dirty(ptr::null_mut())
 }
 
+/// Before `stat` of a covered path reports its size: seal pending tails.
+/// One relaxed load when nothing is pending (the usual case).
+fn flush_before_path_op(path: *const c_char) {
+    if DIRTY_COUNT.load(Ordering::Relaxed) != 0 && covered_class(path).is_some() {
+        let _ = flush_all_now();
+    }
+}
+
 extern "C" fn flush_all_at_exit() {
     if let Some(_guard) = LockGuard::acquire() {
         let _ = flush_all_dirty(ptr::null_mut());
@@ -888,9 +896,7 @@ fn open_state(fd: c_int, physical_len: u64) -> FileState {
 /// libc `stat` contract.
 #[no_mangle]
 pub unsafe extern "C" fn shim_stat(path: *const c_char, buf: *mut libc::stat) -> c_int {
-    if DIRTY_COUNT.load(Ordering::Relaxed) != 0 && covered_class(path).is_some() {
-        let _ = flush_all_now();
-    }
+    flush_before_path_op(path);
     // SAFETY: pass-through with the caller's arguments.
     let rc = unsafe { (real().stat)(path, buf) };
     // SAFETY: rc == 0 means buf was filled.
@@ -901,9 +907,7 @@ pub unsafe extern "C" fn shim_stat(path: *const c_char, buf: *mut libc::stat) ->
 /// libc `lstat` contract.
 #[no_mangle]
 pub unsafe extern "C" fn shim_lstat(path: *const c_char, buf: *mut libc::stat) -> c_int {
-    if DIRTY_COUNT.load(Ordering::Relaxed) != 0 && covered_class(path).is_some() {
-        let _ = flush_all_now();
-    }
+    flush_before_path_op(path);
     // SAFETY: pass-through with the caller's arguments.
     let rc = unsafe { (real().lstat)(path, buf) };
     // SAFETY: rc == 0 means buf was filled.
@@ -980,12 +984,17 @@ pub unsafe extern "C" fn shim_close(fd: c_int) -> c_int {
     rc
 }
 
+/// Seal the pending append tail of `fd` if it is ours (errno set on failure).
+fn seal_pending(fd: c_int) -> bool {
+    let file = lookup(fd);
+    file.is_null() || with_file(fd, file, -1, |_| Ok(0)) == 0
+}
+
 /// # Safety
 /// libc `fsync` contract.
 #[no_mangle]
 pub unsafe extern "C" fn shim_fsync(fd: c_int) -> c_int {
-    let file = lookup(fd);
-    if !file.is_null() && with_file(fd, file, -1, |_| Ok(0)) != 0 {
+    if !seal_pending(fd) {
         return -1;
     }
     // SAFETY: pass-through.
@@ -996,8 +1005,7 @@ pub unsafe extern "C" fn shim_fsync(fd: c_int) -> c_int {
 /// libc `fdatasync` contract.
 #[no_mangle]
 pub unsafe extern "C" fn shim_fdatasync(fd: c_int) -> c_int {
-    let file = lookup(fd);
-    if !file.is_null() && with_file(fd, file, -1, |_| Ok(0)) != 0 {
+    if !seal_pending(fd) {
         return -1;
     }
     // SAFETY: pass-through.
@@ -1174,6 +1182,18 @@ fn append_buffered(fd: c_int, f: &mut OpenFile, mut src: &[u8]) -> Result<ssize_
     Ok(n as ssize_t)
 }
 
+/// The iovec array of a vectored call, or `None` for invalid arguments.
+///
+/// # Safety
+/// `iov` must point to `iovcnt` valid entries when it is non-null.
+unsafe fn iovecs<'a>(iov: *const iovec, iovcnt: c_int, off: off_t) -> Option<&'a [iovec]> {
+    if off < 0 || iovcnt < 0 || iov.is_null() {
+        return None;
+    }
+    // SAFETY: guaranteed by the caller.
+    Some(unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) })
+}
+
 /// # Safety
 /// libc `preadv` contract.
 #[no_mangle]
@@ -1188,12 +1208,11 @@ pub unsafe extern "C" fn shim_preadv(
         // SAFETY: pass-through.
         return unsafe { (real().preadv)(fd, iov, iovcnt, off) };
     }
-    if off < 0 || iovcnt < 0 || iov.is_null() {
+    // SAFETY: the caller's iovec array, under the preadv contract.
+    let Some(iovs) = (unsafe { iovecs(iov, iovcnt, off) }) else {
         set_errno(libc::EINVAL);
         return -1;
-    }
-    // SAFETY: the caller guarantees iov holds iovcnt valid entries.
-    let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
+    };
     with_file(fd, file, -1, |f| {
         let class = f.class;
         let (s, mut io) = parts(f, fd)?;
@@ -1226,12 +1245,11 @@ pub unsafe extern "C" fn shim_pwritev(
         // SAFETY: pass-through.
         return unsafe { (real().pwritev)(fd, iov, iovcnt, off) };
     }
-    if off < 0 || iovcnt < 0 || iov.is_null() {
+    // SAFETY: the caller's iovec array, under the pwritev contract.
+    let Some(iovs) = (unsafe { iovecs(iov, iovcnt, off) }) else {
         set_errno(libc::EINVAL);
         return -1;
-    }
-    // SAFETY: the caller guarantees iov holds iovcnt valid entries.
-    let iovs = unsafe { std::slice::from_raw_parts(iov, iovcnt as usize) };
+    };
     with_file(fd, file, -1, |f| {
         let class = f.class;
         let (s, mut io) = parts(f, fd)?;

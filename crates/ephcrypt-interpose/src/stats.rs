@@ -65,20 +65,7 @@ pub fn init_shared() -> Result<(), InterposeError> {
         return Ok(());
     }
     let len = SHARED_LEN * std::mem::size_of::<u64>();
-    // SAFETY: anonymous shared mapping at a kernel-chosen address; checked.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(InterposeError::KeyMap(std::io::Error::last_os_error()));
-    }
+    let base = crate::secmem::map_shared_anonymous(len).map_err(InterposeError::SharedMap)?;
     SHARED.store(base.cast(), Ordering::Release);
     Ok(())
 }
