@@ -162,3 +162,19 @@ class Cluster:
 
 def kill9(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
+
+
+def crash_a_backend(c: "Cluster") -> None:
+    """kill -9 a client backend (an idle-in-sleep session): the postmaster
+    then crash-restarts every child and re-initializes shared memory."""
+    victim = c.session()
+    victim.stdin.write("SELECT pg_sleep(60);\n")
+    victim.stdin.flush()
+    deadline = time.time() + 10
+    pids: list[int] = []
+    while not pids and time.time() < deadline:
+        pids = c.backend_pids()
+        time.sleep(0.1)
+    assert pids, "victim backend not found"
+    kill9(pids[0])
+    victim.kill()

@@ -3,10 +3,11 @@ document from a previous epoch."""
 
 import os
 import subprocess
+import time
 
 import pytest
 
-from cluster import ROOT, Cluster, kill9
+from cluster import ROOT, Cluster, crash_a_backend
 
 VERIFY = ROOT / "target" / "release" / "ephcrypt-verify"
 
@@ -47,17 +48,7 @@ def test_cli_verifies_and_rejects(verifier):
 
         # A backend crash rotates the epoch: the old document no longer
         # verifies against the new key, nor in SQL against the new epoch.
-        victim = c.session()
-        victim.stdin.write("SELECT pg_sleep(60);\n")
-        victim.stdin.flush()
-        import time
-        deadline = time.time() + 10
-        pids = []
-        while not pids and time.time() < deadline:
-            pids = c.backend_pids()
-            time.sleep(0.1)
-        kill9(pids[0])
-        victim.kill()
+        crash_a_backend(c)
         time.sleep(1)
         c.wait_ready()
         new_pk, new_doc = attest(c, challenge)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from cluster import Cluster, SqlError, kill9
+from cluster import Cluster, SqlError, crash_a_backend
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +46,7 @@ def test_status_reports_protection_and_postmaster(preloaded):
 
 def test_backend_crash_rotates_the_key(preloaded):
     before = status(preloaded)
-    victim = preloaded.session()
-    victim.stdin.write("SELECT pg_sleep(60);\n")
-    victim.stdin.flush()
-    deadline = time.time() + 10
-    pids = []
-    while not pids and time.time() < deadline:
-        pids = preloaded.backend_pids()
-        time.sleep(0.1)
-    assert pids, "victim backend not found"
-    kill9(pids[0])
-    victim.kill()
+    crash_a_backend(preloaded)
     # The postmaster kills every child, re-initializes shared memory, and
     # must rotate the key there.
     time.sleep(1)

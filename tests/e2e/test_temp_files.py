@@ -189,6 +189,22 @@ def _run_session_until_ready(c: Cluster, script: str):
     return s, lines
 
 
+def _finish_session(s, sql: str):
+    """Run a last statement in an open session, close it; (stdout lines, stderr)."""
+    s.stdin.write(sql + "\n\\echo DONE\n")
+    s.stdin.flush()
+    out = []
+    while True:
+        line = s.stdout.readline()
+        if not line or line.strip() == "DONE":
+            break
+        out.append(line.strip())
+    s.stdin.close()
+    err = s.stderr.read()
+    s.wait(timeout=60)
+    return out, err
+
+
 def test_temp_table_larger_than_temp_buffers(pair):
     enc, ctl = pair
     results = {}
@@ -224,17 +240,7 @@ SELECT pg_relation_filepath('victim');
         assert rel.read_bytes()[:8] == MAGIC
         # Corrupt early blocks: no longer in the 800kB of local buffers.
         assert tamper_blocks(rel, every=3) > 10
-        s.stdin.write("SELECT count(*) FROM victim;\n\\echo DONE\n")
-        s.stdin.flush()
-        out = []
-        while True:
-            line = s.stdout.readline()
-            if not line or line.strip() == "DONE":
-                break
-            out.append(line.strip())
-        s.stdin.close()
-        err = s.stderr.read()
-        s.wait(timeout=60)
+        out, err = _finish_session(s, "SELECT count(*) FROM victim;")
         assert "could not read block" in err, err
         assert "100000" not in out, "rows came back from corrupted data"
     finally:
@@ -256,17 +262,7 @@ FETCH 1 FROM c;
         assert files, "the sort holds temp files"
         changed = sum(tamper_blocks(f, every=1) for f in files)
         assert changed > 0
-        s.stdin.write("FETCH ALL FROM c;\n\\echo DONE\n")
-        s.stdin.flush()
-        out = []
-        while True:
-            line = s.stdout.readline()
-            if not line or line.strip() == "DONE":
-                break
-            out.append(line)
-        s.stdin.close()
-        err = s.stderr.read()
-        s.wait(timeout=60)
+        out, err = _finish_session(s, "FETCH ALL FROM c;")
         assert "could not read" in err or "could not read from" in err, err
         assert len(out) < 1000, "rows came back from corrupted data"
     finally:
