@@ -6,14 +6,15 @@
 
 use std::collections::BTreeMap;
 
-use ephcrypt_attest::{verify_with_epoch, AttestError, SigningKey};
+use ephcrypt_attest::{to_hex, verify_with_epoch, AttestError, SigningKey};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use crate::epoch::{self, hex, protection_name};
+use crate::epoch::{self, protection_name};
 use crate::errors::EphError;
 use crate::scan;
+use crate::time::{iso_json as iso, now_unix_us, unix_us_from_pg};
 
 /// HKDF label of the attestation signing seed.
 const SIGNING_LABEL: &str = "pg_ephcrypt v1 attestation ed25519";
@@ -42,12 +43,6 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn iso(us_since_unix: i64) -> Value {
-    crate::status::timestamptz_from_unix_us(us_since_unix)
-        .and_then(|t| serde_json::to_value(t).ok())
-        .unwrap_or(Value::Null)
-}
-
 /// Path and SHA-256 of the library file, computed once in the postmaster
 /// when the library was loaded (and inherited by every child), so that a
 /// later reinstall on disk cannot make the document describe a file other
@@ -56,8 +51,7 @@ static LIBRARY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new
 
 /// Hash the loaded library file. Called from `_PG_init` in the postmaster.
 pub fn record_loaded_library() {
-    let Some(path) = ephcrypt_interpose::shim::object_path_of(public_key as *const () as usize)
-    else {
+    let Some(path) = ephcrypt_got::object_path_of(public_key as *const () as usize) else {
         return;
     };
     let digest = ephcrypt_attest::sha256_file_hex(&path).unwrap_or_default();
@@ -124,20 +118,17 @@ fn attest(challenge: &[u8]) -> Value {
             pg_sys::PgStartTime,
         )
     };
-    let now_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
+    let now_us = now_unix_us();
     let doc = json!({
         "document_version": DOCUMENT_VERSION,
         "system_identifier": system_identifier.to_string(),
         "hostname": read_trimmed("/proc/sys/kernel/hostname"),
         "boot_id": read_trimmed("/proc/sys/kernel/random/boot_id"),
         "postmaster_pid": pm_pid,
-        "postmaster_start_time": iso(pg_start + 946_684_800_000_000),
-        "epoch_id": hex(&state.epoch_id),
+        "postmaster_start_time": iso(unix_us_from_pg(pg_start)),
+        "epoch_id": to_hex(&state.epoch_id),
         "epoch_created_at": iso(state.created_at_us),
-        "fingerprint": hex(&state.fingerprint),
+        "fingerprint": to_hex(&state.fingerprint),
         "algorithm": "AES-256-GCM",
         "memory_protection": protection_name(state.protection),
         "extension_version": env!("CARGO_PKG_VERSION"),
@@ -148,7 +139,7 @@ fn attest(challenge: &[u8]) -> Value {
         "on_unsupported": crate::gucs::on_unsupported().name(),
         "scan_summary": summary,
         "plaintext_files": summary.get("plaintext").copied().unwrap_or(0),
-        "challenge": hex(challenge),
+        "challenge": to_hex(challenge),
         "timestamp": iso(now_us),
     });
     let Value::Object(fields) = doc else {
@@ -198,9 +189,9 @@ fn pg_ephcrypt_verify_attestation(
         }
         .raise()
     }
-    let challenge_hex = challenge.map(hex);
+    let challenge_hex = challenge.map(to_hex);
     let state = epoch::public_state();
-    let current_epoch = hex(&state.epoch_id);
+    let current_epoch = to_hex(&state.epoch_id);
     match verify_with_epoch(
         &document,
         public_key,

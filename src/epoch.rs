@@ -1,24 +1,25 @@
 //! The postmaster-lifetime epoch key.
 //!
-//! Life cycle (all in the postmaster, before any child exists):
-//! 1. `_PG_init` (only under `shared_preload_libraries`): map the protected
+//! Life cycle (all in the postmaster, while no child exists):
+//! 1. `_PG_init` (only under `shared_preload_libraries`): map a protected
 //!    key page, fill it from the kernel CSPRNG, register an exit callback
 //!    that wipes it.
 //! 2. First `shmem_startup_hook`: publish the public epoch state
 //!    (id, created at, fingerprint, protection) in shared memory.
 //! 3. Every later `shmem_startup_hook` (crash-restart after a backend died):
-//!    wipe the old key, create a new one with a new epoch id, publish.
+//!    a new key with a new epoch id on a *fresh* page; the old page is wiped
+//!    and unmapped, so a process that outlived the crash-restart keeps only
+//!    zeros. Publish.
 //! 4. Postmaster exit: the `on_proc_exit` callback wipes the key.
 //!
-//! Children inherit the key page through `fork`. The shims and the exit
+//! Children inherit the current page through `fork`, read-only. The shims and the exit
 //! path read only the key page, never PostgreSQL's shared memory (the
 //! logger detaches it, and the postmaster unmaps it on its way out).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use ephcrypt_interpose::secmem::{AllocMode, KeyPage, Protection};
+use ephcrypt_attest::to_hex;
+use ephcrypt_interpose::secmem::{self, AllocMode, KeyPage, Protection};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLogLevel, PgLwLock};
 
@@ -28,9 +29,6 @@ use crate::gucs::{self, OnUnsupported};
 /// Set in the postmaster's `_PG_init` when loaded through
 /// `shared_preload_libraries`; inherited by every child through fork.
 static PRELOADED: AtomicBool = AtomicBool::new(false);
-
-/// The key page; set once in the postmaster, inherited through fork.
-static KEY_PAGE: OnceLock<KeyPage> = OnceLock::new();
 
 /// How many times the postmaster initialized shared memory (postmaster-private).
 static SHMEM_STARTUPS: AtomicU32 = AtomicU32::new(0);
@@ -73,16 +71,9 @@ pub fn require_preloaded() {
     }
 }
 
-/// The key page, if this process has one.
+/// The current epoch's key page, if this process has one.
 pub fn key_page() -> Option<&'static KeyPage> {
-    KEY_PAGE.get()
-}
-
-fn now_unix_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    secmem::current()
 }
 
 fn protection_code(p: Option<Protection>) -> u8 {
@@ -107,20 +98,12 @@ pub fn fingerprint_of(page: &KeyPage) -> Option<[u8; 32]> {
     Some(page.epoch_key()?.fingerprint(&page.epoch_id()))
 }
 
-/// Lower-case hex, for ids and fingerprints (never for key bytes).
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
 /// Called from `_PG_init` in the postmaster under shared_preload_libraries.
 pub fn init_postmaster() {
-    let page = match KeyPage::allocate(AllocMode::Auto) {
+    if secmem::current().is_some() {
+        return; // _PG_init runs once per process
+    }
+    let page = match secmem::start_epoch(AllocMode::Auto, crate::time::now_unix_us()) {
         Ok(page) => page,
         Err(err) => {
             let error = EphError::KeyMemory(err.to_string());
@@ -143,22 +126,13 @@ pub fn init_postmaster() {
             }
         }
     };
-    if let Err(err) = page.new_epoch(now_unix_us()) {
-        EphError::KeyMemory(err.to_string()).report(PgLogLevel::FATAL);
-        return;
-    }
-    if KEY_PAGE.set(page).is_err() {
-        // _PG_init runs once per process; a second call keeps the first page.
-        return;
-    }
     // SAFETY: registering a plain C callback with a dummy argument, in the
     // postmaster's single thread. Children forget it (on_exit_reset).
     unsafe { pg_sys::on_proc_exit(Some(wipe_at_postmaster_exit), pg_sys::Datum::from(0usize)) };
     PRELOADED.store(true, Ordering::Relaxed);
     install_shmem_hooks();
-    if let Some(page) = KEY_PAGE.get() {
-        crate::interpose::install_in_postmaster(page);
-    }
+    let _ = page;
+    crate::interpose::install_in_postmaster();
 }
 
 fn install_shmem_hooks() {
@@ -184,17 +158,20 @@ unsafe extern "C-unwind" fn epoch_shmem_startup() {
         return; // children never rotate or publish
     }
     let startups = SHMEM_STARTUPS.fetch_add(1, Ordering::Relaxed) + 1;
-    let Some(page) = key_page() else {
+    let Some(mut page) = key_page() else {
         return; // on_unsupported = warn without a key page: status shows "none"
     };
     if startups > 1 {
-        // Crash-restart: every child is gone; the old key goes with them,
-        // and the counters start afresh with the new epoch.
+        // Crash-restart: every child is gone; the old key goes with them
+        // (wiped and unmapped), and the counters start afresh.
         ephcrypt_interpose::stats::reset_shared();
-        if let Err(err) = page.new_epoch(now_unix_us()) {
-            page.wipe();
-            EphError::KeyMemory(err.to_string()).report(PgLogLevel::FATAL);
-            return;
+        match secmem::start_epoch(AllocMode::Auto, crate::time::now_unix_us()) {
+            Ok(p) => page = p,
+            Err(err) => {
+                secmem::wipe_current();
+                EphError::KeyMemory(err.to_string()).report(PgLogLevel::FATAL);
+                return;
+            }
         }
     }
     publish(page, startups - 1);
@@ -217,9 +194,9 @@ fn publish(page: &KeyPage, restarts: u32) {
 pub fn epoch_log_line(state: &EpochPublic, protection: Protection) -> String {
     format!(
         "pg_ephcrypt: key epoch {} created (memory protection: {}, fingerprint {})",
-        hex(&state.epoch_id),
+        to_hex(&state.epoch_id),
         protection.name(),
-        hex(&state.fingerprint)
+        to_hex(&state.fingerprint)
     )
 }
 
@@ -232,9 +209,7 @@ unsafe extern "C-unwind" fn wipe_at_postmaster_exit(_code: i32, _arg: pg_sys::Da
     if unsafe { pg_sys::IsUnderPostmaster } {
         return;
     }
-    if let Some(page) = KEY_PAGE.get() {
-        page.wipe();
-    }
+    secmem::wipe_current();
 }
 
 /// A snapshot of the published public state (backends only).

@@ -1,9 +1,9 @@
 //! Installs the libc interposition in the postmaster (before any fork).
 
+use std::ffi::CStr;
 use std::sync::OnceLock;
 
-use ephcrypt_interpose::classify::ArtifactClass;
-use ephcrypt_interpose::secmem::KeyPage;
+use ephcrypt_classify::ArtifactClass;
 use ephcrypt_interpose::shim::{self, Config};
 use pgrx::prelude::*;
 use pgrx::PgLogLevel;
@@ -37,7 +37,7 @@ fn parse_classes(raw: &str) -> Result<Vec<ArtifactClass>, EphError> {
 }
 
 /// Refuse (FATAL) or warn, per `pg_ephcrypt.on_unsupported`. Returns
-/// normally only under `warn`.
+/// normally only under `warn`, with every class off and nothing patched.
 fn unsupported(error: EphError) {
     match gucs::on_unsupported() {
         OnUnsupported::Refuse => error.report(PgLogLevel::FATAL),
@@ -49,8 +49,19 @@ fn unsupported(error: EphError) {
     }
 }
 
+/// A server setting as text (`None` if this server has no such setting).
+fn setting(name: &CStr) -> Option<String> {
+    // SAFETY: GetConfigOption with missing_ok = true returns NULL for an
+    // unknown name, else a string owned by the GUC machinery that we copy
+    // at once; called in the postmaster's single thread.
+    unsafe {
+        let v = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+    }
+}
+
 /// Patch the executable's GOT so that every covered file is sealed.
-pub fn install_in_postmaster(page: &'static KeyPage) {
+pub fn install_in_postmaster() {
     if let Err(e) = ephcrypt_interpose::stats::init_shared() {
         unsupported(EphError::Interpose(e.to_string()));
         return;
@@ -64,26 +75,35 @@ pub fn install_in_postmaster(page: &'static KeyPage) {
     };
     // EXEC_BACKEND builds re-exec their children: a patched GOT and the key
     // page would not be inherited.
-    if shim::process_defines_symbol(c"SubPostmasterMain") {
+    if ephcrypt_got::process_defines_symbol(c"SubPostmasterMain") {
         unsupported(EphError::UnsupportedServer("EXEC_BACKEND build"));
         return;
     }
+    // PostgreSQL 18's io_uring submits reads and writes without any libc
+    // call we could interpose.
+    let io_uring_in_use = setting(c"io_method").is_some_and(|m| m == "io_uring");
     // SAFETY: DataDir is an absolute path set before shared_preload_libraries load.
-    let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }
+    let data_dir = unsafe { CStr::from_ptr(pg_sys::DataDir) }
         .to_bytes()
         .to_vec();
     let data_dir = trim_trailing_slashes(data_dir);
     shim::set_enabled_classes(&classes);
     match shim::install(Config {
         data_dir,
-        key_page: page,
+        io_uring_in_use,
+        allow_extra: Vec::new(),
     }) {
         Ok(report) => {
-            let names: Vec<String> = report.patched.iter().map(|p| p.name.clone()).collect();
+            let names: Vec<String> = report
+                .patch
+                .patched
+                .iter()
+                .map(|p| p.name.clone())
+                .collect();
             pgrx::log!(
                 "pg_ephcrypt: interposed {} ({} GOT slots); classes: {}",
                 names.join(", "),
-                report.slot_count(),
+                report.patch.slot_count(),
                 covered_classes().join(", ")
             );
             let _ = INTERPOSED.set(names);

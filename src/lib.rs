@@ -12,6 +12,7 @@ mod interpose;
 mod scan;
 mod stats;
 mod status;
+mod time;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod testing;

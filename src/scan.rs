@@ -7,10 +7,10 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use ephcrypt_classify::{classify, ArtifactClass};
 use ephcrypt_format::{
     physical_to_logical_size, EpochKey, FileCipher, FormatError, Header, HEADER_LEN,
 };
-use ephcrypt_interpose::classify::{classify, ArtifactClass};
 use pgrx::prelude::*;
 
 use crate::epoch;

@@ -1,6 +1,6 @@
 //! `pg_ephcrypt_stats`: per-class counters, in the style of pg_stat_*.
 
-use ephcrypt_interpose::classify::ArtifactClass;
+use ephcrypt_classify::ArtifactClass;
 use ephcrypt_interpose::stats::{snapshot, Counter};
 use pgrx::prelude::*;
 

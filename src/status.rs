@@ -2,16 +2,11 @@
 
 use pgrx::prelude::*;
 
-use crate::epoch::{self, hex, protection_name};
+use ephcrypt_attest::to_hex;
+
+use crate::epoch::{self, protection_name};
 use crate::errors::EphError;
-
-/// PostgreSQL's timestamps count from 2000-01-01.
-const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
-
-/// Microseconds since the Unix epoch as a timestamptz.
-pub fn timestamptz_from_unix_us(us: i64) -> Option<TimestampWithTimeZone> {
-    TimestampWithTimeZone::try_from(us - PG_EPOCH_OFFSET_US).ok()
-}
+use crate::time::timestamptz_from_unix_us;
 
 /// When the current epoch began (`None` without a live epoch).
 pub fn epoch_created_at() -> Option<TimestampWithTimeZone> {
@@ -53,10 +48,10 @@ fn pg_ephcrypt_status() -> TableIterator<
     // SAFETY: reading a PostgreSQL global of this backend.
     let postmaster_pid = unsafe { pg_sys::PostmasterPid };
     TableIterator::once((
-        hex(&state.epoch_id),
+        to_hex(&state.epoch_id),
         created_at,
         "AES-256-GCM",
-        hex(&state.fingerprint),
+        to_hex(&state.fingerprint),
         protection_name(state.protection),
         crate::interpose::interposed_symbols(),
         crate::interpose::covered_classes(),

@@ -2,7 +2,9 @@
 
 use pgrx::prelude::*;
 
-use crate::epoch::{self, hex};
+use ephcrypt_attest::to_hex;
+
+use crate::epoch;
 
 /// Which process ran this, and the fingerprint it computes from the key
 /// page it inherited (not from shared memory). Parallel safe, so a
@@ -12,7 +14,7 @@ fn pg_ephcrypt_test_probe() -> TableIterator<'static, (name!(pid, i32), name!(fi
 {
     let page = epoch::key_page().expect("preloaded test server has a key page");
     let fp = epoch::fingerprint_of(page).expect("live key");
-    TableIterator::once((std::process::id() as i32, hex(&fp)))
+    TableIterator::once((std::process::id() as i32, to_hex(&fp)))
 }
 
 #[pg_schema]
@@ -21,6 +23,7 @@ mod tests {
     use std::path::Path;
 
     use crate::epoch;
+    use ephcrypt_attest::to_hex;
 
     fn status_fingerprint() -> String {
         Spi::connect(|client| {
@@ -63,14 +66,14 @@ mod tests {
         assert_eq!(pm_pid, unsafe { pg_sys::PostmasterPid });
         assert!(past);
         let page = epoch::key_page().unwrap();
-        let key_hex = epoch::hex(page.key().unwrap());
+        let key_hex = to_hex(page.key().unwrap());
         for field in [&epoch_id, &fingerprint] {
             assert!(
                 !field.contains(&key_hex[..16]),
                 "a status field leaks key bytes"
             );
         }
-        assert_eq!(epoch_id, epoch::hex(&page.epoch_id()));
+        assert_eq!(epoch_id, to_hex(&page.epoch_id()));
     }
 
     #[pg_test]
@@ -157,7 +160,7 @@ mod tests {
         Spi::run("CHECKPOINT").unwrap();
         let page = epoch::key_page().unwrap();
         let key = page.key().unwrap().to_vec();
-        let key_hex = epoch::hex(&key).into_bytes();
+        let key_hex = to_hex(&key).into_bytes();
         let mut hits = Vec::new();
         // SAFETY: DataDir is a valid C string for the life of the backend.
         let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) };
@@ -401,7 +404,7 @@ mod tests {
             !find(&be_core, &key),
             "epoch key found in a backend's core dump"
         );
-        let key_hex = crate::epoch::hex(&key);
+        let key_hex = to_hex(&key);
         assert!(!find(&be_core, key_hex.as_bytes()) && !find(&pm_core, key_hex.as_bytes()));
     }
 
@@ -413,10 +416,10 @@ mod tests {
         let key = page.key().unwrap();
         let state = crate::epoch::public_state();
         let line = crate::epoch::epoch_log_line(&state, page.protection());
-        assert!(line.contains(&crate::epoch::hex(&state.epoch_id)), "{line}");
+        assert!(line.contains(&to_hex(&state.epoch_id)), "{line}");
         let lower = line.to_ascii_lowercase();
         for window in key.windows(4) {
-            let h = crate::epoch::hex(window);
+            let h = to_hex(window);
             assert!(
                 !lower.contains(&h),
                 "a 4-byte run of the key appears in hex: {line}"

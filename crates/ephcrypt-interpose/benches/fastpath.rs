@@ -8,8 +8,8 @@ use std::hint::black_box;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use ephcrypt_interpose::classify::ArtifactClass;
-use ephcrypt_interpose::secmem::{AllocMode, KeyPage};
+use ephcrypt_classify::ArtifactClass;
+use ephcrypt_interpose::secmem::{self, AllocMode};
 use ephcrypt_interpose::shim::{self, Config};
 
 const CALLS: usize = 20_000;
@@ -42,12 +42,15 @@ fn main() {
 
     let before = ns_per_pread(plain.as_raw_fd());
 
-    let page: &'static KeyPage = Box::leak(Box::new(KeyPage::allocate(AllocMode::Auto).unwrap()));
-    page.new_epoch(1).unwrap();
+    secmem::start_epoch(AllocMode::Auto, 1).unwrap();
     shim::set_enabled_classes(&ArtifactClass::ALL);
     shim::install(Config {
         data_dir: dir.as_os_str().as_encoded_bytes().to_vec(),
-        key_page: page,
+        io_uring_in_use: false,
+        allow_extra: vec![
+            ("syscall", "Rust std: futex and getrandom"),
+            ("ioctl", "Rust std: FIOCLEX/FIONBIO"),
+        ],
     })
     .unwrap();
 

@@ -1,16 +1,14 @@
-//! The one crate of pg_ephcrypt with libc and ELF `unsafe` code.
+//! The one crate of pg_ephcrypt with libc `unsafe` code of its own (ELF and
+//! GOT patching live in `ephcrypt-got`, path rules in `ephcrypt-classify`).
 //!
-//! * [`secmem`]: the protected mapping that holds the epoch key.
-//! * [`elf`] / [`got`]: finding and patching the executable's GOT slots.
-//! * [`classify`]: pure path classification into artifact classes.
+//! * [`secmem`]: the protected mapping that holds each epoch's key.
+//! * [`shim`]: the libc shims, the import audit and installation.
+//! * [`stats`]: per-class counters in a shared page.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub use error::InterposeError;
 
-pub mod classify;
-pub mod elf;
 pub mod error;
-pub mod got;
 pub mod secmem;
 pub mod shim;
 pub mod stats;

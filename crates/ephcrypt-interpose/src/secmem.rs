@@ -1,9 +1,13 @@
 //! The protected page that holds the epoch key.
 //!
-//! One page, created once in the postmaster before any child is forked and
-//! inherited by every child through `fork` (a `MAP_SHARED` mapping, so a
-//! wipe by the postmaster is seen by every process). It is never in a file,
-//! never in PostgreSQL's shared memory segment, never in a GUC:
+//! One page per key epoch, created in the postmaster while no child exists
+//! (at start, and again at every crash-restart) and inherited by every child
+//! through `fork` (a `MAP_SHARED` mapping). Children map it read-only (the
+//! fork handler calls [`protect_in_child`]). A new epoch never reuses the
+//! old page: the old one is wiped, then unmapped, so a process that survived
+//! a crash-restart (a `setsid()` grandchild of a backend) keeps only a page
+//! of zeros and never sees a later key. It is never in a file, never in
+//! PostgreSQL's shared memory segment, never in a GUC:
 //!
 //! * preferred: `memfd_secret(2)` — the pages are removed from the kernel's
 //!   direct map, are locked, never swapped and never in a core dump;
@@ -23,7 +27,7 @@
 //! PostgreSQL's shared memory, which some processes (the logger) detach and
 //! which the postmaster unmaps on its way out.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
 pub use crate::error::InterposeError;
 
@@ -70,13 +74,16 @@ pub enum AllocMode {
     LockedOnly,
 }
 
-/// The key page. Lives for the whole life of the process (it is never
-/// unmapped: children share it, and a dangling pointer in a shim would be
-/// worse than one page of address space).
+/// One epoch's key page. The struct itself is never freed (a retired page
+/// only stops answering), so a `&'static KeyPage` can never dangle.
 pub struct KeyPage {
     base: *mut u8,
     len: usize,
     protection: Protection,
+    /// The mapping is live (false once [`retire`](Self::retire)d).
+    mapped: AtomicBool,
+    /// The process that created the page; only it may write it.
+    owner: AtomicI32,
 }
 
 // SAFETY: the page is plain memory; all mutation goes through `&self`
@@ -142,11 +149,7 @@ impl KeyPage {
         if base == libc::MAP_FAILED {
             return None;
         }
-        Some(KeyPage {
-            base: base.cast(),
-            len,
-            protection: Protection::SecretMem,
-        })
+        Some(KeyPage::new(base.cast(), len, Protection::SecretMem))
     }
 
     fn locked_anonymous() -> Result<KeyPage, InterposeError> {
@@ -166,11 +169,48 @@ impl KeyPage {
             unsafe { libc::munmap(base, len) };
             return Err(InterposeError::KeyDontDump(err));
         }
-        Ok(KeyPage {
-            base: base.cast(),
+        Ok(KeyPage::new(base.cast(), len, Protection::LockedNoDump))
+    }
+
+    fn new(base: *mut u8, len: usize, protection: Protection) -> KeyPage {
+        KeyPage {
+            base,
             len,
-            protection: Protection::LockedNoDump,
-        })
+            protection,
+            mapped: AtomicBool::new(true),
+            // SAFETY: getpid has no preconditions.
+            owner: AtomicI32::new(unsafe { libc::getpid() }),
+        }
+    }
+
+    /// Whether this process may write the page (it created it; children
+    /// map it read-only).
+    fn writable_here(&self) -> bool {
+        // SAFETY: getpid has no preconditions.
+        self.mapped.load(Ordering::Acquire)
+            && self.owner.load(Ordering::Relaxed) == unsafe { libc::getpid() }
+    }
+
+    /// Wipe the key and unmap the page; the struct answers "no key" from
+    /// then on. Creator only.
+    pub fn retire(&self) {
+        if !self.writable_here() {
+            return;
+        }
+        self.wipe();
+        self.mapped.store(false, Ordering::Release);
+        // SAFETY: base/len describe this page's mapping; nothing reads it
+        // after `mapped` turned false (every accessor checks it first).
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+
+    /// Make the page read-only in this process (a fork child).
+    fn protect_read_only(&self) {
+        if self.mapped.load(Ordering::Acquire) {
+            // SAFETY: base/len describe a live mapping of this page; a
+            // read-only view only makes writes fault.
+            unsafe { libc::mprotect(self.base.cast(), self.len, libc::PROT_READ) };
+        }
     }
 
     /// The protection in force.
@@ -193,17 +233,21 @@ impl KeyPage {
         false
     }
 
-    fn generation_atomic(&self) -> &AtomicU32 {
+    fn generation_atomic(&self) -> Option<&AtomicU32> {
+        if !self.mapped.load(Ordering::Acquire) {
+            return None;
+        }
         // SAFETY: OFF_GENERATION is 4-byte aligned inside a page-aligned
-        // mapping that lives for the whole process; AtomicU32 has the same
+        // mapping that is live (checked above); AtomicU32 has the same
         // layout as u32.
-        unsafe { &*(self.base.add(OFF_GENERATION) as *const AtomicU32) }
+        Some(unsafe { &*(self.base.add(OFF_GENERATION) as *const AtomicU32) })
     }
 
     /// Current generation: 0 = never keyed, odd = a live key, even (> 0) =
     /// wiped.
     pub fn generation(&self) -> u32 {
-        self.generation_atomic().load(Ordering::Acquire)
+        self.generation_atomic()
+            .map_or(0, |g| g.load(Ordering::Acquire))
     }
 
     /// Whether a live key is present.
@@ -215,6 +259,11 @@ impl KeyPage {
     /// bytes from the kernel CSPRNG, written straight into the page (no
     /// copy of the key anywhere else). `created_at_us` is recorded as is.
     pub fn new_epoch(&self, created_at_us: i64) -> Result<(), InterposeError> {
+        if !self.writable_here() {
+            return Err(InterposeError::Unsupported(
+                "the key page can only be written by the process that created it",
+            ));
+        }
         self.wipe();
         fill_random(self.base, KEY_LEN + EPOCH_ID_LEN)?;
         // SAFETY: OFF_CREATED..+8 lies inside the page; unaligned-safe write.
@@ -223,13 +272,18 @@ impl KeyPage {
         }
         let g = self.generation();
         let next = if g % 2 == 1 { g + 2 } else { g + 1 };
-        self.generation_atomic().store(next, Ordering::Release);
+        if let Some(a) = self.generation_atomic() {
+            a.store(next, Ordering::Release);
+        }
         Ok(())
     }
 
     /// Overwrite the key with zeros (volatile, so the compiler keeps it)
     /// and mark the page wiped. Public fields are kept for diagnostics.
     pub fn wipe(&self) {
+        if !self.writable_here() {
+            return;
+        }
         for i in 0..KEY_LEN {
             // SAFETY: OFF_KEY + i < KEY_LEN lies inside the page.
             unsafe { std::ptr::write_volatile(self.base.add(OFF_KEY + i), 0u8) };
@@ -237,13 +291,15 @@ impl KeyPage {
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         let g = self.generation();
         if g % 2 == 1 {
-            self.generation_atomic().store(g + 1, Ordering::Release);
+            if let Some(a) = self.generation_atomic() {
+                a.store(g + 1, Ordering::Release);
+            }
         }
     }
 
     /// The key, borrowed from the page. `None` when no live key exists.
     pub fn key(&self) -> Option<&[u8; KEY_LEN]> {
-        if !self.is_live() {
+        if !self.mapped.load(Ordering::Acquire) || !self.is_live() {
             return None;
         }
         // SAFETY: OFF_KEY..+32 lies inside the page, u8 arrays need no
@@ -254,7 +310,7 @@ impl KeyPage {
     /// The key as the format crate's key type, borrowed in place from the
     /// protected page: no copy of the key ever lands on the stack or heap.
     pub fn epoch_key(&self) -> Option<&ephcrypt_format::EpochKey> {
-        if !self.is_live() {
+        if !self.mapped.load(Ordering::Acquire) || !self.is_live() {
             return None;
         }
         // SAFETY: EpochKey is #[repr(transparent)] over [u8; 32], so a
@@ -267,6 +323,9 @@ impl KeyPage {
     /// The public epoch id.
     pub fn epoch_id(&self) -> [u8; EPOCH_ID_LEN] {
         let mut id = [0u8; EPOCH_ID_LEN];
+        if !self.mapped.load(Ordering::Acquire) {
+            return id;
+        }
         // SAFETY: OFF_EPOCH_ID..+16 lies inside the page.
         unsafe {
             std::ptr::copy_nonoverlapping(
@@ -280,8 +339,58 @@ impl KeyPage {
 
     /// When the current epoch was created (microseconds since Unix epoch).
     pub fn created_at_us(&self) -> i64 {
-        // SAFETY: OFF_CREATED..+8 lies inside the page.
+        if !self.mapped.load(Ordering::Acquire) {
+            return 0;
+        }
+        // SAFETY: OFF_CREATED..+8 lies inside the live page.
         unsafe { std::ptr::read_unaligned(self.base.add(OFF_CREATED) as *const i64) }
+    }
+}
+
+/// The current epoch's page (null before the first epoch). Set by the
+/// postmaster while no child exists; children inherit the value.
+static CURRENT: AtomicPtr<KeyPage> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The current epoch's key page, if there is one.
+#[inline]
+pub fn current() -> Option<&'static KeyPage> {
+    let p = CURRENT.load(Ordering::Acquire);
+    // SAFETY: pages are leaked boxes, never freed (see `KeyPage`).
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Start a new key epoch on a fresh page: allocate and fill it, make it
+/// current, then retire the previous page (wiped and unmapped). Postmaster
+/// only, while no child exists.
+pub fn start_epoch(
+    mode: AllocMode,
+    created_at_us: i64,
+) -> Result<&'static KeyPage, InterposeError> {
+    let page = KeyPage::allocate(mode)?;
+    if let Err(e) = page.new_epoch(created_at_us) {
+        page.retire();
+        return Err(e);
+    }
+    let page: &'static KeyPage = Box::leak(Box::new(page));
+    let old = CURRENT.swap(page as *const KeyPage as *mut KeyPage, Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: a leaked page, never freed.
+        unsafe { &*old }.retire();
+    }
+    Ok(page)
+}
+
+/// Wipe the current key (postmaster exit). No-op in a child.
+pub fn wipe_current() {
+    if let Some(p) = current() {
+        p.wipe();
+    }
+}
+
+/// Fork child handler: the inherited page becomes read-only here.
+pub fn protect_in_child() {
+    if let Some(p) = current() {
+        p.protect_read_only();
     }
 }
 

@@ -10,8 +10,8 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use crate::classify::ArtifactClass;
 use crate::error::InterposeError;
+use ephcrypt_classify::ArtifactClass;
 
 /// Counters kept per artifact class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub enum Counter {
 
 /// Number of counters per class.
 pub const COUNTERS: usize = 6;
-const CLASSES: usize = 3;
+const CLASSES: usize = ArtifactClass::COUNT;
 const SLOTS: usize = COUNTERS * CLASSES;
 /// Global (class-less) slots after the per-class ones.
 const GLOBAL_REFUSED: usize = SLOTS;
@@ -42,14 +42,6 @@ const SHARED_LEN: usize = SLOTS + 1;
 
 /// Fold local counts into the shared page after this many operations.
 pub const FOLD_EVERY: u32 = 256;
-
-fn class_index(class: ArtifactClass) -> usize {
-    match class {
-        ArtifactClass::TempFiles => 0,
-        ArtifactClass::TempRelations => 1,
-        ArtifactClass::LogicalSpill => 2,
-    }
-}
 
 /// Process-local counts. Only this process writes them; Relaxed
 /// load+store pairs compile to plain moves (no locked instruction).
@@ -83,7 +75,7 @@ fn shared_slot(i: usize) -> Option<&'static AtomicU64> {
 /// Count `n` for `counter` of `class` in this process.
 #[inline]
 pub fn add(class: ArtifactClass, counter: Counter, n: u64) {
-    let slot = &LOCAL[class_index(class) * COUNTERS + counter as usize];
+    let slot = &LOCAL[class.index() * COUNTERS + counter as usize];
     slot.store(
         slot.load(Ordering::Relaxed).wrapping_add(n),
         Ordering::Relaxed,
@@ -132,8 +124,7 @@ pub fn snapshot(class: ArtifactClass) -> [u64; COUNTERS] {
     fold();
     let mut out = [0u64; COUNTERS];
     for (c, v) in out.iter_mut().enumerate() {
-        *v =
-            shared_slot(class_index(class) * COUNTERS + c).map_or(0, |s| s.load(Ordering::Relaxed));
+        *v = shared_slot(class.index() * COUNTERS + c).map_or(0, |s| s.load(Ordering::Relaxed));
     }
     out
 }

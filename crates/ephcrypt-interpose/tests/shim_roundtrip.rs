@@ -3,130 +3,45 @@
 //! through the executable's GOT just as PostgreSQL calls open/pread/pwrite.
 //! Raw bytes are read back with direct syscalls, which no shim can see.
 
+mod common;
+
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
 
-use ephcrypt_interpose::classify::ArtifactClass;
-use ephcrypt_interpose::secmem::{AllocMode, KeyPage};
+use common::*;
+use ephcrypt_classify::ArtifactClass;
 use ephcrypt_interpose::shim::{self, Config};
 use ephcrypt_interpose::stats::{self, Counter};
 
-const MARKER: &[u8] = b"TENANT-SECRET-";
-
-/// Whole file contents through raw syscalls (bypassing every shim).
-fn raw_bytes(path: &Path) -> Vec<u8> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: direct syscalls on a path and an fd we own, into a buffer we own.
-    unsafe {
-        let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY) as i32;
-        assert!(fd >= 0);
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
-            assert!(n >= 0);
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..n as usize]);
-        }
-        libc::syscall(libc::SYS_close, fd);
-        out
-    }
-}
-
-fn raw_write_at(path: &Path, off: u64, data: &[u8]) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: direct syscalls on a path and an fd we own.
-    unsafe {
-        let fd = libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), libc::O_RDWR) as i32;
-        assert!(fd >= 0);
-        let n = libc::syscall(
-            libc::SYS_pwrite64,
-            fd,
-            data.as_ptr(),
-            data.len(),
-            off as i64,
-        );
-        assert_eq!(n, data.len() as i64);
-        libc::syscall(libc::SYS_close, fd);
-    }
-}
-
-fn fstat_size(f: &std::fs::File) -> u64 {
-    use std::os::fd::AsRawFd;
-    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
-    // SAFETY: a valid fd and out-pointer; goes through this binary's GOT.
-    assert_eq!(unsafe { libc::fstat(f.as_raw_fd(), st.as_mut_ptr()) }, 0);
-    // SAFETY: fstat succeeded.
-    unsafe { st.assume_init() }.st_size as u64
-}
-
-fn stat_size(path: &Path) -> u64 {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
-    // SAFETY: a valid path and out-pointer; goes through this binary's GOT.
-    assert_eq!(unsafe { libc::stat(c.as_ptr(), st.as_mut_ptr()) }, 0);
-    // SAFETY: stat succeeded.
-    unsafe { st.assume_init() }.st_size as u64
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn payload(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < len {
-        out.extend_from_slice(MARKER);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn setup() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ephcrypt-shim-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(dir.join("base/pgsql_tmp")).unwrap();
-    fs::create_dir_all(dir.join("base/5")).unwrap();
-    let page: &'static KeyPage = Box::leak(Box::new(KeyPage::allocate(AllocMode::Auto).unwrap()));
-    page.new_epoch(1).unwrap();
-    shim::set_enabled_classes(&ArtifactClass::ALL);
-    let report = shim::install(Config {
-        data_dir: dir.as_os_str().as_encoded_bytes().to_vec(),
-        key_page: page,
-    })
-    .expect("install shims into the test binary");
-    assert!(report.is_patched("open64"), "std opens files with open64");
-    assert!(report.is_patched("pwrite64") && report.is_patched("pread64"));
+#[test]
+fn install_patches_every_imported_shim_and_only_once() {
+    let (_dir, report, _g) = setup();
+    let patch = &report.patch;
+    assert!(patch.is_patched("open64"), "std opens files with open64");
+    assert!(patch.is_patched("pwrite64") && patch.is_patched("pread64"));
     // Every shim whose symbol this binary imports is patched.
-    let imports = ephcrypt_interpose::got::executable_imports().unwrap();
+    let imports = ephcrypt_got::executable_imports().unwrap();
     for (name, _) in shim::shim_table() {
         if imports.iter().any(|i| i == name) {
-            assert!(report.is_patched(name), "{name} imported but not patched");
+            assert!(patch.is_patched(name), "{name} imported but not patched");
         }
     }
-    assert!(report.is_patched("fsync"), "std's sync_all calls fsync");
+    assert!(patch.is_patched("fsync"), "std's sync_all calls fsync");
     // A second install in the same process is refused.
     assert!(shim::install(Config {
         data_dir: Vec::new(),
-        key_page: page
+        io_uring_in_use: false,
+        allow_extra: RUST_STD_IMPORTS.to_vec(),
     })
     .is_err());
-    dir
 }
 
 // One test function: the GOT of this process is patched once.
 #[test]
 fn shims_seal_covered_files_and_pass_others_through() {
-    let dir = setup();
+    let (dir, _report, _g) = setup();
+    let counts_before = stats::snapshot(ArtifactClass::TempFiles);
 
     // --- a temp file: random-offset writes and reads against a model -------
     let path = dir.join("base/pgsql_tmp/pgsql_tmp4242.0");
@@ -197,7 +112,12 @@ fn shims_seal_covered_files_and_pass_others_through() {
     assert_eq!(&buf[..n], &model[10..110]);
     drop(f);
     assert_eq!(shim::open_covered_files(), 0, "close forgets the fd");
-    let counts = stats::snapshot(ArtifactClass::TempFiles);
+    let after = stats::snapshot(ArtifactClass::TempFiles);
+    let counts: Vec<u64> = after
+        .iter()
+        .zip(counts_before)
+        .map(|(a, b)| a - b)
+        .collect();
     assert_eq!(counts[Counter::FilesOpened as usize], 1);
     assert_eq!(counts[Counter::FilesCreated as usize], 1);
     assert!(
@@ -219,7 +139,6 @@ fn shims_seal_covered_files_and_pass_others_through() {
 
     // --- O_APPEND (logical-decoding spill style) -----------------------------
     let spill = dir.join("pg_replslot/s1/xid-700-lsn-0-1000000.spill");
-    fs::create_dir_all(spill.parent().unwrap()).unwrap();
     let mut appended = Vec::new();
     for round in 0..3 {
         let mut a = OpenOptions::new()
@@ -332,6 +251,4 @@ fn shims_seal_covered_files_and_pass_others_through() {
         Some(libc::EIO)
     );
     drop(ff);
-
-    let _ = fs::remove_dir_all(&dir);
 }

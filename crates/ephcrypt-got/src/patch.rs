@@ -9,7 +9,7 @@
 //!
 //! Rules this module enforces:
 //!
-//! * The real function is resolved by us ([`resolve_libc`]), never taken from
+//! * The real function is resolved by us ([`crate::resolve_libc`]), never taken from
 //!   the slot: in a lazily bound executable the slot may still hold the PLT
 //!   stub, and calling it makes the dynamic linker resolve the symbol and
 //!   overwrite the slot — i.e. undo the patch.
@@ -23,93 +23,11 @@
 //! Generic: nothing here knows about PostgreSQL.
 
 use std::collections::BTreeMap;
-use std::ffi::{CStr, CString};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::elf::{self, Executable, Import, RelocKind};
-
-pub use crate::error::InterposeError;
-
-// ---------------------------------------------------------------------------
-// Resolving the real functions.
-
-static LIBC_HANDLE: AtomicUsize = AtomicUsize::new(0);
-
-fn dlerror_string() -> String {
-    // SAFETY: dlerror returns null or a NUL-terminated string valid until the
-    // next dl* call on this thread; we copy it at once.
-    unsafe {
-        let msg = libc::dlerror();
-        if msg.is_null() {
-            "unknown error".to_owned()
-        } else {
-            CStr::from_ptr(msg).to_string_lossy().into_owned()
-        }
-    }
-}
-
-fn libc_handle(name: &CStr) -> Result<*mut libc::c_void, InterposeError> {
-    let cached = LIBC_HANDLE.load(Ordering::Acquire);
-    if cached != 0 {
-        return Ok(cached as *mut libc::c_void);
-    }
-    // SAFETY: RTLD_NOLOAD only returns a handle to the already loaded libc
-    // (no constructor runs); the string is a valid C string.
-    let handle = unsafe { libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_NOW) };
-    if handle.is_null() {
-        return Err(InterposeError::Resolve {
-            name: name.to_string_lossy().into_owned(),
-            reason: format!("dlopen(libc.so.6, RTLD_NOLOAD): {}", dlerror_string()),
-        });
-    }
-    // A race only costs one more reference on libc, which is never unloaded.
-    LIBC_HANDLE.store(handle as usize, Ordering::Release);
-    Ok(handle)
-}
-
-fn check_resolved(name: &CStr, addr: *mut libc::c_void) -> Result<usize, InterposeError> {
-    let err = |reason: String| InterposeError::Resolve {
-        name: name.to_string_lossy().into_owned(),
-        reason,
-    };
-    if addr.is_null() {
-        return Err(err(dlerror_string()));
-    }
-    let addr = addr as usize;
-    // Never hand out an address inside the executable (a PLT stub or a shim).
-    if elf::main_image_contains(addr)? {
-        return Err(err(format!(
-            "resolved to {addr:#x}, inside the main executable"
-        )));
-    }
-    Ok(addr)
-}
-
-/// The address of libc's own `name` (default version), resolved with
-/// `dlopen("libc.so.6", RTLD_NOLOAD)` + `dlsym` — never read from a GOT slot.
-pub fn resolve_libc(name: &CStr) -> Result<usize, InterposeError> {
-    let handle = libc_handle(name)?;
-    // SAFETY: valid handle and C string; dlerror is cleared first so a null
-    // result is reported with its own message.
-    let addr = unsafe {
-        libc::dlerror();
-        libc::dlsym(handle, name.as_ptr())
-    };
-    check_resolved(name, addr)
-}
-
-/// Like [`resolve_libc`], for a specific symbol version (`GLIBC_2.33`), as
-/// found in [`Import::version`]; uses `dlvsym`.
-pub fn resolve_libc_versioned(name: &CStr, version: &CStr) -> Result<usize, InterposeError> {
-    let handle = libc_handle(name)?;
-    // SAFETY: valid handle and C strings.
-    let addr = unsafe {
-        libc::dlerror();
-        libc::dlvsym(handle, name.as_ptr(), version.as_ptr())
-    };
-    check_resolved(name, addr)
-}
+use crate::elf::{Executable, Import, RelocKind};
+use crate::error::GotError;
 
 // ---------------------------------------------------------------------------
 // /proc/self/maps.
@@ -121,13 +39,14 @@ struct MapEntry {
     prot: libc::c_int,
 }
 
-fn read_maps() -> Result<Vec<MapEntry>, InterposeError> {
-    let text = std::fs::read_to_string("/proc/self/maps").map_err(InterposeError::Maps)?;
-    let bad = || {
-        InterposeError::Maps(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "unparsable line",
-        ))
+fn read_maps() -> Result<Vec<MapEntry>, GotError> {
+    let text = std::fs::read_to_string("/proc/self/maps").map_err(|source| GotError::Io {
+        what: "/proc/self/maps",
+        source,
+    })?;
+    let bad = || GotError::Io {
+        what: "/proc/self/maps",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "unparsable line"),
     };
     let mut out = Vec::new();
     for line in text.lines() {
@@ -328,7 +247,7 @@ struct Planned {
 /// before committing with [`PatchPlan::apply`].
 #[derive(Clone, Debug)]
 pub struct PatchPlan {
-    exe: Executable,
+    exe: &'static Executable,
     planned: Vec<Planned>,
     absent: Vec<String>,
 }
@@ -337,8 +256,8 @@ pub struct PatchPlan {
 /// otherwise restore a page to read-only under each other's writes).
 static PATCH_LOCK: Mutex<()> = Mutex::new(());
 
-fn invalid(symbol: &str, reason: impl Into<String>) -> InterposeError {
-    InterposeError::InvalidRequest {
+fn invalid(symbol: &str, reason: impl Into<String>) -> GotError {
+    GotError::InvalidRequest {
         symbol: symbol.to_owned(),
         reason: reason.into(),
     }
@@ -350,7 +269,7 @@ impl PatchPlan {
     ///
     /// Errors: empty name, name with `@` or NUL, null address, address not in
     /// an executable mapping, one name requested with two addresses.
-    pub fn new(requests: &[(&str, usize)]) -> Result<PatchPlan, InterposeError> {
+    pub fn new(requests: &[(&str, usize)]) -> Result<PatchPlan, GotError> {
         let maps = read_maps()?;
         let mut wanted: Vec<(&str, usize)> = Vec::with_capacity(requests.len());
         for &(name, address) in requests {
@@ -392,7 +311,7 @@ impl PatchPlan {
         let mut planned = Vec::new();
         let mut absent = Vec::new();
         for (name, address) in wanted {
-            let slots: Vec<Import> = exe.imports_of(name).copied().collect();
+            let slots: Vec<Import> = exe.imports_of(name).cloned().collect();
             if slots.is_empty() {
                 absent.push(name.to_owned());
             } else {
@@ -424,11 +343,11 @@ impl PatchPlan {
 
     /// The executable as read when planning.
     pub fn executable(&self) -> &Executable {
-        &self.exe
+        self.exe
     }
 
     /// Writes every planned slot, restores page protections, verifies.
-    pub fn apply(self) -> Result<PatchReport, InterposeError> {
+    pub fn apply(self) -> Result<PatchReport, GotError> {
         let _guard = PATCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let page = page_size();
         let maps = read_maps()?;
@@ -440,7 +359,7 @@ impl PatchPlan {
             for s in &p.slots {
                 let pg = s.slot & !(page - 1);
                 if let std::collections::btree_map::Entry::Vacant(e) = pages.entry(pg) {
-                    let prot = prot_at(&maps, pg).ok_or_else(|| InterposeError::Protect {
+                    let prot = prot_at(&maps, pg).ok_or_else(|| GotError::Protect {
                         symbol: p.name.clone(),
                         page: pg,
                         source: std::io::Error::new(
@@ -470,7 +389,7 @@ impl PatchPlan {
                     // SAFETY: restoring the protection we found on this page.
                     unsafe { libc::mprotect(done as *mut libc::c_void, page, pages[&done].0) };
                 }
-                return Err(InterposeError::Protect {
+                return Err(GotError::Protect {
                     symbol: symbol.to_owned(),
                     page: pg,
                     source,
@@ -500,11 +419,7 @@ impl PatchPlan {
             }
             patched.push(PatchedSymbol {
                 name: p.name.clone(),
-                version: p
-                    .slots
-                    .iter()
-                    .find_map(|s| s.version)
-                    .map(|v| v.to_string_lossy().into_owned()),
+                version: p.slots.iter().find_map(|s| s.version.clone()),
                 address: p.address,
                 slots,
             });
@@ -516,7 +431,7 @@ impl PatchPlan {
             // SAFETY: restoring the protection this page had before step 1.
             let rc = unsafe { libc::mprotect(pg as *mut libc::c_void, page, prot) };
             if rc != 0 {
-                return Err(InterposeError::Protect {
+                return Err(GotError::Protect {
                     symbol: symbol.to_owned(),
                     page: pg,
                     source: std::io::Error::last_os_error(),
@@ -528,7 +443,7 @@ impl PatchPlan {
             patched,
             absent: self.absent.clone(),
             bind_now: self.exe.bind_now,
-            relro: relro_of(&self.exe),
+            relro: relro_of(self.exe),
         };
 
         // 4. Check the protections and the slots.
@@ -536,7 +451,7 @@ impl PatchPlan {
         for (&pg, &(prot, symbol)) in &pages {
             let found = prot_at(&after, pg).unwrap_or(libc::PROT_NONE);
             if found != prot {
-                return Err(InterposeError::ProtectionNotRestored {
+                return Err(GotError::ProtectionNotRestored {
                     symbol: symbol.to_owned(),
                     page: pg,
                     expected: prot_string(prot),
@@ -553,20 +468,20 @@ impl PatchPlan {
 /// executable that imports `symbol`. Symbols without any slot are listed in
 /// [`PatchReport::absent`] (not an error: the caller decides what is
 /// required). Equivalent to `PatchPlan::new(requests)?.apply()`.
-pub fn patch_executable(requests: &[(&str, usize)]) -> Result<PatchReport, InterposeError> {
+pub fn patch_executable(requests: &[(&str, usize)]) -> Result<PatchReport, GotError> {
     PatchPlan::new(requests)?.apply()
 }
 
 /// Re-reads every slot of `report` and checks it still holds the interposed
 /// address (e.g. after a lazy binder could have run).
-pub fn verify(report: &PatchReport) -> Result<(), InterposeError> {
+pub fn verify(report: &PatchReport) -> Result<(), GotError> {
     for p in &report.patched {
         for s in &p.slots {
             // SAFETY: slots in a report come from elf: aligned, mapped words
             // of the executable (which is never unmapped).
             let found = unsafe { load_slot(s.slot) };
             if found != p.address {
-                return Err(InterposeError::Verify {
+                return Err(GotError::Verify {
                     symbol: p.name.clone(),
                     slot: s.slot,
                     expected: p.address,
@@ -578,20 +493,12 @@ pub fn verify(report: &PatchReport) -> Result<(), InterposeError> {
     Ok(())
 }
 
-/// Names of every symbol the executable holds a slot for (`JUMP_SLOT`,
-/// `GLOB_DAT`, zero-addend `ABS64`), sorted and deduplicated, without
-/// versions. Lets the caller decide from the binary itself, at run time,
-/// which functions to interpose.
-pub fn executable_imports() -> Result<Vec<String>, InterposeError> {
-    let exe = Executable::current()?;
-    let mut names: Vec<String> = exe
-        .imports
-        .iter()
-        .map(|i| i.name.to_string_lossy().into_owned())
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    Ok(names)
+/// Names of every symbol the running executable imports (holds a slot for
+/// and does not define), sorted and deduplicated, without versions. Lets the
+/// caller decide from the binary itself, at run time, which functions to
+/// interpose.
+pub fn executable_imports() -> Result<Vec<String>, GotError> {
+    Ok(Executable::current()?.imported_names())
 }
 
 /// Current value of the first slot importing `symbol`, or `None` when the
@@ -605,16 +512,11 @@ pub fn slot_value(symbol: &str) -> Option<usize> {
 }
 
 /// Current values of every slot importing `symbol`.
-pub fn slot_values(symbol: &str) -> Result<Vec<usize>, InterposeError> {
+pub fn slot_values(symbol: &str) -> Result<Vec<usize>, GotError> {
     let exe = Executable::current()?;
     Ok(exe
         .imports_of(symbol)
         // SAFETY: a slot from elf: an aligned, mapped word of the executable.
         .map(|i| unsafe { load_slot(i.slot) })
         .collect())
-}
-
-/// Converts a symbol name for [`resolve_libc`].
-pub fn c_name(name: &str) -> Result<CString, InterposeError> {
-    CString::new(name).map_err(|_| invalid(name, "symbol name contains NUL"))
 }

@@ -10,8 +10,8 @@ use std::os::raw::{c_char, c_int, c_uint, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
 
-use ephcrypt_interpose::elf::{Executable, RelocKind};
-use ephcrypt_interpose::got::{self, InterposeError, PatchPlan, PatchReport, Relro};
+use ephcrypt_got::elf::{Executable, RelocKind};
+use ephcrypt_got::{self as got, GotError, PatchPlan, PatchReport, Relro};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -117,7 +117,7 @@ fn patch_getpid_counts_calls_and_restores_relro() {
     restore("getpid");
     let err = got::verify(&report).unwrap_err();
     match err {
-        InterposeError::Verify {
+        GotError::Verify {
             ref symbol,
             expected,
             found,
@@ -275,7 +275,7 @@ fn bogus_requests_are_errors_not_panics() {
     for (req, what) in cases {
         let err = got::patch_executable(&req).unwrap_err();
         assert!(
-            matches!(err, InterposeError::InvalidRequest { .. }),
+            matches!(err, GotError::InvalidRequest { .. }),
             "{what}: {err}"
         );
         assert!(

@@ -1,10 +1,13 @@
-//! Classification of file paths into artifact classes.
+//! Classification of PostgreSQL file paths into pg_ephcrypt's artifact
+//! classes, and each covered file's *canonical name*.
 //!
 //! [`classify`] receives the path exactly as PostgreSQL passes it to
 //! `open()`, `unlink()`, `stat()`...: usually relative to the data directory
 //! (the server's working directory), e.g. `base/pgsql_tmp/pgsql_tmp1234.0`,
-//! sometimes absolute. It is called on every such call the server makes, so
-//! it never allocates and only scans the path once from the end.
+//! sometimes absolute. The libc shims call it on every such call the server
+//! makes, so it never allocates and scans the path once from the end. The
+//! on-disk audit (`pg_ephcrypt_scan()`, the offline audit) uses the same
+//! rules, so what the shims seal and what the audit expects sealed agree.
 //!
 //! Paths are taken lexically: empty components (`a//b`) and `.` components
 //! are ignored; a path with a `..` component, or one that ends in `/` or
@@ -14,12 +17,12 @@
 //! Recognised forms (`<T>` = `base` or `pg_tblspc/<oid>/PG_<major>_<catversion>`,
 //! relative to the data directory):
 //!
-//! | class | path |
-//! |---|---|
-//! | `temp_files` | `<T>/pgsql_tmp/pgsql_tmp<pid>.<n>` |
-//! | `temp_files` | `<T>/pgsql_tmp/pgsql_tmp<pid>.<n>.fileset/<any name>` |
-//! | `temp_relations` | `<T>/<dboid>/t<backend>_<relfilenode>[_fsm\|_vm\|_init][.<seg>]` |
-//! | `logical_spill` | `pg_replslot/<slot>/xid-<xid>-lsn-<X>-<Y>.spill` (X, Y hex) |
+//! | class | path | canonical name |
+//! |---|---|---|
+//! | `temp_files` | `<T>/pgsql_tmp/pgsql_tmp<pid>.<n>` | `pgsql_tmp<pid>.<n>` |
+//! | `temp_files` | `<T>/pgsql_tmp/pgsql_tmp<pid>.<n>.fileset/<any name>` | `pgsql_tmp<pid>.<n>.fileset/<name>` |
+//! | `temp_relations` | `<T>/<dboid>/t<backend>_<relfilenode>[_fsm\|_vm\|_init][.<seg>]` | `<dboid>/t<backend>_<relfilenode>...` |
+//! | `logical_spill` | `pg_replslot/<slot>/xid-<xid>-lsn-<X>-<Y>.spill` (X, Y hex) | `<slot>/xid-...spill` |
 //!
 //! (`base` itself has no `PG_*` level: `base/pgsql_tmp/...`, `base/<db>/...`.)
 //! An absolute path is first made relative by removing the data directory;
@@ -29,6 +32,13 @@
 //! `<anything>/PG_<d>_<d>/pgsql_tmp/pgsql_tmp<pid>.<n>.fileset/<name>` and
 //! `<anything>/PG_<d>_<d>/<dboid>/t<backend>_<relfilenode>...`.
 //!
+//! The canonical name is the part of the path that names the file *within its
+//! class*; it is the same whether the file is reached through the data
+//! directory, `pg_tblspc/<oid>/...` or the tablespace's real location, so the
+//! format can bind a file to it (a file moved or copied under another name
+//! does not authenticate). It deliberately leaves out the tablespace: the
+//! real location of a tablespace does not contain its OID.
+//!
 //! Everything else — WAL, `pg_stat_tmp`, `pg_notify`, `pg_dynshmem`, DSM
 //! segments, durable relation files `base/<db>/<relfilenode>`, directories
 //! such as `base/pgsql_tmp` or `....fileset` — is not classified.
@@ -37,26 +47,59 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::got::InterposeError;
+/// The error type of this crate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    /// An artifact class name is not known.
+    #[error("unknown artifact class {0:?} (expected temp_files, temp_relations or logical_spill)")]
+    UnknownClass(String),
+}
 
-/// A class of transient artifact that may be encrypted.
+/// A class of transient artifact that may be encrypted. The discriminant is
+/// the class's one index, used by bit sets, counters and the format's name
+/// binding alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
 pub enum ArtifactClass {
     /// BufFile temp files and shared file sets (`pgsql_tmp`).
-    TempFiles,
+    TempFiles = 0,
     /// Files of temporary relations (`t<backend>_<relfilenode>`).
-    TempRelations,
+    TempRelations = 1,
     /// Logical decoding spill files (`pg_replslot/*/xid-*.spill`).
-    LogicalSpill,
+    LogicalSpill = 2,
 }
 
 impl ArtifactClass {
-    /// Every class, in a fixed order.
-    pub const ALL: [ArtifactClass; 3] = [
+    /// Number of classes.
+    pub const COUNT: usize = 3;
+
+    /// Every class, in index order.
+    pub const ALL: [ArtifactClass; Self::COUNT] = [
         ArtifactClass::TempFiles,
         ArtifactClass::TempRelations,
         ArtifactClass::LogicalSpill,
     ];
+
+    /// The class's index (0-based, dense).
+    #[inline]
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The class's bit in a bit set of classes.
+    #[inline]
+    pub const fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    /// The class with this index.
+    pub const fn from_index(index: usize) -> Option<ArtifactClass> {
+        if index < Self::COUNT {
+            Some(Self::ALL[index])
+        } else {
+            None
+        }
+    }
 
     /// The class name used in settings and messages.
     pub const fn name(&self) -> &'static str {
@@ -79,7 +122,7 @@ impl ArtifactClass {
     /// Parses a comma-separated list of class names (e.g. a setting's value).
     /// Empty items are ignored, duplicates removed, order kept; an empty
     /// string gives an empty list.
-    pub fn parse_list(list: &str) -> Result<Vec<ArtifactClass>, InterposeError> {
+    pub fn parse_list(list: &str) -> Result<Vec<ArtifactClass>, ClassifyError> {
         let mut out = Vec::with_capacity(Self::ALL.len());
         for item in list.split(',') {
             if item.trim_ascii().is_empty() {
@@ -101,12 +144,64 @@ impl fmt::Display for ArtifactClass {
 }
 
 impl FromStr for ArtifactClass {
-    type Err = InterposeError;
+    type Err = ClassifyError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ArtifactClass::from_name(s)
-            .ok_or_else(|| InterposeError::UnknownArtifactClass(s.trim_ascii().to_owned()))
+            .ok_or_else(|| ClassifyError::UnknownClass(s.trim_ascii().to_owned()))
     }
+}
+
+// ---------------------------------------------------------------------------
+// Classification results.
+
+/// The name of a covered file within its class: one or two path components
+/// (see the table in the crate docs), borrowed from the classified path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CanonicalName<'a> {
+    /// The directory component (`<dboid>`, `<slot>`, `pgsql_tmp....fileset`),
+    /// if the name has two.
+    pub dir: Option<&'a [u8]>,
+    /// The file name.
+    pub file: &'a [u8],
+}
+
+impl CanonicalName<'_> {
+    /// The name as `dir/file` (or `file`), in pieces, without allocating:
+    /// e.g. to feed a key derivation as a sequence of byte strings.
+    pub fn pieces(&self) -> [&[u8]; 3] {
+        match self.dir {
+            Some(d) => [d, b"/", self.file],
+            None => [self.file, b"", b""],
+        }
+    }
+
+    /// Total length in bytes of `dir/file`.
+    pub fn len(&self) -> usize {
+        self.pieces().iter().map(|p| p.len()).sum()
+    }
+
+    /// Never empty (a file name always has at least one byte).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The name as an owned byte string (for tests and diagnostics).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.pieces().concat()
+    }
+}
+
+/// A classified path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classified<'a> {
+    /// The artifact class.
+    pub class: ArtifactClass,
+    /// The file's canonical name within its class.
+    pub name: CanonicalName<'a>,
+    /// A member of a shared file set (`*.fileset/<name>`): other processes
+    /// may open and write it.
+    pub shared: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -116,6 +211,12 @@ impl FromStr for ArtifactClass {
 /// directory `data_dir` (no trailing slash needed; may be empty if unknown,
 /// then absolute paths are only matched as tablespace locations).
 pub fn classify(path: &[u8], data_dir: &[u8]) -> Option<ArtifactClass> {
+    classify_named(path, data_dir).map(|c| c.class)
+}
+
+/// Like [`classify`], with the canonical name and whether the file belongs
+/// to a shared file set.
+pub fn classify_named<'a>(path: &'a [u8], data_dir: &[u8]) -> Option<Classified<'a>> {
     if path.first() != Some(&b'/') {
         return in_data_dir(&tail(path)?);
     }
@@ -154,10 +255,23 @@ struct Tail<'a> {
     count: usize,
 }
 
-impl Tail<'_> {
+impl<'a> Tail<'a> {
     /// Component `i` from the end (0 = file name), if present.
-    fn get(&self, i: usize) -> Option<&[u8]> {
+    fn get(&self, i: usize) -> Option<&'a [u8]> {
         (i < self.count.min(MAX_TAIL)).then(|| self.rev[i])
+    }
+
+    /// The result for a file whose canonical name is its last `parts`
+    /// components (1 or 2).
+    fn result(&self, class: ArtifactClass, parts: usize, shared: bool) -> Classified<'a> {
+        Classified {
+            class,
+            name: CanonicalName {
+                dir: (parts == 2).then(|| self.rev[1]),
+                file: self.rev[0],
+            },
+            shared,
+        }
     }
 }
 
@@ -188,18 +302,20 @@ fn tail(path: &[u8]) -> Option<Tail<'_>> {
 const PGSQL_TMP: &[u8] = b"pgsql_tmp";
 
 /// Rules for a path relative to the data directory.
-fn in_data_dir(t: &Tail<'_>) -> Option<ArtifactClass> {
+fn in_data_dir<'a>(t: &Tail<'a>) -> Option<Classified<'a>> {
     let r = &t.rev;
     match t.count {
         3 => match r[2] {
-            b"base" => under_tablespace_version_dir(r[1], r[0]),
-            b"pg_replslot" => is_spill_file_name(r[0]).then_some(ArtifactClass::LogicalSpill),
+            b"base" => under_tablespace_version_dir(t),
+            b"pg_replslot" => {
+                is_spill_file_name(r[0]).then(|| t.result(ArtifactClass::LogicalSpill, 2, false))
+            }
             _ => None,
         },
         4 => (r[3] == b"base" && r[2] == PGSQL_TMP && is_fileset_dir_name(r[1]))
-            .then_some(ArtifactClass::TempFiles),
+            .then(|| t.result(ArtifactClass::TempFiles, 2, true)),
         5 if r[4] == b"pg_tblspc" && is_oid(r[3]) && is_tablespace_version_dir(r[2]) => {
-            under_tablespace_version_dir(r[1], r[0])
+            under_tablespace_version_dir(t)
         }
         6 if r[5] == b"pg_tblspc"
             && is_oid(r[4])
@@ -207,35 +323,35 @@ fn in_data_dir(t: &Tail<'_>) -> Option<ArtifactClass> {
             && r[2] == PGSQL_TMP
             && is_fileset_dir_name(r[1]) =>
         {
-            Some(ArtifactClass::TempFiles)
+            Some(t.result(ArtifactClass::TempFiles, 2, true))
         }
         _ => None,
     }
 }
 
 /// Rules for an absolute path anywhere: `<anything>/PG_<d>_<d>/...`.
-fn in_tablespace_location(t: &Tail<'_>) -> Option<ArtifactClass> {
-    if let (Some(ver), Some(dir), Some(file)) = (t.get(2), t.get(1), t.get(0)) {
-        if is_tablespace_version_dir(ver) {
-            if let Some(class) = under_tablespace_version_dir(dir, file) {
-                return Some(class);
-            }
+fn in_tablespace_location<'a>(t: &Tail<'a>) -> Option<Classified<'a>> {
+    if t.get(2).is_some_and(is_tablespace_version_dir) {
+        if let Some(c) = under_tablespace_version_dir(t) {
+            return Some(c);
         }
     }
     if let (Some(ver), Some(tmp), Some(set)) = (t.get(3), t.get(2), t.get(1)) {
         if is_tablespace_version_dir(ver) && tmp == PGSQL_TMP && is_fileset_dir_name(set) {
-            return Some(ArtifactClass::TempFiles);
+            return Some(t.result(ArtifactClass::TempFiles, 2, true));
         }
     }
     None
 }
 
-/// `dir/file` directly under `base` or `PG_<major>_<catversion>`.
-fn under_tablespace_version_dir(dir: &[u8], file: &[u8]) -> Option<ArtifactClass> {
+/// `dir/file` (the last two components) directly under `base` or
+/// `PG_<major>_<catversion>`.
+fn under_tablespace_version_dir<'a>(t: &Tail<'a>) -> Option<Classified<'a>> {
+    let (dir, file) = (t.get(1)?, t.get(0)?);
     if dir == PGSQL_TMP {
-        is_temp_file_name(file).then_some(ArtifactClass::TempFiles)
+        is_temp_file_name(file).then(|| t.result(ArtifactClass::TempFiles, 1, false))
     } else if is_oid(dir) {
-        is_temp_rel_name(file).then_some(ArtifactClass::TempRelations)
+        is_temp_rel_name(file).then(|| t.result(ArtifactClass::TempRelations, 2, false))
     } else {
         None
     }
@@ -342,6 +458,74 @@ mod tests {
 
     const DD: &[u8] = b"/var/lib/postgresql/15/main";
 
+    fn name(path: &str) -> Option<(ArtifactClass, String, bool)> {
+        classify_named(path.as_bytes(), DD).map(|c| {
+            (
+                c.class,
+                String::from_utf8(c.name.to_vec()).unwrap(),
+                c.shared,
+            )
+        })
+    }
+
+    #[test]
+    fn class_indexes_are_dense_and_bits_distinct() {
+        for (i, c) in ArtifactClass::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+            assert_eq!(ArtifactClass::from_index(i), Some(*c));
+            assert_eq!(c.bit(), 1 << i);
+        }
+        assert_eq!(ArtifactClass::from_index(ArtifactClass::COUNT), None);
+    }
+
+    #[test]
+    fn canonical_names_do_not_depend_on_the_route() {
+        let cases = [
+            ("pgsql_tmp/pgsql_tmp12.3", TempFiles, "pgsql_tmp12.3", false),
+            (
+                "pgsql_tmp/pgsql_tmp12.3.fileset/i1of2.p0.0",
+                TempFiles,
+                "pgsql_tmp12.3.fileset/i1of2.p0.0",
+                true,
+            ),
+            (
+                "16384/t3_16385_fsm.1",
+                TempRelations,
+                "16384/t3_16385_fsm.1",
+                false,
+            ),
+        ];
+        for (rest, class, want, shared) in cases {
+            let routes = [
+                format!("base/{rest}"),
+                format!("/var/lib/postgresql/15/main/base/{rest}"),
+                format!("pg_tblspc/16400/PG_15_202209061/{rest}"),
+                format!("/var/lib/postgresql/15/main/pg_tblspc/16400/PG_15_202209061/{rest}"),
+                format!("/srv/ts1/PG_15_202209061/{rest}"),
+                format!("/srv/ts1//PG_15_202209061/./{}", rest.replace('/', "//")),
+            ];
+            for route in routes {
+                assert_eq!(
+                    name(&route),
+                    Some((class, want.to_string(), shared)),
+                    "{route}"
+                );
+            }
+        }
+        assert_eq!(
+            name("pg_replslot/s1/xid-7-lsn-0-1000000.spill"),
+            Some((LogicalSpill, "s1/xid-7-lsn-0-1000000.spill".into(), false))
+        );
+        // Two files that differ only in directory get different names.
+        assert_ne!(
+            name("base/16384/t3_5").unwrap().1,
+            name("base/16385/t3_5").unwrap().1
+        );
+        let n = classify_named(b"base/16384/t3_5", DD).unwrap().name;
+        assert_eq!(n.len(), b"16384/t3_5".len());
+        assert!(!n.is_empty());
+    }
+
     fn c(path: &str) -> Option<ArtifactClass> {
         classify(path.as_bytes(), DD)
     }
@@ -381,7 +565,7 @@ mod tests {
         assert_eq!(ArtifactClass::from_name("temp_file"), None);
         assert_eq!(ArtifactClass::from_name(""), None);
         let err = "wal".parse::<ArtifactClass>().unwrap_err();
-        assert!(matches!(err, InterposeError::UnknownArtifactClass(ref s) if s == "wal"));
+        assert!(matches!(err, ClassifyError::UnknownClass(ref s) if s == "wal"));
     }
 
     #[test]

@@ -1,0 +1,110 @@
+//! [`PhysicalIo`] over a raw fd through the real libc functions: EINTR and
+//! short transfers are retried here, so the format code sees whole reads
+//! (short only at end of file) and whole writes.
+
+use std::ffi::c_int;
+
+use ephcrypt_format::PhysicalIo;
+use libc::off_t;
+
+use super::real::{errno, real, Errno};
+
+/// Physical I/O on one of our fds.
+pub(crate) struct FdIo<'a> {
+    pub(crate) fd: c_int,
+    /// The file's physical length as last seen or set by this process
+    /// (`None` = ask fstat). Saves one syscall per write on private files.
+    pub(crate) len: &'a mut Option<u64>,
+}
+
+impl PhysicalIo for FdIo<'_> {
+    type Error = Errno;
+
+    fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = off_t::try_from(off + done as u64).map_err(|_| Errno(libc::EFBIG))?;
+            // SAFETY: buf[done..] is valid writable memory of that length.
+            let n = unsafe {
+                (real().pread)(
+                    self.fd,
+                    buf[done..].as_mut_ptr().cast(),
+                    buf.len() - done,
+                    at,
+                )
+            };
+            if n < 0 {
+                let e = errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                return Err(Errno(e));
+            }
+            if n == 0 {
+                break;
+            }
+            done += n as usize;
+        }
+        Ok(done)
+    }
+
+    fn write_all_at(&mut self, buf: &[u8], off: u64) -> Result<(), Errno> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = off_t::try_from(off + done as u64).map_err(|_| Errno(libc::EFBIG))?;
+            // SAFETY: buf[done..] is valid readable memory of that length.
+            let n = unsafe {
+                (real().pwrite)(self.fd, buf[done..].as_ptr().cast(), buf.len() - done, at)
+            };
+            if n < 0 {
+                let e = errno();
+                if e == libc::EINTR {
+                    continue;
+                }
+                *self.len = None;
+                return Err(Errno(e));
+            }
+            if n == 0 {
+                *self.len = None;
+                return Err(Errno(libc::EIO));
+            }
+            done += n as usize;
+        }
+        if let Some(len) = self.len.as_mut() {
+            *len = (*len).max(off + buf.len() as u64);
+        }
+        Ok(())
+    }
+
+    fn set_len(&mut self, len: u64) -> Result<(), Errno> {
+        let at = off_t::try_from(len).map_err(|_| Errno(libc::EFBIG))?;
+        // SAFETY: plain syscall wrapper on our fd.
+        if unsafe { (real().ftruncate)(self.fd, at) } != 0 {
+            *self.len = None;
+            return Err(Errno(errno()));
+        }
+        *self.len = Some(len);
+        Ok(())
+    }
+
+    fn len(&mut self) -> Result<u64, Errno> {
+        if let Some(len) = *self.len {
+            return Ok(len);
+        }
+        let st = fstat(self.fd)?;
+        let len = st.st_size as u64;
+        *self.len = Some(len);
+        Ok(len)
+    }
+}
+
+/// `fstat` through the real function.
+pub(crate) fn fstat(fd: c_int) -> Result<libc::stat, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: st is a valid out-pointer for fstat.
+    if unsafe { (real().fstat)(fd, st.as_mut_ptr()) } != 0 {
+        return Err(Errno(errno()));
+    }
+    // SAFETY: fstat succeeded and filled the struct.
+    Ok(unsafe { st.assume_init() })
+}

@@ -1,0 +1,388 @@
+//! The per-process fd table and the lock guard: the only way to a covered
+//! file's state or to the nonce stream.
+//!
+//! An fd that is not ours costs one relaxed load of process-local memory
+//! ([`is_ours`]); everything else goes through [`with_file`], which takes the
+//! process lock, seals other fds' pending append tails (so nothing observes
+//! a size or content before all bytes written so far are sealed), runs the
+//! operation inside `catch_unwind` (a bug becomes EIO, never an unwind into
+//! C), and turns errors into -1/errno. Entries leave the table through
+//! [`Guard::close`] (seal what is held, then free, all under the lock) or
+//! [`Guard::forget`] (the fd number now names another file: free without
+//! writing anything).
+//!
+//! PostgreSQL processes are single-threaded: the lock is never contended;
+//! it makes a re-entrant call (a signal handler) fail cleanly with EBUSY.
+
+use std::ffi::c_int;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use ephcrypt_classify::ArtifactClass;
+use ephcrypt_format::SealedFile;
+
+use super::fdio::FdIo;
+use super::nonces::{ProcessNonces, NONCES};
+use super::poison::{self, FileId};
+use super::real::{set_errno, Errno};
+use super::writeback::{self, AppendBuf};
+use crate::stats::{self, Counter};
+
+/// Highest fd number (exclusive) we can track. A covered file whose fd is
+/// at or above it is refused with EMFILE (never passed through in
+/// plaintext).
+pub const MAX_TRACKED_FDS: usize = 65536;
+
+/// fd -> our state, or null. Inherited by fork (the postmaster never has
+/// covered files open).
+static FD_TABLE: [AtomicPtr<OpenFile>; MAX_TRACKED_FDS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_TRACKED_FDS];
+
+static LOCK: AtomicBool = AtomicBool::new(false);
+
+/// What we know about an open covered file.
+pub(crate) enum FileState {
+    Sealed(SealedFile),
+    /// Opened, but its content cannot be used (foreign epoch, corrupt or
+    /// plaintext header, no key, lost data): every data access fails with
+    /// this errno. Opening still succeeds where PostgreSQL must be able to
+    /// open such files (its fsync pass at startup, unlink after open).
+    Poisoned(c_int),
+}
+
+/// One covered file open in this process.
+pub(crate) struct OpenFile {
+    pub(crate) class: ArtifactClass,
+    pub(crate) state: FileState,
+    pub(crate) id: FileId,
+    /// Physical length cache for [`FdIo`]; dropped for shared files at every
+    /// call and after any error.
+    pub(crate) known_len: Option<u64>,
+    /// Logical position for read()/write()/lseek().
+    pub(crate) pos: u64,
+    /// Opened with O_APPEND: write() goes to the logical end, through this
+    /// tail buffer.
+    pub(crate) append: Option<AppendBuf>,
+    /// Member of a shared file set: other processes may write it, so no
+    /// cached plaintext or length survives between two calls.
+    pub(crate) shared: bool,
+}
+
+impl OpenFile {
+    /// The sealed file and a physical I/O handle sharing its length cache.
+    pub(crate) fn parts(&mut self, fd: c_int) -> Result<(&mut SealedFile, FdIo<'_>), Errno> {
+        let OpenFile {
+            state, known_len, ..
+        } = self;
+        match state {
+            FileState::Sealed(s) => Ok((s, FdIo { fd, len: known_len })),
+            FileState::Poisoned(e) => Err(Errno(*e)),
+        }
+    }
+
+    /// Mark the file unusable after data loss, here and for later opens.
+    pub(crate) fn poison(&mut self, e: Errno) {
+        self.state = FileState::Poisoned(if e.0 == 0 { libc::EIO } else { e.0 });
+        self.append = None;
+        poison::add(self.id);
+    }
+}
+
+/// Our fd? One relaxed load; false for anything out of range.
+#[inline(always)]
+pub(crate) fn is_ours(fd: c_int) -> bool {
+    fd >= 0 && (fd as usize) < MAX_TRACKED_FDS && !entry(fd).is_null()
+}
+
+#[inline(always)]
+fn entry(fd: c_int) -> *mut OpenFile {
+    FD_TABLE[fd as usize].load(Ordering::Relaxed)
+}
+
+/// Allocate `value` on the heap, or ENOMEM (never an abort inside a shim).
+fn try_box<T>(value: T) -> Result<*mut T, Errno> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(1).map_err(|_| Errno(libc::ENOMEM))?;
+    v.push(value);
+    let b: Box<[T]> = v.into_boxed_slice();
+    // A boxed slice of one element has the layout of a Box<T>.
+    Ok(Box::into_raw(b).cast::<T>())
+}
+
+/// Free an entry made by [`try_box`].
+///
+/// # Safety
+/// `p` came from `try_box` and is no longer reachable from the table.
+unsafe fn free_entry(p: *mut OpenFile) {
+    // SAFETY: per the contract; `try_box` allocated a `[OpenFile]` of
+    // length 1, which is what we hand back to the allocator.
+    drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(p, 1)) });
+}
+
+/// Exclusive access to this process's covered files and nonce stream.
+pub(crate) struct Guard {
+    _private: (),
+}
+
+impl Guard {
+    /// The process lock, or EBUSY when re-entered (a signal handler).
+    pub(crate) fn acquire() -> Result<Guard, Errno> {
+        LOCK.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .map(|_| Guard { _private: () })
+            .map_err(|_| Errno(libc::EBUSY))
+    }
+
+    /// Our state for `fd`, if it is ours.
+    pub(crate) fn file(&mut self, fd: c_int) -> Option<&mut OpenFile> {
+        if !is_ours(fd) {
+            return None;
+        }
+        // SAFETY: a live entry made by `try_box`, freed only through this
+        // guard; the guard is unique and borrowed mutably for the lifetime
+        // of the result.
+        Some(unsafe { &mut *entry(fd) })
+    }
+
+    /// The file and the nonce stream together.
+    pub(crate) fn file_and_nonces(
+        &mut self,
+        fd: c_int,
+    ) -> Option<(&mut OpenFile, ProcessNonces<'_>)> {
+        if !is_ours(fd) {
+            return None;
+        }
+        // SAFETY: as in `file`; the nonce stream is a distinct object, also
+        // only reachable through the (unique, mutably borrowed) guard.
+        unsafe { Some((&mut *entry(fd), ProcessNonces(NONCES.get_mut()))) }
+    }
+
+    /// Track `fd` with `file`. A stale entry for the same number (the fd was
+    /// closed behind our back) is forgotten first.
+    pub(crate) fn insert(&mut self, fd: c_int, file: OpenFile) -> Result<(), Errno> {
+        if fd < 0 || fd as usize >= MAX_TRACKED_FDS {
+            return Err(Errno(libc::EMFILE));
+        }
+        let p = try_box(file)?;
+        self.forget(fd);
+        FD_TABLE[fd as usize].store(p, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Seal what `fd` holds (its append tail). On failure the file is
+    /// poisoned: the bytes are lost, and later opens must say so.
+    pub(crate) fn seal_held(&mut self, fd: c_int) -> Result<(), Errno> {
+        let Some((file, mut nonces)) = self.file_and_nonces(fd) else {
+            return Ok(());
+        };
+        let result = seal_held_bytes(file, fd, &mut nonces);
+        writeback::clear_dirty(fd);
+        if let Err(e) = result {
+            file.poison(e);
+            stats::add(file.class, Counter::IoErrors, 1);
+        }
+        result
+    }
+
+    /// Seal every other fd's held bytes.
+    pub(crate) fn seal_all_held(&mut self, except: c_int) -> Result<(), Errno> {
+        if !writeback::any_dirty() {
+            return Ok(());
+        }
+        let mut result = Ok(());
+        for fd in writeback::dirty_fds() {
+            if fd < 0 || fd == except {
+                continue;
+            }
+            if !is_ours(fd) {
+                writeback::clear_dirty(fd);
+                continue;
+            }
+            if let Err(e) = self.seal_held(fd) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// The one teardown path of a tracked fd: seal what it holds, then free
+    /// its state. The entry is gone afterwards whatever happened; the error
+    /// (data that could not be sealed) is returned for close() to report.
+    pub(crate) fn close(&mut self, fd: c_int) -> Result<(), Errno> {
+        if !is_ours(fd) {
+            return Ok(());
+        }
+        let result = self.seal_held(fd);
+        let p = FD_TABLE[fd as usize].swap(ptr::null_mut(), Ordering::Relaxed);
+        writeback::clear_dirty(fd);
+        // SAFETY: unlinked from the table just now, under the guard.
+        unsafe { free_entry(p) };
+        stats::fold();
+        result
+    }
+
+    /// Drop the state of `fd` without writing anything: the number now
+    /// names another file (closed behind our back and reused). Whatever the
+    /// old file still held is lost, so it is poisoned.
+    pub(crate) fn forget(&mut self, fd: c_int) {
+        if !is_ours(fd) {
+            return;
+        }
+        let p = FD_TABLE[fd as usize].swap(ptr::null_mut(), Ordering::Relaxed);
+        writeback::clear_dirty(fd);
+        // SAFETY: a live entry, unlinked just now under the guard.
+        let held = unsafe { &*p }
+            .append
+            .as_ref()
+            .is_some_and(AppendBuf::is_pending);
+        if held {
+            // SAFETY: as above; still ours until freed below.
+            poison::add(unsafe { &*p }.id);
+        }
+        // SAFETY: unlinked from the table, under the guard.
+        unsafe { free_entry(p) };
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        LOCK.store(false, Ordering::Release);
+    }
+}
+
+fn seal_held_bytes(
+    file: &mut OpenFile,
+    fd: c_int,
+    nonces: &mut ProcessNonces<'_>,
+) -> Result<(), Errno> {
+    let Some(mut buf) = file.append.take() else {
+        return Ok(());
+    };
+    let result = if buf.is_pending() {
+        match file.parts(fd) {
+            Ok((sealed, mut io)) => writeback::seal(sealed, &mut io, &mut buf, nonces),
+            Err(e) => Err(e),
+        }
+    } else {
+        Ok(())
+    };
+    file.append = Some(buf);
+    result
+}
+
+/// If `fd` is tracked, forget it: a call that is not ours just handed out
+/// this number (socket, pipe, a pass-through open...), so the entry is
+/// stale. One relaxed load when it is not (the usual case).
+#[inline]
+pub(crate) fn forget_stale(fd: c_int) {
+    if is_ours(fd) {
+        forget_stale_slow(fd);
+    }
+}
+
+#[cold]
+fn forget_stale_slow(fd: c_int) {
+    match Guard::acquire() {
+        Ok(mut g) => g.forget(fd),
+        // Re-entered: unlink it now and leak the state rather than free it
+        // under someone else's borrow.
+        Err(_) => {
+            FD_TABLE[fd as usize].store(ptr::null_mut(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// How [`with_file`] treats the fd's own append tail.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnTail {
+    /// Seal it first: the operation reads, sizes or writes positionally.
+    Seal,
+    /// Leave it: the operation is an append that extends it.
+    Keep,
+}
+
+/// Run `op` on our file `fd` with the lock held; `fail` with errno set on
+/// failure. Every other fd's held bytes are sealed first (and this fd's,
+/// per `own`), all inside `catch_unwind`.
+pub(crate) fn with_file<R>(
+    fd: c_int,
+    fail: R,
+    own: OwnTail,
+    op: impl FnOnce(&mut OpenFile, &mut ProcessNonces<'_>) -> Result<R, Errno>,
+) -> R {
+    let mut guard = match Guard::acquire() {
+        Ok(g) => g,
+        Err(Errno(e)) => {
+            set_errno(e);
+            return fail;
+        }
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || -> Result<R, (Errno, Option<ArtifactClass>)> {
+            guard.seal_all_held(fd).map_err(|e| (e, None))?;
+            if own == OwnTail::Seal {
+                guard.seal_held(fd).map_err(|e| (e, None))?;
+            }
+            let (file, mut nonces) = guard
+                .file_and_nonces(fd)
+                .ok_or((Errno(libc::EBADF), None))?;
+            if file.shared {
+                // Other processes may write a file-set member: no cached
+                // plaintext, no cached length.
+                file.known_len = None;
+                if let FileState::Sealed(s) = &mut file.state {
+                    s.invalidate_cache();
+                    s.forget_versions();
+                }
+            }
+            let class = file.class;
+            let r = op(file, &mut nonces);
+            if r.is_err() {
+                // After a failure the physical length is unknown (a write
+                // may have been partial).
+                file.known_len = None;
+            }
+            r.map_err(|e| (e, Some(class)))
+        },
+    ));
+    stats::tick();
+    match result {
+        Ok(Ok(v)) => v,
+        Ok(Err((Errno(e), class))) => {
+            count_error(class, e);
+            set_errno(e);
+            fail
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            fail
+        }
+    }
+}
+
+fn count_error(class: Option<ArtifactClass>, e: c_int) {
+    if let Some(class) = class {
+        // EIO is what authentication failures and foreign epochs become.
+        let counter = if e == libc::EIO {
+            Counter::AuthFailures
+        } else {
+            Counter::IoErrors
+        };
+        stats::add(class, counter, 1);
+    }
+}
+
+/// Seal every held byte of this process (process exit).
+pub(crate) extern "C" fn seal_all_at_exit() {
+    if let Ok(mut g) = Guard::acquire() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.seal_all_held(-1)));
+    }
+    stats::fold();
+}
+
+/// How many covered files this process has open (diagnostics and tests).
+pub fn open_covered_files() -> usize {
+    FD_TABLE
+        .iter()
+        .filter(|e| !e.load(Ordering::Relaxed).is_null())
+        .count()
+}
