@@ -97,14 +97,8 @@ fn attest(challenge: &[u8]) -> Value {
     }
     let files = scan::scan(&scan::data_dir());
     let mut summary: BTreeMap<&str, i64> = BTreeMap::new();
-    for s in [
-        "encrypted_current",
-        "encrypted_stale",
-        "plaintext",
-        "unreadable",
-        "empty",
-    ] {
-        summary.insert(s, 0);
+    for s in scan::FileStatus::ALL {
+        summary.insert(s.name(), 0);
     }
     for f in &files {
         *summary.entry(f.status.name()).or_default() += 1;
@@ -139,6 +133,7 @@ fn attest(challenge: &[u8]) -> Value {
         "on_unsupported": crate::gucs::on_unsupported().name(),
         "scan_summary": summary,
         "plaintext_files": summary.get("plaintext").copied().unwrap_or(0),
+        "unexpected_files": summary.get("unexpected").copied().unwrap_or(0),
         "challenge": to_hex(challenge),
         "timestamp": iso(now_us),
     });

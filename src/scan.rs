@@ -1,13 +1,16 @@
 //! `pg_ephcrypt_scan()`: the on-disk audit. Walks every directory of every
-//! covered class and reports each file with its status. Reads go through
-//! this library's own libc imports, not the postgres executable's GOT, so
-//! they see the raw bytes on disk.
+//! covered class (`ephcrypt_classify::walk`) and reports each entry at a
+//! covered name with its status. Reads go through this library's own libc
+//! imports, not the postgres executable's GOT, so they see the raw bytes on
+//! disk.
 
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ephcrypt_classify::{classify, ArtifactClass};
+use ephcrypt_classify::walk::{covered_entries, EntryKind, Tablespaces};
+
+use ephcrypt_classify::ArtifactClass;
 use ephcrypt_format::{
     physical_to_logical_size, EpochKey, FileCipher, FormatError, Header, HEADER_LEN,
 };
@@ -29,9 +32,22 @@ pub enum FileStatus {
     Unreadable,
     /// Zero bytes: created, nothing written yet (no data on disk).
     Empty,
+    /// Not a regular file: a FIFO, symlink, directory or device at a covered
+    /// name. The shims refuse to put data there; something else made it.
+    Unexpected,
 }
 
 impl FileStatus {
+    /// Every status, in report order.
+    pub const ALL: [FileStatus; 6] = [
+        FileStatus::EncryptedCurrent,
+        FileStatus::EncryptedStale,
+        FileStatus::Plaintext,
+        FileStatus::Unreadable,
+        FileStatus::Empty,
+        FileStatus::Unexpected,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             FileStatus::EncryptedCurrent => "encrypted_current",
@@ -39,6 +55,7 @@ impl FileStatus {
             FileStatus::Plaintext => "plaintext",
             FileStatus::Unreadable => "unreadable",
             FileStatus::Empty => "empty",
+            FileStatus::Unexpected => "unexpected",
         }
     }
 }
@@ -86,75 +103,21 @@ pub fn status_of(
 }
 
 fn read_head(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
-    let mut f = fs::File::open(path)?;
-    let size = f.metadata()?.len();
+    // O_NOFOLLOW|O_NONBLOCK: the walker saw a regular file, but it may have
+    // been replaced since; never follow a link or block on a FIFO.
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::from_raw_os_error(libc::EIO));
+    }
+    let size = meta.len();
     let mut head = Vec::with_capacity(HEADER_LEN);
     f.by_ref().take(HEADER_LEN as u64).read_to_end(&mut head)?;
     Ok((head, size))
-}
-
-/// Every regular file below `dir` (recursively), ignoring what vanishes.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Ok(ft) = entry.file_type() else { continue };
-        if ft.is_dir() {
-            walk(&entry.path(), out);
-        } else if ft.is_file() {
-            out.push(entry.path());
-        }
-    }
-}
-
-/// Files directly in `dir`.
-fn files_in(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-            out.push(entry.path());
-        }
-    }
-}
-
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.path())
-        .collect()
-}
-
-/// Candidate files of every covered directory under `data_dir`.
-pub fn candidate_files(data_dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    // Default tablespace and every other tablespace's version directory.
-    let mut roots = vec![data_dir.join("base")];
-    for link in subdirs(&data_dir.join("pg_tblspc")) {
-        roots.extend(subdirs(&link).into_iter().filter(|d| {
-            d.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("PG_"))
-        }));
-    }
-    for root in roots {
-        walk(&root.join("pgsql_tmp"), &mut files);
-        for db in subdirs(&root) {
-            if db.file_name().is_some_and(|n| n != "pgsql_tmp") {
-                files_in(&db, &mut files);
-            }
-        }
-    }
-    for slot in subdirs(&data_dir.join("pg_replslot")) {
-        files_in(&slot, &mut files);
-    }
-    files
 }
 
 /// Scan the data directory: every covered file with its status. Covered
@@ -164,21 +127,24 @@ pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
     let page = epoch::key_page();
     let key = page.and_then(|p| p.epoch_key());
     let epoch_id = page.map(|p| p.epoch_id()).unwrap_or([0; 16]);
-    let dir_bytes = data_dir.as_os_str().as_encoded_bytes();
     let mut out = Vec::new();
-    for path in candidate_files(data_dir) {
-        let Some(class) = classify(path.as_os_str().as_encoded_bytes(), dir_bytes) else {
-            continue;
-        };
-        let rel = path
+    for found in covered_entries(data_dir, Tablespaces::Follow) {
+        let rel = found
+            .path
             .strip_prefix(data_dir)
-            .unwrap_or(&path)
+            .unwrap_or(&found.path)
             .display()
             .to_string();
-        let (status, size) = match read_head(&path) {
-            Ok((head, size)) => (status_of(&head, size, key, &epoch_id), size),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(_) => (FileStatus::Unreadable, 0),
+        let (status, size) = match found.kind {
+            EntryKind::Regular(_) => match read_head(&found.path) {
+                Ok((head, size)) => (status_of(&head, size, key, &epoch_id), size),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ELOOP) => (FileStatus::Unexpected, 0),
+                Err(_) => (FileStatus::Unreadable, 0),
+            },
+            EntryKind::Symlink | EntryKind::Directory | EntryKind::Other => {
+                (FileStatus::Unexpected, 0)
+            }
         };
         let logical_size = match status {
             FileStatus::EncryptedCurrent | FileStatus::EncryptedStale => {
@@ -186,17 +152,16 @@ pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
             }
             FileStatus::Plaintext => Some(size),
             FileStatus::Empty => Some(0),
-            FileStatus::Unreadable => None,
+            FileStatus::Unreadable | FileStatus::Unexpected => None,
         };
         out.push(ScannedFile {
             path: rel,
-            class,
+            class: found.class,
             size,
             logical_size,
             status,
         });
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
     out
 }
 

@@ -226,6 +226,17 @@ mod tests {
             ephcrypt_format::FileCipher::create(&other_key, &page.epoch_id(), &[6; 16]).unwrap();
         forged_header[60] ^= 1;
         std::fs::write(&forged, forged_header).unwrap();
+        // Non-regular entries at covered names: never followed, reported.
+        let link = tmp.join("pgsql_tmp999999.3");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        let fifo = tmp.join("pgsql_tmp999999.4");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let summary: pgrx::JsonB =
+            Spi::get_one("SELECT pg_ephcrypt_attest('\\x0011223344556677'::bytea)->'scan_summary'")
+                .unwrap()
+                .unwrap();
 
         // A live spill: an external sort held open by a cursor.
         Spi::run("SET LOCAL work_mem = '64kB'").unwrap();
@@ -236,7 +247,7 @@ mod tests {
         Spi::run("FETCH 1 FROM held").unwrap();
         let rows = scan_rows();
         Spi::run("CLOSE held").unwrap();
-        for p in [&planted, &stale, &forged] {
+        for p in [&planted, &stale, &forged, &link, &fifo] {
             std::fs::remove_file(p).unwrap();
         }
 
@@ -249,6 +260,14 @@ mod tests {
         assert_eq!(status_of("pgsql_tmp999999.0"), "plaintext");
         assert_eq!(status_of("pgsql_tmp999999.1"), "encrypted_stale");
         assert_eq!(status_of("pgsql_tmp999999.2"), "unreadable");
+        assert_eq!(status_of("pgsql_tmp999999.3"), "unexpected");
+        assert_eq!(status_of("pgsql_tmp999999.4"), "unexpected");
+        assert!(
+            summary.0["unexpected"].as_i64().unwrap() >= 2,
+            "the attestation counts them: {}",
+            summary.0
+        );
+        assert!(summary.0["plaintext"].as_i64().unwrap() >= 1);
         let live: Vec<_> = rows
             .iter()
             .filter(|r| r.0.contains(&format!("pgsql_tmp{}.", std::process::id())))
@@ -259,6 +278,20 @@ mod tests {
             assert!(r.2 == "encrypted_current" || r.2 == "empty", "{r:?}");
         }
         assert!(live.iter().any(|r| r.2 == "encrypted_current"));
+    }
+
+    #[pg_test]
+    fn shim_functions_are_not_exported_from_the_library() {
+        // Control: the library is loaded RTLD_GLOBAL, so its exports resolve.
+        assert!(ephcrypt_got::process_defines_symbol(
+            c"pg_finfo_pg_ephcrypt_status"
+        ));
+        for name in [c"shim_open", c"shim_pread", c"shim_write", c"shim_close"] {
+            assert!(
+                !ephcrypt_got::process_defines_symbol(name),
+                "{name:?} is exported"
+            );
+        }
     }
 
     #[pg_test]

@@ -44,6 +44,8 @@
 //! such as `base/pgsql_tmp` or `....fileset` — is not classified.
 #![forbid(unsafe_code)]
 
+pub mod walk;
+
 use std::fmt;
 use std::str::FromStr;
 

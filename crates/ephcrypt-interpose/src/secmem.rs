@@ -529,6 +529,93 @@ mod tests {
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
     }
 
+    /// Raw bytes of a mapping as a process sees it (no accessor checks).
+    fn raw(addr: usize, len: usize) -> Vec<u8> {
+        // SAFETY: the caller passes a mapping live in this process.
+        unsafe { std::slice::from_raw_parts(addr as *const u8, len) }.to_vec()
+    }
+
+    fn is_mapped(addr: usize) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().any(|l| l.starts_with(&format!("{addr:x}-")))
+    }
+
+    #[test]
+    fn a_process_that_outlives_an_epoch_never_sees_the_next_key() {
+        let first = start_epoch(AllocMode::Auto, 10).unwrap();
+        let first_addr = first.address();
+        let key1 = *first.key().unwrap();
+        let (mut to_child, mut to_parent) = ([0i32; 2], [0i32; 2]);
+        // SAFETY: plain pipe(2) calls with valid arrays.
+        unsafe {
+            assert_eq!(libc::pipe(to_child.as_mut_ptr()), 0);
+            assert_eq!(libc::pipe(to_parent.as_mut_ptr()), 0);
+        }
+        // SAFETY: fork in a test; the child only reads memory, talks over
+        // the pipes and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            protect_in_child();
+            // Control: before the rotation the child reads the live key.
+            let mut code = if raw(first_addr, 32) == key1 { 0 } else { 1 };
+            // SAFETY: one byte to our pipe: the control is done.
+            unsafe { libc::write(to_parent[1], [0u8].as_ptr().cast(), 1) };
+            let mut new_addr = [0u8; 8];
+            // SAFETY: reading 8 bytes from our pipe into a local buffer.
+            unsafe { libc::read(to_child[0], new_addr.as_mut_ptr().cast(), 8) };
+            let new_addr = usize::from_le_bytes(new_addr);
+            // After the rotation: its old mapping holds zeros where the key
+            // was, and the new page does not exist in this process.
+            if raw(first_addr, 32) != [0u8; 32] {
+                code |= 2;
+            }
+            if is_mapped(new_addr) {
+                code |= 4;
+            }
+            if current().and_then(KeyPage::key).is_some() {
+                code |= 8; // the inherited view must say: no key
+            }
+            // SAFETY: writing one byte to our pipe.
+            unsafe { libc::write(to_parent[1], [code as u8].as_ptr().cast(), 1) };
+            // Read-only in a child: a write faults (the parent checks).
+            // SAFETY: deliberately faulting on a read-only page.
+            unsafe { std::ptr::write_volatile(first_addr as *mut u8, 1) };
+            // SAFETY: _exit runs no destructors.
+            unsafe { libc::_exit(0) };
+        }
+        let mut ready = [0u8];
+        // SAFETY: reading one byte from our pipe.
+        unsafe { libc::read(to_parent[0], ready.as_mut_ptr().cast(), 1) };
+        let second = start_epoch(AllocMode::Auto, 20).unwrap();
+        assert_ne!(second.address(), first_addr, "a fresh mapping");
+        assert_ne!(*second.key().unwrap(), key1);
+        assert!(first.key().is_none(), "the retired page answers no key");
+        assert!(!is_mapped(first_addr), "the old page is unmapped here");
+        // SAFETY: writing 8 bytes to our pipe, reading 1 back.
+        let mut code = [0xffu8];
+        unsafe {
+            libc::write(
+                to_child[1],
+                second.address().to_le_bytes().as_ptr().cast(),
+                8,
+            );
+            libc::read(to_parent[0], code.as_mut_ptr().cast(), 1);
+        }
+        assert_eq!(
+            code[0], 0,
+            "child's view (bits: 1 control, 2 old key, 4 new page, 8 accessor)"
+        );
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSEGV,
+            "a child cannot write the key page (status {status:#x})"
+        );
+        second.retire();
+    }
+
     #[test]
     fn smaps_parser_finds_entry() {
         let text =

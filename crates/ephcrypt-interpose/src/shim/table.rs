@@ -386,3 +386,91 @@ pub fn open_covered_files() -> usize {
         .filter(|e| !e.load(Ordering::Relaxed).is_null())
         .count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ephcrypt_format::EpochKey;
+    use std::os::fd::IntoRawFd;
+    use std::sync::Mutex;
+
+    /// The tests share the process lock: one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    /// A tracked append stream over a real file, with `held` bytes held.
+    fn tracked_stream(name: &str, held: &[u8]) -> c_int {
+        super::super::real::init().unwrap();
+        let path =
+            std::env::temp_dir().join(format!("ephcrypt-table-{}-{name}", std::process::id()));
+        let fd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap()
+            .into_raw_fd();
+        std::fs::remove_file(&path).unwrap();
+        let key = EpochKey::from_bytes([3; 32]);
+        let mut len = Some(0);
+        let sealed =
+            SealedFile::open_or_init(&mut FdIo { fd, len: &mut len }, &key, &[1; 16], &[2; 16])
+                .unwrap();
+        let mut g = Guard::acquire().unwrap();
+        g.insert(
+            fd,
+            OpenFile {
+                class: ArtifactClass::LogicalSpill,
+                state: FileState::Sealed(sealed),
+                id: FileId { dev: 0, ino: 0 },
+                known_len: Some(0),
+                pos: 0,
+                append: Some(AppendBuf::try_new().unwrap()),
+                shared: false,
+            },
+        )
+        .unwrap();
+        let (f, mut nonces) = g.file_and_nonces(fd).unwrap();
+        let mut buf = f.append.take().unwrap();
+        let (s, mut io) = f.parts(fd).unwrap();
+        writeback::append(s, &mut io, &mut buf, &mut nonces, held).unwrap();
+        f.append = Some(buf);
+        assert!(writeback::mark_dirty(fd));
+        fd
+    }
+
+    #[test]
+    fn a_panic_while_sealing_a_tail_is_eio_and_releases_the_lock() {
+        let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let fd = tracked_stream("panic", b"held bytes");
+        writeback::tests::PANIC_IN_SEAL.store(true, Ordering::Relaxed);
+        let rc = with_file(fd, -1, OwnTail::Seal, |_, _| Ok(0));
+        writeback::tests::PANIC_IN_SEAL.store(false, Ordering::Relaxed);
+        assert_eq!(rc, -1);
+        assert_eq!(super::super::real::errno(), libc::EIO);
+        // The lock was released: the next call runs (and now seals).
+        assert!(Guard::acquire().is_ok());
+        // Control: an operation that does not panic succeeds.
+        assert_eq!(with_file(fd, -1, OwnTail::Seal, |_, _| Ok(7)), 7);
+        let mut g = Guard::acquire().unwrap();
+        g.close(fd).unwrap();
+        assert!(!is_ours(fd));
+        drop(g);
+        // SAFETY: closing the raw fd the test opened.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn an_op_that_panics_is_eio_not_an_unwind() {
+        let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let fd = tracked_stream("op-panic", b"");
+        let rc: isize = with_file(fd, -1, OwnTail::Seal, |_, _| panic!("bug in an operation"));
+        assert_eq!(rc, -1);
+        assert_eq!(super::super::real::errno(), libc::EIO);
+        let mut g = Guard::acquire().unwrap();
+        g.close(fd).unwrap();
+        drop(g);
+        // SAFETY: closing the raw fd the test opened.
+        unsafe { libc::close(fd) };
+    }
+}

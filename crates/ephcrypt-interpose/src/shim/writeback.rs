@@ -115,6 +115,10 @@ pub(crate) fn seal(
     if !buf.is_pending() {
         return Ok(());
     }
+    #[cfg(test)]
+    if tests::PANIC_IN_SEAL.load(Ordering::Relaxed) {
+        panic!("injected fault while sealing a tail");
+    }
     sealed.write_at(io, nonces, &buf.data[..buf.len], buf.start)?;
     buf.start += buf.len as u64;
     buf.wipe();
@@ -173,4 +177,11 @@ pub(crate) fn dirty_fds() -> [c_int; MAX_DIRTY] {
         *o = s.load(Ordering::Relaxed);
     }
     out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    pub(crate) static PANIC_IN_SEAL: AtomicBool = AtomicBool::new(false);
 }
