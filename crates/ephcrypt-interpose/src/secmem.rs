@@ -592,8 +592,8 @@ mod tests {
         assert_ne!(*second.key().unwrap(), key1);
         assert!(first.key().is_none(), "the retired page answers no key");
         assert!(!is_mapped(first_addr), "the old page is unmapped here");
-        // SAFETY: writing 8 bytes to our pipe, reading 1 back.
         let mut code = [0xffu8];
+        // SAFETY: writing 8 bytes to our pipe, reading 1 back.
         unsafe {
             libc::write(
                 to_child[1],
