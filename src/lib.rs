@@ -19,6 +19,9 @@ mod testing;
 
 ::pgrx::pg_module_magic!();
 
+// Hand-written SQL: the preload check, the stats view and the grants.
+pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize_checks", finalize);
+
 /// Loaded through shared_preload_libraries, this runs in the postmaster
 /// before any child is forked. Loaded any other way (LOAD, CREATE
 /// EXTENSION without preload), it does nothing: every SQL function then

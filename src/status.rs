@@ -71,29 +71,3 @@ fn pg_ephcrypt_assert_preloaded() -> bool {
     epoch::require_preloaded();
     true
 }
-
-pgrx::extension_sql!(
-    r#"
-SELECT pg_ephcrypt_assert_preloaded();
-
-CREATE VIEW pg_ephcrypt_stats AS SELECT * FROM pg_ephcrypt_stat_classes();
-
--- Nothing for PUBLIC; monitoring roles see status, counters, the on-disk
--- audit and attestations.
-REVOKE ALL ON FUNCTION pg_ephcrypt_assert_preloaded() FROM PUBLIC;
-REVOKE ALL ON FUNCTION pg_ephcrypt_status() FROM PUBLIC;
-REVOKE ALL ON FUNCTION pg_ephcrypt_stat_classes() FROM PUBLIC;
-REVOKE ALL ON FUNCTION pg_ephcrypt_scan() FROM PUBLIC;
-REVOKE ALL ON FUNCTION pg_ephcrypt_attest(bytea) FROM PUBLIC;
-REVOKE ALL ON FUNCTION pg_ephcrypt_verify_attestation(jsonb, bytea, bytea) FROM PUBLIC;
-REVOKE ALL ON pg_ephcrypt_stats FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pg_ephcrypt_status() TO pg_monitor;
-GRANT EXECUTE ON FUNCTION pg_ephcrypt_stat_classes() TO pg_monitor;
-GRANT EXECUTE ON FUNCTION pg_ephcrypt_scan() TO pg_monitor;
-GRANT EXECUTE ON FUNCTION pg_ephcrypt_attest(bytea) TO pg_monitor;
-GRANT EXECUTE ON FUNCTION pg_ephcrypt_verify_attestation(jsonb, bytea, bytea) TO pg_monitor;
-GRANT SELECT ON pg_ephcrypt_stats TO pg_monitor;
-"#,
-    name = "finalize_checks",
-    finalize
-);
