@@ -1,0 +1,392 @@
+//! How `SealedFile` uses the physical file (FORMAT.md §7, §8): in private
+//! mode one 8 KiB block write is one data pwrite and metadata goes back only
+//! on eviction and flush; in shared mode every call starts with one size
+//! query and writes its metadata through; reads never write; the plaintext
+//! cache; fresh nonces; sealed gaps; eager page 0.
+
+use ephcrypt_format::{
+    data_offset, meta_offset, EpochKey, FileName, FormatError, Mode, NonceSequence, PhysicalIo,
+    SealedFile, VecIo, BLOCK_SIZE, PAGE_SIZE,
+};
+
+const EK: [u8; 32] = [0x71; 32];
+const EPOCH: [u8; 16] = [0xE7; 16];
+const FILE: [u8; 16] = [0xF7; 16];
+const B: usize = BLOCK_SIZE;
+const G: usize = 256;
+
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    data_reads: usize,
+    meta_reads: usize,
+    data_writes: usize,
+    meta_writes: usize,
+    set_lens: usize,
+    lens: usize,
+}
+
+#[derive(Default)]
+struct CountingIo {
+    inner: VecIo,
+    n: Counts,
+}
+
+impl CountingIo {
+    fn take(&mut self) -> Counts {
+        std::mem::take(&mut self.n)
+    }
+}
+
+fn is_meta(off: u64) -> bool {
+    off % (257 * PAGE_SIZE as u64) == 0
+}
+
+impl PhysicalIo for CountingIo {
+    type Error = FormatError;
+    fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
+        if is_meta(off) && buf.len() == PAGE_SIZE {
+            self.n.meta_reads += 1;
+        } else {
+            self.n.data_reads += 1;
+        }
+        self.inner.read_at(buf, off)
+    }
+    fn write_all_at(&mut self, buf: &[u8], off: u64) -> Result<(), FormatError> {
+        if is_meta(off) {
+            assert_eq!(buf.len(), PAGE_SIZE, "metadata pages are written whole");
+            self.n.meta_writes += 1;
+        } else {
+            assert_eq!(off % PAGE_SIZE as u64, 0, "data blocks start 8 KiB-aligned");
+            self.n.data_writes += 1;
+        }
+        self.inner.write_all_at(buf, off)
+    }
+    fn set_len(&mut self, len: u64) -> Result<(), FormatError> {
+        self.n.set_lens += 1;
+        self.inner.set_len(len)
+    }
+    fn len(&mut self) -> Result<u64, FormatError> {
+        self.n.lens += 1;
+        self.inner.len()
+    }
+}
+
+fn name() -> FileName<'static> {
+    FileName::new(1, b"pgsql_tmp77.0").unwrap()
+}
+
+fn setup(mode: Mode) -> (CountingIo, NonceSequence, SealedFile) {
+    let mut io = CountingIo::default();
+    let mut nonces = NonceSequence::new([3; 8]);
+    let f = SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &EpochKey::from_bytes(EK),
+        &EPOCH,
+        &FILE,
+        &name(),
+        mode,
+    )
+    .unwrap();
+    io.take();
+    (io, nonces, f)
+}
+
+fn reopen(io: &mut CountingIo, mode: Mode) -> SealedFile {
+    SealedFile::open(io, &EpochKey::from_bytes(EK), &EPOCH, &name(), mode, None).unwrap()
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_add(seed) | 1).collect()
+}
+
+fn counts(data_writes: usize) -> Counts {
+    Counts {
+        data_writes,
+        ..Counts::default()
+    }
+}
+
+#[test]
+fn create_writes_page_0_and_open_reads_header_page_0_and_size() {
+    let mut io = CountingIo::default();
+    let mut nonces = NonceSequence::new([3; 8]);
+    let key = EpochKey::from_bytes(EK);
+    SealedFile::create(&mut io, &mut nonces, &key, &EPOCH, &FILE, &name(), Mode::PRIVATE)
+        .unwrap();
+    assert_eq!(io.inner.data.len(), PAGE_SIZE);
+    assert_eq!(
+        io.take(),
+        Counts {
+            meta_writes: 1,
+            lens: 1,
+            ..Counts::default()
+        }
+    );
+    reopen(&mut io, Mode::PRIVATE);
+    // 64-byte header read + page 0, one size query for the digests and one
+    // for the length.
+    let c = io.take();
+    assert_eq!((c.meta_reads, c.data_reads, c.lens, c.data_writes, c.meta_writes), (1, 1, 2, 0, 0));
+}
+
+#[test]
+fn private_block_writes_are_one_data_pwrite_each() {
+    let (mut io, mut nonces, mut f) = setup(Mode::PRIVATE);
+    f.write_at(&mut io, &mut nonces, &pattern(3 * B, 1), 0)
+        .unwrap();
+    assert_eq!(io.take(), counts(3));
+    // Rewrite of a whole block, and appends, to the end of group 0.
+    f.write_at(&mut io, &mut nonces, &pattern(B, 2), B as u64)
+        .unwrap();
+    assert_eq!(io.take(), counts(1));
+    for i in 3..G {
+        f.write_at(&mut io, &mut nonces, &pattern(B, 3), (i * B) as u64)
+            .unwrap();
+    }
+    assert_eq!(io.take(), counts(G - 3));
+    // Starting group 1: still no metadata I/O (both pages are cached).
+    f.write_at(&mut io, &mut nonces, &pattern(B, 4), (G * B) as u64)
+        .unwrap();
+    assert_eq!(io.take(), counts(1));
+    assert_eq!(f.len(&mut io), Ok((G * B + B) as u64));
+    assert_eq!(io.take(), Counts::default(), "len is from memory");
+    // flush writes one page per dirty group, once.
+    f.flush(&mut io, &mut nonces).unwrap();
+    assert_eq!(
+        io.take(),
+        Counts {
+            meta_writes: 2,
+            ..Counts::default()
+        }
+    );
+    f.flush(&mut io, &mut nonces).unwrap();
+    assert_eq!(io.take(), Counts::default(), "flush is idempotent");
+    // A partial write of an existing block is read-modify-write.
+    f.invalidate();
+    f.write_at(&mut io, &mut nonces, b"xy", 5).unwrap();
+    assert_eq!(
+        io.take(),
+        Counts {
+            data_reads: 1,
+            data_writes: 1,
+            ..Counts::default()
+        }
+    );
+}
+
+#[test]
+fn shared_calls_start_from_disk_and_write_through() {
+    let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), 0).unwrap();
+    // Size query + page of the last group, the data block, the page.
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            meta_reads: 1,
+            data_writes: 1,
+            meta_writes: 1,
+            ..Counts::default()
+        }
+    );
+    // Another process can read it at once.
+    let mut other = reopen(&mut io, Mode::Shared);
+    let mut buf = vec![0u8; B];
+    io.take();
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(buf, pattern(B, 1));
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            meta_reads: 1,
+            data_reads: 1,
+            ..Counts::default()
+        }
+    );
+    // ...and sees the next write without being told.
+    f.write_at(&mut io, &mut nonces, &pattern(B, 2), 0).unwrap();
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(buf, pattern(B, 2));
+    f.set_len(&mut io, &mut nonces, 100).unwrap();
+    assert_eq!(other.len(&mut io), Ok(100));
+    // Nothing stays dirty between calls.
+    assert!(!f.is_dirty());
+}
+
+#[test]
+fn private_eviction_writes_back_the_least_recently_used_page() {
+    let mode = Mode::Private { cache_groups: 2 };
+    let (mut io, mut nonces, mut f) = setup(mode);
+    // Three groups through two slots.
+    f.set_len(&mut io, &mut nonces, (3 * G * B) as u64).unwrap();
+    let c = io.take();
+    assert_eq!(c.data_writes, 3 * G);
+    assert_eq!(c.meta_writes, 1, "group 0 evicted when group 2 started");
+    // Touching group 0 again evicts the least recently used (group 1).
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), 0).unwrap();
+    let c = io.take();
+    assert_eq!((c.meta_reads, c.meta_writes, c.data_writes), (1, 1, 1));
+    f.flush(&mut io, &mut nonces).unwrap();
+    assert_eq!(io.take().meta_writes, 2);
+}
+
+#[test]
+fn reads_never_write_even_when_every_slot_is_dirty() {
+    let mode = Mode::Private { cache_groups: 2 };
+    let (mut io, mut nonces, mut f) = setup(mode);
+    f.set_len(&mut io, &mut nonces, (3 * G * B) as u64).unwrap();
+    f.flush(&mut io, &mut nonces).unwrap();
+    // Dirty groups 1 and 2, then read group 0 (not cached).
+    f.write_at(&mut io, &mut nonces, b"a", (G * B) as u64).unwrap();
+    f.write_at(&mut io, &mut nonces, b"b", (2 * G * B) as u64)
+        .unwrap();
+    io.take();
+    let mut buf = [0u8; 10];
+    for _ in 0..3 {
+        f.invalidate();
+        assert_eq!(f.read_at(&mut io, &mut buf, 100), Ok(10));
+    }
+    let c = io.take();
+    assert_eq!((c.data_writes, c.meta_writes, c.set_lens), (0, 0, 0));
+    assert_eq!(c.meta_reads, 3, "group 0 is read into the scratch page each time");
+    assert!(f.is_dirty());
+}
+
+#[test]
+fn unaligned_sequential_reads_open_each_block_once() {
+    let (mut io, mut nonces, mut f) = setup(Mode::PRIVATE);
+    let data = pattern(10 * B, 4);
+    f.write_at(&mut io, &mut nonces, &data, 0).unwrap();
+    io.take();
+    let mut buf = vec![0u8; B];
+    for i in 0..9 {
+        let off = 100 + i * B;
+        assert_eq!(f.read_at(&mut io, &mut buf, off as u64), Ok(B));
+        assert_eq!(buf, data[off..off + B]);
+    }
+    // Blocks 0..=9, one physical read each; metadata from memory.
+    assert_eq!(
+        io.take(),
+        Counts {
+            data_reads: 10,
+            ..Counts::default()
+        }
+    );
+    // Aligned reads go straight into the caller's buffer; block 9 is still
+    // cached from the last unaligned read.
+    for i in 0..10 {
+        assert_eq!(f.read_at(&mut io, &mut buf, (i * B) as u64), Ok(B));
+        assert_eq!(buf, data[i * B..(i + 1) * B]);
+    }
+    assert_eq!(io.take().data_reads, 9);
+}
+
+#[test]
+fn small_appends_hit_the_cache() {
+    for mode in [Mode::PRIVATE, Mode::Shared] {
+        let (mut io, mut nonces, mut f) = setup(mode);
+        let mut off = 0u64;
+        let mut model = Vec::new();
+        for i in 0..400 {
+            let rec = pattern(37 + i % 50, i as u8);
+            f.write_at(&mut io, &mut nonces, &rec, off).unwrap();
+            off += rec.len() as u64;
+            model.extend_from_slice(&rec);
+        }
+        let c = io.take();
+        if mode == Mode::Shared {
+            // Shared calls trust no cached plaintext: each append re-reads
+            // the partial block it extends.
+            assert!(c.data_reads > 300, "{c:?}");
+        } else {
+            assert_eq!(c.data_reads, 0, "appends re-read a block: {c:?}");
+        }
+        let mut buf = vec![0u8; model.len()];
+        f.invalidate();
+        assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(model.len()));
+        assert_eq!(buf, model);
+    }
+}
+
+#[test]
+fn every_write_of_a_block_takes_a_fresh_nonce() {
+    let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    let entry0 = |io: &CountingIo| io.inner.data[128..128 + 28].to_vec();
+    let mac = |io: &CountingIo| io.inner.data[8164..8176].to_vec();
+    let mut seen = std::collections::HashSet::new();
+    for round in 0..5u8 {
+        // Same data at the same offset: still a new nonce, new ciphertext.
+        f.write_at(&mut io, &mut nonces, &[7; B], 0).unwrap();
+        assert!(seen.insert(entry0(&io)), "round {round}");
+        assert!(seen.insert(mac(&io)), "round {round} page");
+        f.write_at(&mut io, &mut nonces, &[7; 10], 20).unwrap();
+        assert!(seen.insert(entry0(&io)), "round {round} rmw");
+        assert!(seen.insert(mac(&io)), "round {round} rmw page");
+    }
+}
+
+#[test]
+fn gaps_are_sealed_zero_blocks_not_holes() {
+    for mode in [Mode::PRIVATE, Mode::Shared] {
+        let (mut io, mut nonces, mut f) = setup(mode);
+        f.write_at(&mut io, &mut nonces, b"head", 0).unwrap();
+        f.write_at(&mut io, &mut nonces, b"tail", (G + 5) as u64 * B as u64 + 10)
+            .unwrap();
+        f.flush(&mut io, &mut nonces).unwrap();
+        assert_eq!(
+            io.inner.data.len() as u64,
+            data_offset((G + 5) as u64) + 14
+        );
+        for chunk in io.inner.data.chunks(PAGE_SIZE) {
+            assert!(
+                chunk.iter().any(|&b| b != 0),
+                "an all-zero physical page was written"
+            );
+        }
+        let mut buf = vec![0xFFu8; (G + 6) * B];
+        assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok((G + 5) * B + 14));
+        assert_eq!(&buf[..4], b"head");
+        assert!(buf[4..(G + 5) * B + 10].iter().all(|&b| b == 0));
+        assert_eq!(&buf[(G + 5) * B + 10..(G + 5) * B + 14], b"tail");
+        // Extending truncate: same rule.
+        f.set_len(&mut io, &mut nonces, ((G + 8) * B) as u64).unwrap();
+        f.flush(&mut io, &mut nonces).unwrap();
+        for chunk in io.inner.data.chunks(PAGE_SIZE) {
+            assert!(chunk.iter().any(|&b| b != 0));
+        }
+    }
+}
+
+#[test]
+fn truncation_reseals_cuts_and_keeps_page_0() {
+    for mode in [Mode::PRIVATE, Mode::Shared] {
+        let (mut io, mut nonces, mut f) = setup(mode);
+        let data = pattern((G + 3) * B, 5);
+        f.write_at(&mut io, &mut nonces, &data, 0).unwrap();
+        let mut buf = vec![0u8; 3 * B];
+        // Put block 1 into the cache, then cut inside it.
+        assert_eq!(f.read_at(&mut io, &mut buf[..10], B as u64 + 3), Ok(10));
+        f.set_len(&mut io, &mut nonces, B as u64 + 100).unwrap();
+        assert_eq!(io.inner.data.len(), 2 * PAGE_SIZE + 100);
+        assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(B + 100));
+        assert_eq!(buf[..B + 100], data[..B + 100]);
+        assert_eq!(f.read_at(&mut io, &mut buf, B as u64 + 100), Ok(0));
+        // Cut at a block boundary, regrow: zeros.
+        f.set_len(&mut io, &mut nonces, B as u64).unwrap();
+        assert_eq!(f.read_at(&mut io, &mut buf, B as u64), Ok(0));
+        f.set_len(&mut io, &mut nonces, B as u64 + 5).unwrap();
+        assert_eq!(f.read_at(&mut io, &mut buf, B as u64), Ok(5));
+        assert_eq!(&buf[..5], &[0; 5]);
+        // To 0: page 0 stays, and the file reopens as empty.
+        f.set_len(&mut io, &mut nonces, 0).unwrap();
+        f.flush(&mut io, &mut nonces).unwrap();
+        assert_eq!(io.inner.data.len(), PAGE_SIZE);
+        drop(f);
+        let mut g = reopen(&mut io, mode);
+        assert_eq!(g.len(&mut io), Ok(0));
+        assert_eq!(g.read_at(&mut io, &mut buf, 0), Ok(0));
+        assert_eq!(meta_offset(0), 0);
+    }
+}
