@@ -10,10 +10,10 @@ use crate::block::FileCipher;
 use crate::error::{FormatError, Result};
 use crate::keys::{EpochKey, FileName};
 use crate::layout::{
-    block_index, block_plain_len, checked_range_end, data_offset, expected_group_state,
-    group_of, groups_for_len, logical_to_physical_size, meta_offset, physical_shape,
-    slot_in_group, BlockSpans, PhysicalShape, BLOCK_SIZE, GROUP_BLOCKS, HEADER_LEN,
-    MAX_LOGICAL_SIZE, NONCE_LEN, PAGE_SIZE, TAG_LEN,
+    block_index, block_plain_len, checked_range_end, data_offset, expected_group_state, group_of,
+    groups_for_len, logical_to_physical_size, meta_offset, physical_shape, slot_in_group,
+    BlockSpans, PhysicalShape, BLOCK_SIZE, GROUP_BLOCKS, HEADER_LEN, MAX_LOGICAL_SIZE, NONCE_LEN,
+    PAGE_SIZE, TAG_LEN,
 };
 use crate::meta::{self, GroupState, Page};
 use crate::nonce::NonceSource;
@@ -117,6 +117,7 @@ impl Remembered {
 
     /// The authenticated logical length when it was taken.
     #[must_use]
+    #[allow(clippy::len_without_is_empty)] // a length field, not a container
     pub const fn len(&self) -> u64 {
         self.len
     }
@@ -379,7 +380,9 @@ impl SealedFile {
     ) -> Result<Self, I::Error> {
         mode.slots()?;
         if remembered.is_some() && mode == Mode::Shared {
-            return Err(FormatError::InvalidArgument("remembered state is for private files").into());
+            return Err(
+                FormatError::InvalidArgument("remembered state is for private files").into(),
+            );
         }
         let mut header = [0u8; HEADER_LEN];
         let n = io.read_at(&mut header, 0)?;
@@ -395,7 +398,9 @@ impl SealedFile {
             let groups = match remembered {
                 Some(r) => r.digests.len(),
                 None => match physical_shape(io.len()?) {
-                    Ok(PhysicalShape::Data { last_block, .. }) => digest_index(group_of(last_block)) + 1,
+                    Ok(PhysicalShape::Data { last_block, .. }) => {
+                        digest_index(group_of(last_block)) + 1
+                    }
                     _ => 1,
                 },
             };
@@ -409,7 +414,11 @@ impl SealedFile {
         }
         // Group 0 first: a cut inside page 0 is reported as such.
         let s = 0;
-        let digests = if f.is_private() { Some(&mut f.digests) } else { None };
+        let digests = if f.is_private() {
+            Some(&mut f.digests)
+        } else {
+            None
+        };
         let state0 = load_page(&f.cipher, io, page_at(&mut f.pages, s), 0, None, digests)?;
         f.slots[s] = Slot {
             group: 0,
@@ -678,7 +687,11 @@ impl SealedFile {
             }
             None => {
                 let slot = self.take_clean_slot(None);
-                let digests = if self.is_private() { Some(&mut self.digests) } else { None };
+                let digests = if self.is_private() {
+                    Some(&mut self.digests)
+                } else {
+                    None
+                };
                 match slot {
                     Some(s) => {
                         let page = page_at(&mut self.pages, s);
@@ -779,12 +792,9 @@ impl SealedFile {
             if cut_len < existing {
                 self.load_block(io, k, existing)?;
                 let nonce = nonces.next_nonce()?;
-                let tag = self.cipher.seal_block(
-                    k,
-                    nonce,
-                    &self.cache[..cut_len],
-                    &mut self.phys[..],
-                )?;
+                let tag =
+                    self.cipher
+                        .seal_block(k, nonce, &self.cache[..cut_len], &mut self.phys[..])?;
                 // The cached plaintext is no longer what block k holds on
                 // disk until the commit below.
                 self.cache_index = None;
@@ -892,7 +902,10 @@ impl SealedFile {
                     .map_err(|_| FormatError::OutOfMemory)?;
             }
             let prev = self.acquire_group(io, nonces, group - 1, None)?;
-            (self.take_slot_for_write(io, nonces, Some(prev))?, Some(prev))
+            (
+                self.take_slot_for_write(io, nonces, Some(prev))?,
+                Some(prev),
+            )
         } else {
             (self.acquire_group(io, nonces, group, None)?, None)
         };
@@ -966,7 +979,12 @@ impl SealedFile {
         let candidates = (0..self.slots.len()).filter(|&s| Some(s) != pin);
         let s = candidates
             .filter(|&s| self.slots[s].state != SlotState::Dirty)
-            .min_by_key(|&s| (self.slots[s].state != SlotState::Free, self.slots[s].last_use))?;
+            .min_by_key(|&s| {
+                (
+                    self.slots[s].state != SlotState::Free,
+                    self.slots[s].last_use,
+                )
+            })?;
         self.slots[s].state = SlotState::Free;
         Some(s)
     }
@@ -1014,7 +1032,11 @@ impl SealedFile {
         group: u64,
     ) -> Result<(), I::Error> {
         let expect = expected_group_state(self.current_len(), group);
-        let digests = if self.is_private() { Some(&mut self.digests) } else { None };
+        let digests = if self.is_private() {
+            Some(&mut self.digests)
+        } else {
+            None
+        };
         let page = page_at(&mut self.pages, s);
         load_page(&self.cipher, io, page, group, expect, digests)?;
         self.mark(s, group, SlotState::Clean);
@@ -1039,7 +1061,11 @@ impl SealedFile {
             return Ok(meta::entry(page_at(&mut self.pages, s), j));
         }
         let expect = expected_group_state(self.current_len(), group);
-        let digests = if self.is_private() { Some(&mut self.digests) } else { None };
+        let digests = if self.is_private() {
+            Some(&mut self.digests)
+        } else {
+            None
+        };
         load_page(&self.cipher, io, &mut self.phys, group, expect, digests)?;
         Ok(meta::entry(&self.phys, j))
     }
@@ -1141,5 +1167,5 @@ impl PhysicalIo for VecIo {
     }
 }
 
-// `GROUP_BLOCKS` entries of a u16 count must fit.
-const _: () = assert!(GROUP_BLOCKS <= u16::MAX as usize && BLOCK_SIZE <= u16::MAX as usize);
+// Count (up to GROUP_BLOCKS) and last length (up to BLOCK_SIZE) are u16 fields.
+const _: () = assert!(GROUP_BLOCKS < BLOCK_SIZE && BLOCK_SIZE <= u16::MAX as usize);

@@ -84,7 +84,12 @@ pub fn fuzz_metadata_page(group: u64, count: u16, final_group: bool) -> Vec<u8> 
     let mut page = [0u8; PAGE_SIZE];
     meta::init(&mut page, &fuzz_header_bytes(), group);
     for j in 0..usize::from(count) {
-        meta::set_entry(&mut page, j, &[j as u8 | 1; NONCE_LEN], &[0x80 | j as u8; TAG_LEN]);
+        meta::set_entry(
+            &mut page,
+            j,
+            &[j as u8 | 1; NONCE_LEN],
+            &[0x80 | j as u8; TAG_LEN],
+        );
     }
     let state = if final_group {
         GroupState {
@@ -190,7 +195,10 @@ pub fn fuzz_open_block(data: &[u8]) {
             let t = cipher
                 .seal_block(index, *nonce, &out[..n], &mut again)
                 .expect("re-seal");
-            assert!(again == ct && t == *tag, "opened a block that is not genuine");
+            assert!(
+                again == ct && t == *tag,
+                "opened a block that is not genuine"
+            );
         }
         Err(FormatError::InvalidBlockLength { len }) => {
             assert!(len == 0 || len > BLOCK_SIZE);
@@ -210,7 +218,10 @@ pub fn fuzz_open_block(data: &[u8]) {
     let ok = cipher
         .open_block_in_place(index, nonce, tag, &mut inplace)
         .is_ok();
-    assert_eq!(ok, cipher.open_block(index, nonce, tag, ct, &mut out).is_ok());
+    assert_eq!(
+        ok,
+        cipher.open_block(index, nonce, tag, ct, &mut out).is_ok()
+    );
     if !ok && !inplace.is_empty() && inplace.len() <= BLOCK_SIZE {
         assert!(inplace.iter().all(|&b| b == 0), "in-place left bytes");
     }
@@ -250,7 +261,13 @@ pub fn fuzz_tamper_block(data: &[u8]) {
     let mut out = [0u8; BLOCK_SIZE];
     let ok = fuzz_cipher()
         .0
-        .open_block(open_index, &nonce, &tag, &phys[NONCE_LEN + TAG_LEN..], &mut out)
+        .open_block(
+            open_index,
+            &nonce,
+            &tag,
+            &phys[NONCE_LEN + TAG_LEN..],
+            &mut out,
+        )
         .is_ok();
     assert_eq!(
         ok,
@@ -433,7 +450,11 @@ pub fn check_file_ops(ops: &[FileOp], mode: Mode) {
 fn assert_unique_nonces(phys: &[u8], logical: u64) {
     let mut seen: Vec<[u8; NONCE_LEN]> = Vec::new();
     let blocks = logical.div_ceil(BLOCK_SIZE as u64);
-    let groups = if blocks == 0 { 1 } else { group_of(blocks - 1) + 1 };
+    let groups = if blocks == 0 {
+        1
+    } else {
+        group_of(blocks - 1) + 1
+    };
     for g in 0..groups {
         let at = meta_offset(g) as usize;
         let page: &Page = phys[at..at + PAGE_SIZE].try_into().expect("page");
@@ -529,7 +550,8 @@ fn genuine_file() -> &'static (VecIo, Vec<u8>) {
             Mode::Shared,
         )
         .expect("create");
-        f.write_at(&mut io, &mut nonces, &content, 0).expect("write");
+        f.write_at(&mut io, &mut nonces, &content, 0)
+            .expect("write");
         (io, content)
     })
 }
@@ -573,7 +595,11 @@ pub fn fuzz_read_file(data: &[u8]) {
         match file.read_at(&mut io, &mut buf, off) {
             Ok(n) => {
                 let start = (off as usize).min(content.len());
-                assert_eq!(&buf[..n], &content[start..start + n], "forged bytes returned");
+                assert_eq!(
+                    &buf[..n],
+                    &content[start..start + n],
+                    "forged bytes returned"
+                );
                 assert_eq!(n, content.len() - start, "short read without an error");
             }
             Err(e) => assert!(changed, "genuine file failed to read: {e}"),

@@ -169,7 +169,7 @@ pub const fn physical_shape(physical: u64) -> Result<PhysicalShape> {
     }
     let page = (physical - 1) / P;
     let rem = physical - page * P;
-    if page % GROUP_PAGES == 0 || physical > MAX_GROUPS * GROUP_SPAN {
+    if page.is_multiple_of(GROUP_PAGES) || physical > MAX_GROUPS * GROUP_SPAN {
         return Err(FormatError::CorruptPhysicalSize {
             physical_len: physical,
         });
@@ -299,7 +299,11 @@ mod tests {
         ];
         for (logical, physical) in table {
             assert_eq!(logical_to_physical_size(logical), Ok(physical), "{logical}");
-            assert_eq!(physical_to_logical_size(physical), Ok(logical), "{physical}");
+            assert_eq!(
+                physical_to_logical_size(physical),
+                Ok(logical),
+                "{physical}"
+            );
         }
         assert_eq!(physical_to_logical_size(0), Ok(0));
         assert_eq!(groups_for_len(1 << 30), 512);
@@ -364,7 +368,10 @@ mod tests {
         assert_eq!(expected_group_state(1, 0), Some((1, 1, true)));
         assert_eq!(expected_group_state(8192, 0), Some((1, 8192, true)));
         assert_eq!(expected_group_state(1 << 21, 0), Some((256, 8192, true)));
-        assert_eq!(expected_group_state((1 << 21) + 5, 0), Some((256, 8192, false)));
+        assert_eq!(
+            expected_group_state((1 << 21) + 5, 0),
+            Some((256, 8192, false))
+        );
         assert_eq!(expected_group_state((1 << 21) + 5, 1), Some((1, 5, true)));
         assert_eq!(groups_for_len(1 << 21), 1);
         assert_eq!(groups_for_len((1 << 21) + 1), 2);

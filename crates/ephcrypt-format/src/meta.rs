@@ -157,13 +157,7 @@ mod tests {
         set_state(&mut p, s);
         assert_eq!(state(&p), Some(s));
         assert_eq!(entry(&p, 2), ([3; 12], [0x12; 16]));
-        set_state(
-            &mut p,
-            GroupState {
-                count: 1,
-                ..s
-            },
-        );
+        set_state(&mut p, GroupState { count: 1, ..s });
         assert_eq!(entry(&p, 1), ([0; 12], [0; 16]));
         assert_eq!(entry(&p, 0), ([1; 12], [0x10; 16]));
         p[OFF_FLAGS] = 2;

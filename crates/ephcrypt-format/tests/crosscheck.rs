@@ -73,7 +73,9 @@ fn blocks_are_identical_in_both_directions() {
                 common::open_block(&id, index, nonce, tag, &ct[..len]).as_deref(),
                 Some(&plain[..])
             );
-            let m = cipher.open_block(index, &nonce, &rtag, &rct, &mut back).unwrap();
+            let m = cipher
+                .open_block(index, &nonce, &rtag, &rct, &mut back)
+                .unwrap();
             assert_eq!(&back[..m], &plain[..]);
             let mut inplace = rct.clone();
             cipher
@@ -97,9 +99,12 @@ fn metadata_pages_match_reference() {
         let fname = FileName::new(class, &name).unwrap();
         let id = ident(class, &name);
         let (cipher, _) = FileCipher::create(&key, &EPOCH, &FILE, &fname).unwrap();
-        for (group, count, last_len, final_group) in
-            [(0u64, 0u16, 0u16, true), (0, 3, 17, true), (5, 256, 8192, false), (9, 256, 8192, true)]
-        {
+        for (group, count, last_len, final_group) in [
+            (0u64, 0u16, 0u16, true),
+            (0, 3, 17, true),
+            (5, 256, 8192, false),
+            (9, 256, 8192, true),
+        ] {
             let entries: Vec<([u8; 12], [u8; 16])> = (0..count)
                 .map(|j| ([j as u8; 12], [!(j as u8); 16]))
                 .collect();

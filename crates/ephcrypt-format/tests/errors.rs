@@ -22,7 +22,9 @@ fn name() -> FileName<'static> {
 }
 
 fn header() -> [u8; 64] {
-    FileCipher::create(&key(), &EPOCH, &FILE, &name()).unwrap().1
+    FileCipher::create(&key(), &EPOCH, &FILE, &name())
+        .unwrap()
+        .1
 }
 
 fn open_err(h: &[u8; 64]) -> FormatError {
@@ -67,7 +69,10 @@ fn bad_magic() {
     // A short foreign file is "not ours", not "truncated".
     for data in [b"hello world".to_vec(), vec![0; 100], vec![0; 9000]] {
         let mut io = VecIo { data };
-        assert_eq!(open(&mut io, Mode::Shared).unwrap_err(), FormatError::BadMagic);
+        assert_eq!(
+            open(&mut io, Mode::Shared).unwrap_err(),
+            FormatError::BadMagic
+        );
     }
 }
 
@@ -116,8 +121,16 @@ fn zero_file_id() {
     let mut io = VecIo::default();
     let mut nonces = NonceSequence::new([1; 8]);
     assert_eq!(
-        SealedFile::create(&mut io, &mut nonces, &key(), &EPOCH, &[0; 16], &name(), Mode::PRIVATE)
-            .unwrap_err(),
+        SealedFile::create(
+            &mut io,
+            &mut nonces,
+            &key(),
+            &EPOCH,
+            &[0; 16],
+            &name(),
+            Mode::PRIVATE
+        )
+        .unwrap_err(),
         FormatError::ZeroFileId
     );
     assert!(io.data.is_empty());
@@ -214,7 +227,15 @@ fn invalid_arguments() {
     let mut f = create(&mut io, &mut nonces, Mode::PRIVATE);
     // create on a non-empty file.
     assert!(matches!(
-        SealedFile::create(&mut io, &mut nonces, &key(), &EPOCH, &FILE, &name(), Mode::PRIVATE),
+        SealedFile::create(
+            &mut io,
+            &mut nonces,
+            &key(),
+            &EPOCH,
+            &FILE,
+            &name(),
+            Mode::PRIVATE
+        ),
         Err(FormatError::InvalidArgument(_))
     ));
     // Remembered state is for private files.
@@ -249,8 +270,16 @@ fn remembered_file_id() {
     assert!(SealedFile::open(&mut a, &key(), &EPOCH, &name(), Mode::PRIVATE, Some(&rem)).is_ok());
     // Another file (other id) in its place.
     let mut b = VecIo::default();
-    SealedFile::create(&mut b, &mut nonces, &key(), &EPOCH, &[0xF3; 16], &name(), Mode::PRIVATE)
-        .unwrap();
+    SealedFile::create(
+        &mut b,
+        &mut nonces,
+        &key(),
+        &EPOCH,
+        &[0xF3; 16],
+        &name(),
+        Mode::PRIVATE,
+    )
+    .unwrap();
     assert_eq!(
         SealedFile::open(&mut b, &key(), &EPOCH, &name(), Mode::PRIVATE, Some(&rem)).unwrap_err(),
         FormatError::RememberedFileId
@@ -272,13 +301,19 @@ fn block_length_and_buffer_errors() {
     );
     assert_eq!(
         c.seal_block(0, n, &[0; 100], &mut out[..99]),
-        Err(FormatError::BufferTooSmall { needed: 100, got: 99 })
+        Err(FormatError::BufferTooSmall {
+            needed: 100,
+            got: 99
+        })
     );
     let tag = c.seal_block(4, n, &[9; 100], &mut out).unwrap();
     let mut plain = [0u8; 8192];
     assert_eq!(
         c.open_block(4, &n, &tag, &out[..100], &mut plain[..99]),
-        Err(FormatError::BufferTooSmall { needed: 100, got: 99 })
+        Err(FormatError::BufferTooSmall {
+            needed: 100,
+            got: 99
+        })
     );
     assert_eq!(
         c.open_block(4, &n, &tag, &[], &mut plain),
@@ -304,8 +339,14 @@ fn block_auth_failed_zeroes_output() {
         c.open_block(2, &nonce, &tag, &ct, &mut plain),
         Err(FormatError::BlockAuthFailed { index: 2 })
     );
-    assert!(plain[..500].iter().all(|&b| b == 0), "unauthenticated bytes returned");
-    assert!(plain[500..].iter().all(|&b| b == 0x77), "bytes past the block touched");
+    assert!(
+        plain[..500].iter().all(|&b| b == 0),
+        "unauthenticated bytes returned"
+    );
+    assert!(
+        plain[500..].iter().all(|&b| b == 0x77),
+        "bytes past the block touched"
+    );
     let mut inplace = ct.clone();
     assert_eq!(
         c.open_block_in_place(2, &nonce, &tag, &mut inplace),
@@ -462,8 +503,7 @@ fn caller_io_errors_pass_through_and_leave_the_file_readable() {
             assert!(!f.is_dirty());
         }
         drop(f);
-        let mut g =
-            SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+        let mut g = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
         assert_eq!(g.read_at(&mut io, &mut buf, 0), Ok(300));
     }
 }

@@ -98,8 +98,12 @@ fn tamper_entry_point() {
 fn metadata_entry_point() {
     let mut rng = Rng(0x1357_9bdf_2468_ace0);
     fuzz_metadata(&[]);
-    for (group, count, final_group) in [(0u64, 0u16, true), (0, 5, true), (1, 256, false), (3, 1, true)]
-    {
+    for (group, count, final_group) in [
+        (0u64, 0u16, true),
+        (0, 5, true),
+        (1, 256, false),
+        (3, 1, true),
+    ] {
         let mut seed = vec![group as u8];
         seed.extend_from_slice(&fuzz_metadata_page(group, count, final_group));
         fuzz_metadata(&seed); // genuine: must open

@@ -105,7 +105,9 @@ fn block_vectors() {
     assert_eq!(&back[..m], SHORT_PLAIN);
 
     let nonce1 = nonces.next().unwrap();
-    let tag = cipher.seal_block(1, nonce1, &full_plain(), &mut ct).unwrap();
+    let tag = cipher
+        .seal_block(1, nonce1, &full_plain(), &mut ct)
+        .unwrap();
     let (rct, rtag) = common::seal_block(&id, 1, nonce1, &full_plain());
     assert_eq!((&ct[..], tag), (&rct[..], rtag), "reference full block");
     let mut both = ct.clone();
@@ -162,8 +164,16 @@ fn file_vector() {
     let mut io = VecIo::default();
     let mut nonces = NonceSequence::new(NONCE_PREFIX);
     let mode = Mode::Private { cache_groups: 2 };
-    let mut f =
-        SealedFile::create(&mut io, &mut nonces, &key, &EPOCH, &file_id(), &name(), mode).unwrap();
+    let mut f = SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &key,
+        &EPOCH,
+        &file_id(),
+        &name(),
+        mode,
+    )
+    .unwrap();
     let mut data = full_plain();
     data.extend_from_slice(&[7u8; 100]);
     f.write_at(&mut io, &mut nonces, &data, 0).unwrap();
@@ -192,7 +202,11 @@ fn file_vector() {
         &[(n(3), block0), (n(4), block1), (n(7), vec![0u8; 50])],
         &[n(8)],
     );
-    assert_eq!(hex(&sha256(&expect)), hex(&sha256(&io.data)), "reference file");
+    assert_eq!(
+        hex(&sha256(&expect)),
+        hex(&sha256(&io.data)),
+        "reference file"
+    );
     assert_eq!(expect, io.data);
     check("file", &sha256(&io.data), GOLDEN_FILE_SHA256);
 }
@@ -205,10 +219,18 @@ fn two_group_vector() {
     let key = EpochKey::from_bytes(ek());
     let mut io = VecIo::default();
     let mut nonces = NonceSequence::new(NONCE_PREFIX);
-    let mut f =
-        SealedFile::create(&mut io, &mut nonces, &key, &EPOCH, &file_id(), &name(), Mode::Shared)
-            .unwrap();
-    f.write_at(&mut io, &mut nonces, &[0x55], 256 * 8192).unwrap();
+    let mut f = SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &key,
+        &EPOCH,
+        &file_id(),
+        &name(),
+        Mode::Shared,
+    )
+    .unwrap();
+    f.write_at(&mut io, &mut nonces, &[0x55], 256 * 8192)
+        .unwrap();
     assert_eq!(io.data.len(), GOLDEN_TWO_GROUPS_LEN);
     // Nonces: 0 page 0 at create, 1..=256 blocks 0..=255 (zeros), 257 block
     // 256, then write-through in ascending group order: 258 page 0, 259 page 1.

@@ -38,7 +38,7 @@ impl CountingIo {
 }
 
 fn is_meta(off: u64) -> bool {
-    off % (257 * PAGE_SIZE as u64) == 0
+    off.is_multiple_of(257 * PAGE_SIZE as u64)
 }
 
 impl PhysicalIo for CountingIo {
@@ -112,8 +112,16 @@ fn create_writes_page_0_and_open_reads_header_page_0_and_size() {
     let mut io = CountingIo::default();
     let mut nonces = NonceSequence::new([3; 8]);
     let key = EpochKey::from_bytes(EK);
-    SealedFile::create(&mut io, &mut nonces, &key, &EPOCH, &FILE, &name(), Mode::PRIVATE)
-        .unwrap();
+    SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &key,
+        &EPOCH,
+        &FILE,
+        &name(),
+        Mode::PRIVATE,
+    )
+    .unwrap();
     assert_eq!(io.inner.data.len(), PAGE_SIZE);
     assert_eq!(
         io.take(),
@@ -127,7 +135,16 @@ fn create_writes_page_0_and_open_reads_header_page_0_and_size() {
     // 64-byte header read + page 0, one size query for the digests and one
     // for the length.
     let c = io.take();
-    assert_eq!((c.meta_reads, c.data_reads, c.lens, c.data_writes, c.meta_writes), (1, 1, 2, 0, 0));
+    assert_eq!(
+        (
+            c.meta_reads,
+            c.data_reads,
+            c.lens,
+            c.data_writes,
+            c.meta_writes
+        ),
+        (1, 1, 2, 0, 0)
+    );
 }
 
 #[test]
@@ -239,7 +256,8 @@ fn reads_never_write_even_when_every_slot_is_dirty() {
     f.set_len(&mut io, &mut nonces, (3 * G * B) as u64).unwrap();
     f.flush(&mut io, &mut nonces).unwrap();
     // Dirty groups 1 and 2, then read group 0 (not cached).
-    f.write_at(&mut io, &mut nonces, b"a", (G * B) as u64).unwrap();
+    f.write_at(&mut io, &mut nonces, b"a", (G * B) as u64)
+        .unwrap();
     f.write_at(&mut io, &mut nonces, b"b", (2 * G * B) as u64)
         .unwrap();
     io.take();
@@ -250,7 +268,10 @@ fn reads_never_write_even_when_every_slot_is_dirty() {
     }
     let c = io.take();
     assert_eq!((c.data_writes, c.meta_writes, c.set_lens), (0, 0, 0));
-    assert_eq!(c.meta_reads, 3, "group 0 is read into the scratch page each time");
+    assert_eq!(
+        c.meta_reads, 3,
+        "group 0 is read into the scratch page each time"
+    );
     assert!(f.is_dirty());
 }
 
@@ -332,13 +353,15 @@ fn gaps_are_sealed_zero_blocks_not_holes() {
     for mode in [Mode::PRIVATE, Mode::Shared] {
         let (mut io, mut nonces, mut f) = setup(mode);
         f.write_at(&mut io, &mut nonces, b"head", 0).unwrap();
-        f.write_at(&mut io, &mut nonces, b"tail", (G + 5) as u64 * B as u64 + 10)
-            .unwrap();
+        f.write_at(
+            &mut io,
+            &mut nonces,
+            b"tail",
+            (G + 5) as u64 * B as u64 + 10,
+        )
+        .unwrap();
         f.flush(&mut io, &mut nonces).unwrap();
-        assert_eq!(
-            io.inner.data.len() as u64,
-            data_offset((G + 5) as u64) + 14
-        );
+        assert_eq!(io.inner.data.len() as u64, data_offset((G + 5) as u64) + 14);
         for chunk in io.inner.data.chunks(PAGE_SIZE) {
             assert!(
                 chunk.iter().any(|&b| b != 0),
@@ -351,7 +374,8 @@ fn gaps_are_sealed_zero_blocks_not_holes() {
         assert!(buf[4..(G + 5) * B + 10].iter().all(|&b| b == 0));
         assert_eq!(&buf[(G + 5) * B + 10..(G + 5) * B + 14], b"tail");
         // Extending truncate: same rule.
-        f.set_len(&mut io, &mut nonces, ((G + 8) * B) as u64).unwrap();
+        f.set_len(&mut io, &mut nonces, ((G + 8) * B) as u64)
+            .unwrap();
         f.flush(&mut io, &mut nonces).unwrap();
         for chunk in io.inner.data.chunks(PAGE_SIZE) {
             assert!(chunk.iter().any(|&b| b != 0));

@@ -104,7 +104,11 @@ fn postgres_like_patterns() {
         off: 0,
         len: 11 * BLOCK_SIZE,
     });
-    for mode in [Mode::Shared, Mode::Private { cache_groups: 2 }, Mode::PRIVATE] {
+    for mode in [
+        Mode::Shared,
+        Mode::Private { cache_groups: 2 },
+        Mode::PRIVATE,
+    ] {
         check_file_ops(&ops, mode);
     }
 }
@@ -120,7 +124,10 @@ fn multi_group_patterns() {
             len: 100,
             seed: 3,
         },
-        FileOp::Read { off: G - 10, len: 20 },
+        FileOp::Read {
+            off: G - 10,
+            len: 20,
+        },
     ];
     for k in [0u64, 2, 1, 3, 0, 2] {
         ops.push(FileOp::Write {
@@ -135,7 +142,10 @@ fn multi_group_patterns() {
     }
     ops.extend([
         FileOp::Reopen,
-        FileOp::Read { off: 0, len: 3 * BLOCK_SIZE },
+        FileOp::Read {
+            off: 0,
+            len: 3 * BLOCK_SIZE,
+        },
         FileOp::SetLen(G + 3),
         FileOp::Reopen,
         FileOp::SetLen(G),
@@ -148,9 +158,17 @@ fn multi_group_patterns() {
         FileOp::Reopen,
         FileOp::SetLen(0),
         FileOp::Reopen,
-        FileOp::Write { off: 5, len: 5, seed: 1 },
+        FileOp::Write {
+            off: 5,
+            len: 5,
+            seed: 1,
+        },
     ]);
-    for mode in [Mode::Shared, Mode::Private { cache_groups: 2 }, Mode::PRIVATE] {
+    for mode in [
+        Mode::Shared,
+        Mode::Private { cache_groups: 2 },
+        Mode::PRIVATE,
+    ] {
         check_file_ops(&ops, mode);
     }
 }

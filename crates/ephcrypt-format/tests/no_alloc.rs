@@ -114,9 +114,11 @@ fn exercise(mode: Mode) -> usize {
         file.write_at(&mut io, &mut nonces, b"small", 100).unwrap(); // RMW
         file.write_at(&mut io, &mut nonces, b"append", data.len() as u64)
             .unwrap();
-        file.write_at(&mut io, &mut nonces, b"gap", 9 * B + 5).unwrap();
+        file.write_at(&mut io, &mut nonces, b"gap", 9 * B + 5)
+            .unwrap();
         // Across groups: gap fill into group 2, evictions, write-backs.
-        file.write_at(&mut io, &mut nonces, b"far", 2 * G + 7).unwrap();
+        file.write_at(&mut io, &mut nonces, b"far", 2 * G + 7)
+            .unwrap();
         file.write_at(&mut io, &mut nonces, &data, G - 100).unwrap();
         file.read_at(&mut io, &mut buf, 17).unwrap();
         file.read_at(&mut io, &mut buf, 0).unwrap();
@@ -131,8 +133,12 @@ fn exercise(mode: Mode) -> usize {
         let tag = cipher
             .seal_block(4, nonces.next().unwrap(), &data[..BLOCK_SIZE], &mut ct)
             .unwrap();
-        cipher.open_block(4, &[0; 12], &tag, &ct, &mut plain).unwrap_err();
-        cipher.seal_metadata(1, nonces.next().unwrap(), &mut page).unwrap();
+        cipher
+            .open_block(4, &[0; 12], &tag, &ct, &mut plain)
+            .unwrap_err();
+        cipher
+            .seal_metadata(1, nonces.next().unwrap(), &mut page)
+            .unwrap();
         cipher.open_metadata(1, &page).unwrap_err();
     })
 }

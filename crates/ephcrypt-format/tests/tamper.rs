@@ -162,7 +162,10 @@ fn every_truncation_point_is_an_error_for_a_fresh_handle() {
             data: &io.data,
             len: full,
         };
-        assert_eq!(read_all_with(&mut whole, mode, None).unwrap(), content(BIG, 3));
+        assert_eq!(
+            read_all_with(&mut whole, mode, None).unwrap(),
+            content(BIG, 3)
+        );
     }
     for &cut in &cuts {
         for mode in MODES {
@@ -316,10 +319,11 @@ fn a_bit_flipped_in_any_byte_is_an_error() {
             let ok = match pos {
                 0..HEADER_LEN => true, // one of the header checks
                 HEADER_LEN..PAGE_SIZE => e == FormatError::MetadataAuthFailed { group: 0 },
-                _ => e
-                    == FormatError::BlockAuthFailed {
+                _ => {
+                    e == FormatError::BlockAuthFailed {
                         index: ((pos - PAGE_SIZE) / B) as u64,
-                    },
+                    }
+                }
             };
             assert!(ok, "byte {pos}: {e:?}");
         }
@@ -354,8 +358,14 @@ fn zeroed_or_punched_pages_never_authenticate() {
     let io = build(BIG);
     for (page_at, expect) in [
         (data_offset(0), FormatError::BlockAuthFailed { index: 0 }),
-        (data_offset(200), FormatError::BlockAuthFailed { index: 200 }),
-        (data_offset(260), FormatError::BlockAuthFailed { index: 260 }),
+        (
+            data_offset(200),
+            FormatError::BlockAuthFailed { index: 200 },
+        ),
+        (
+            data_offset(260),
+            FormatError::BlockAuthFailed { index: 260 },
+        ),
         (meta_offset(1), FormatError::MetadataAuthFailed { group: 1 }),
     ] {
         let mut t = io.clone();
@@ -505,7 +515,8 @@ fn the_writer_detects_an_older_page_when_it_reloads_it() {
     let mode = Mode::Private { cache_groups: 2 };
     let mut w =
         SealedFile::create(&mut io, &mut nonces, &key(), &EPOCH, &FILE_A, &name(), mode).unwrap();
-    w.write_at(&mut io, &mut nonces, &content(len, 3), 0).unwrap();
+    w.write_at(&mut io, &mut nonces, &content(len, 3), 0)
+        .unwrap();
     w.flush(&mut io, &mut nonces).unwrap();
     let page0 = io.data[..PAGE_SIZE].to_vec();
     w.write_at(&mut io, &mut nonces, &content(B, 9), B as u64)

@@ -77,7 +77,12 @@ pub fn aad(header: &[u8; 64], index: u64) -> Vec<u8> {
 }
 
 /// (ciphertext, tag) of data block `index`.
-pub fn seal_block(id: &Ident<'_>, index: u64, nonce: [u8; 12], plain: &[u8]) -> (Vec<u8>, [u8; 16]) {
+pub fn seal_block(
+    id: &Ident<'_>,
+    index: u64,
+    nonce: [u8; 12],
+    plain: &[u8],
+) -> (Vec<u8>, [u8; 16]) {
     let cipher = Aes256Gcm::new_from_slice(&data_key(id)).unwrap();
     let mut ct = cipher
         .encrypt(
@@ -161,11 +166,19 @@ pub fn data_offset(i: u64) -> usize {
 
 /// A whole physical file from its final blocks: `blocks[i]` = (nonce,
 /// plaintext) of block `i`; `mac_nonces[g]` = the MAC nonce of group `g`.
-pub fn build_file(id: &Ident<'_>, blocks: &[([u8; 12], Vec<u8>)], mac_nonces: &[[u8; 12]]) -> Vec<u8> {
-    let groups = if blocks.is_empty() { 1 } else { (blocks.len() - 1) / G + 1 };
+pub fn build_file(
+    id: &Ident<'_>,
+    blocks: &[([u8; 12], Vec<u8>)],
+    mac_nonces: &[[u8; 12]],
+) -> Vec<u8> {
+    let groups = if blocks.is_empty() {
+        1
+    } else {
+        (blocks.len() - 1) / G + 1
+    };
     assert_eq!(groups, mac_nonces.len());
     let mut out = Vec::new();
-    for g in 0..groups {
+    for (g, mac_nonce) in mac_nonces.iter().enumerate() {
         let first = g * G;
         let here = &blocks[first.min(blocks.len())..(first + G).min(blocks.len())];
         let mut entries = Vec::new();
@@ -181,7 +194,7 @@ pub fn build_file(id: &Ident<'_>, blocks: &[([u8; 12], Vec<u8>)], mac_nonces: &[
             last_len: here.last().map_or(0, |b| b.1.len() as u16),
             final_group,
             entries,
-            mac_nonce: mac_nonces[g],
+            mac_nonce: *mac_nonce,
         };
         assert_eq!(out.len(), meta_offset(g as u64));
         out.extend_from_slice(&meta_page(id, g as u64, &spec));
