@@ -395,21 +395,14 @@ impl SealedFile {
         }
         let mut f = Self::new(cipher, mode)?;
         if f.is_private() {
-            let groups = match remembered {
-                Some(r) => r.digests.len(),
-                None => match physical_shape(io.len()?) {
-                    Ok(PhysicalShape::Data { last_block, .. }) => {
-                        digest_index(group_of(last_block)) + 1
-                    }
-                    _ => 1,
-                },
-            };
+            // Sized from our own memory or, below, from the authenticated
+            // length: never from the physical size an attacker can set.
+            let groups = remembered.map_or(0, |r| r.digests.len());
             f.digests
                 .try_reserve_exact(groups.max(DIGEST_RESERVE))
                 .map_err(|_| FormatError::OutOfMemory)?;
-            match remembered {
-                Some(r) => f.digests.extend_from_slice(&r.digests),
-                None => f.digests.resize(groups, UNKNOWN),
+            if let Some(r) = remembered {
+                f.digests.extend_from_slice(&r.digests);
             }
         }
         // Group 0 first: a cut inside page 0 is reported as such.
@@ -438,8 +431,18 @@ impl SealedFile {
                 .into());
             }
         } else if f.is_private() {
+            // Trust on first use: the pages just verified are remembered.
             let groups = digest_index(groups_for_len(len));
+            f.digests
+                .try_reserve_exact(groups)
+                .map_err(|_| FormatError::OutOfMemory)?;
             f.digests.resize(groups, UNKNOWN);
+            for s in 0..f.slots.len() {
+                if f.slots[s].state != SlotState::Free {
+                    let tag = meta::mac_tag(page_at(&mut f.pages, s));
+                    f.digests[digest_index(f.slots[s].group)] = tag;
+                }
+            }
         }
         Ok(f)
     }

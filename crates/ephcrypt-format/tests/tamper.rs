@@ -670,3 +670,55 @@ fn a_file_grown_behind_the_writers_back_fails_the_remembered_length() {
         }
     );
 }
+
+/// A sparse file made to look huge: reads past the data give zeros.
+struct HugeIo<'a> {
+    data: &'a [u8],
+    len: u64,
+}
+
+impl PhysicalIo for HugeIo<'_> {
+    type Error = FormatError;
+    fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
+        let n = buf.len().min(self.len.saturating_sub(off) as usize);
+        buf[..n].fill(0);
+        if let Some(real) = self.data.get(off as usize..) {
+            let k = real.len().min(n);
+            buf[..k].copy_from_slice(&real[..k]);
+        }
+        Ok(n)
+    }
+    fn write_all_at(&mut self, _: &[u8], _: u64) -> Result<(), FormatError> {
+        panic!("a reader wrote");
+    }
+    fn set_len(&mut self, _: u64) -> Result<(), FormatError> {
+        panic!("a reader truncated");
+    }
+    fn len(&mut self) -> Result<u64, FormatError> {
+        Ok(self.len)
+    }
+}
+
+/// The physical size is the attacker's: opening a file extended to 2^50
+/// bytes (half a billion groups) must fail on the hole where its last
+/// metadata page should be, without sizing anything from that size.
+#[test]
+fn a_huge_sparse_physical_size_does_not_drive_allocation() {
+    let io = build(SMALL);
+    let len = (1u64 << 50) + 12_345;
+    let last_group = (len - 1) / PAGE_SIZE as u64 / 257;
+    for mode in MODES {
+        let mut t = HugeIo {
+            data: &io.data,
+            len,
+        };
+        let e = open(&mut t, mode, None).unwrap_err();
+        assert_eq!(e, FormatError::MetadataAuthFailed { group: last_group });
+    }
+    // Control: the true size opens.
+    let mut t = HugeIo {
+        data: &io.data,
+        len: io.data.len() as u64,
+    };
+    assert!(open(&mut t, Mode::PRIVATE, None).is_ok());
+}
