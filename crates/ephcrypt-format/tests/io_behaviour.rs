@@ -135,7 +135,13 @@ fn create_writes_page_0_and_open_reads_header_page_0_and_size() {
     // 64-byte header read + page 0, and one size query (the length).
     let c = io.take();
     assert_eq!(
-        (c.meta_reads, c.data_reads, c.lens, c.data_writes, c.meta_writes),
+        (
+            c.meta_reads,
+            c.data_reads,
+            c.lens,
+            c.data_writes,
+            c.meta_writes
+        ),
         (1, 1, 1, 0, 0)
     );
 }
@@ -405,5 +411,57 @@ fn truncation_reseals_cuts_and_keeps_page_0() {
         assert_eq!(g.len(&mut io), Ok(0));
         assert_eq!(g.read_at(&mut io, &mut buf, 0), Ok(0));
         assert_eq!(meta_offset(0), 0);
+    }
+}
+
+/// File-set members: handles in different processes take turns writing
+/// (appends, rewrites, a truncate, across the group boundary) and reading;
+/// each sees the others' writes at its next call.
+#[test]
+fn shared_handles_take_turns() {
+    let (mut io, mut nonces, a) = setup(Mode::Shared);
+    let mut handles = [
+        a,
+        reopen(&mut io, Mode::Shared),
+        reopen(&mut io, Mode::Shared),
+    ];
+    let mut model: Vec<u8> = Vec::new();
+    let mut other_nonces = NonceSequence::new([4; 8]);
+    for step in 0..40usize {
+        let h = step % 3;
+        let nonces = if h == 1 {
+            &mut other_nonces
+        } else {
+            &mut nonces
+        };
+        let off = match step % 4 {
+            0 => model.len(),                         // append
+            1 => (step * 977) % (model.len().max(1)), // rewrite inside
+            2 => G * B - 100 + step,                  // around the boundary
+            _ => model.len() / 2,
+        };
+        let data = pattern(B + step, step as u8);
+        handles[h]
+            .write_at(&mut io, nonces, &data, off as u64)
+            .unwrap();
+        if model.len() < off + data.len() {
+            model.resize(off + data.len(), 0);
+        }
+        model[off..off + data.len()].copy_from_slice(&data);
+        if step == 30 {
+            handles[h]
+                .set_len(&mut io, nonces, (G * B + 5) as u64)
+                .unwrap();
+            model.truncate(G * B + 5);
+        }
+        let r = (h + 1) % 3;
+        assert_eq!(
+            handles[r].len(&mut io),
+            Ok(model.len() as u64),
+            "step {step}"
+        );
+        let mut buf = vec![0u8; model.len()];
+        assert_eq!(handles[r].read_at(&mut io, &mut buf, 0), Ok(model.len()));
+        assert!(buf == model, "step {step}");
     }
 }
