@@ -1,9 +1,11 @@
-//! Cost of the format on top of raw AES-256-GCM (aws-lc-rs), per 8 KiB block.
+//! Cost of format v2 on top of raw AES-256-GCM (aws-lc-rs), per 8 KiB block.
 //!
 //! Run: `cargo bench -p ephcrypt-format --bench format`. After criterion's
-//! report it prints format/raw ratios measured in the same run by an
-//! interleaved median loop (the machine is noisy; criterion's numbers for the
-//! same functions are printed above). Goal: <= 1.15.
+//! report it prints, from one interleaved median loop in the same run:
+//! block seal/open vs raw aws-lc-rs seal/open (goal <= 1.15), and a whole
+//! `SealedFile::write_at` / `read_at` of one aligned 8 KiB block (private and
+//! shared mode, over an in-memory `VecIo`: no syscalls, so the page-cache
+//! costs of FORMAT.md §3.4 come on top) vs the raw seal / open.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -11,88 +13,107 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use criterion::{Criterion, Throughput};
 use ephcrypt_format::{
-    EpochKey, FileCipher, Header, NonceSequence, SealedFile, VecIo, BLOCK_SIZE, PHYS_BLOCK_SIZE,
+    meta, EpochKey, FileCipher, FileName, Header, Mode, NonceSequence, SealedFile, VecIo,
+    BLOCK_SIZE, PAGE_SIZE,
 };
 
 const EPOCH: [u8; 16] = [0xE0; 16];
 const FILE: [u8; 16] = [0xF0; 16];
+/// Blocks the file benchmarks cycle over: two groups.
+const BLOCKS: u64 = 512;
 
-struct Fixture {
-    cipher: FileCipher,
-    header: [u8; 64],
-    raw: LessSafeKey,
-    aad: [u8; 56],
-    plain: Vec<u8>,
-    sealed: Vec<u8>,
+fn name() -> FileName<'static> {
+    FileName::new(1, b"pgsql_tmp1234.5").unwrap()
 }
 
-fn fixture() -> Fixture {
-    let key = EpochKey::from_bytes([0x42; 32]);
-    let (cipher, header) = FileCipher::create(&key, &EPOCH, &FILE).unwrap();
-    let raw = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[0x24; 32]).unwrap());
-    let mut aad = [0u8; 56];
-    aad[..48].copy_from_slice(&header[..48]);
-    let plain: Vec<u8> = (0..BLOCK_SIZE).map(|i| i as u8).collect();
-    let mut sealed = vec![0u8; PHYS_BLOCK_SIZE];
-    cipher.seal_block(7, [1; 12], &plain, &mut sealed).unwrap();
-    Fixture {
-        cipher,
-        header,
-        raw,
-        aad,
-        plain,
-        sealed,
-    }
+fn key() -> EpochKey {
+    EpochKey::from_bytes([0x42; 32])
+}
+
+/// A file of `BLOCKS` full blocks in `mode`, metadata flushed.
+fn file(mode: Mode) -> (VecIo, SealedFile) {
+    let mut io = VecIo::default();
+    let mut nonces = NonceSequence::new([5; 8]);
+    let mut f =
+        SealedFile::create(&mut io, &mut nonces, &key(), &EPOCH, &FILE, &name(), mode).unwrap();
+    f.write_at(
+        &mut io,
+        &mut nonces,
+        &vec![3u8; BLOCKS as usize * BLOCK_SIZE],
+        0,
+    )
+    .unwrap();
+    f.flush(&mut io, &mut nonces).unwrap();
+    (io, f)
 }
 
 /// The operations compared, each as one closure call = one 8 KiB block.
 struct Ops {
-    f: Fixture,
+    cipher: FileCipher,
+    raw: LessSafeKey,
+    aad: [u8; 56],
+    plain: Vec<u8>,
+    sealed: Vec<u8>,
+    sealed_tag: [u8; 16],
     nonces: NonceSequence,
     out: Vec<u8>,
     buf: Vec<u8>,
     ct_tag: Vec<u8>,
+    private: (VecIo, SealedFile),
+    shared: (VecIo, SealedFile),
+    next_block: u64,
 }
 
 impl Ops {
     fn new() -> Self {
-        let f = fixture();
+        let (cipher, header) = FileCipher::create(&key(), &EPOCH, &FILE, &name()).unwrap();
+        let raw = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[0x24; 32]).unwrap());
+        let mut aad = [0u8; 56];
+        aad[..48].copy_from_slice(&header[..48]);
+        let plain: Vec<u8> = (0..BLOCK_SIZE).map(|i| i as u8).collect();
+        let mut sealed = vec![0u8; BLOCK_SIZE];
+        let sealed_tag = cipher.seal_block(7, [1; 12], &plain, &mut sealed).unwrap();
         // Raw ciphertext and tag for the raw open.
-        let mut ct_tag = f.plain.clone();
-        let tag = f
-            .raw
+        let mut ct_tag = plain.clone();
+        let tag = raw
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key([2; 12]),
-                Aad::from(f.aad),
+                Aad::from(aad),
                 &mut ct_tag,
             )
             .unwrap();
         ct_tag.extend_from_slice(tag.as_ref());
         Self {
-            f,
+            cipher,
+            raw,
+            aad,
+            plain,
+            sealed,
+            sealed_tag,
             nonces: NonceSequence::new([9; 8]),
-            out: vec![0u8; PHYS_BLOCK_SIZE],
+            out: vec![0u8; BLOCK_SIZE],
             buf: vec![0u8; BLOCK_SIZE],
             ct_tag,
+            private: file(Mode::PRIVATE),
+            shared: file(Mode::Shared),
+            next_block: 0,
         }
     }
 
     fn format_seal(&mut self) {
         let nonce = self.nonces.next().unwrap();
-        let n = self
-            .f
+        let tag = self
             .cipher
-            .seal_block(black_box(7), nonce, black_box(&self.f.plain), &mut self.out)
+            .seal_block(black_box(7), nonce, black_box(&self.plain), &mut self.out)
             .unwrap();
-        black_box(&self.out[..n]);
+        black_box((&self.out, tag));
     }
 
     fn raw_seal(&mut self) {
         let nonce = self.nonces.next().unwrap();
-        let mut aad = self.f.aad;
+        let mut aad = self.aad;
         aad[48..].copy_from_slice(&black_box(7u64).to_le_bytes());
         let tag = self
-            .f
             .raw
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -106,25 +127,62 @@ impl Ops {
 
     fn format_open(&mut self) {
         let n = self
-            .f
             .cipher
-            .open_block(black_box(7), black_box(&self.f.sealed), &mut self.buf)
+            .open_block(
+                black_box(7),
+                &[1; 12],
+                &self.sealed_tag,
+                black_box(&self.sealed),
+                &mut self.buf,
+            )
             .unwrap();
         black_box(&self.buf[..n]);
     }
 
     fn raw_open(&mut self) {
         let (ct, tag) = self.ct_tag.split_at(BLOCK_SIZE);
-        self.f
-            .raw
+        self.raw
             .open_separate_gather(
                 Nonce::assume_unique_for_key([2; 12]),
-                Aad::from(self.f.aad),
+                Aad::from(self.aad),
                 black_box(ct),
                 tag,
                 &mut self.buf,
             )
             .unwrap();
+        black_box(&self.buf);
+    }
+
+    fn block(&mut self) -> u64 {
+        self.next_block = (self.next_block + 1) % BLOCKS;
+        self.next_block * BLOCK_SIZE as u64
+    }
+
+    fn private_write(&mut self) {
+        let off = self.block();
+        let (io, f) = &mut self.private;
+        f.write_at(io, &mut self.nonces, black_box(&self.plain), off)
+            .unwrap();
+    }
+
+    fn private_read(&mut self) {
+        let off = self.block();
+        let (io, f) = &mut self.private;
+        f.read_at(io, &mut self.buf, off).unwrap();
+        black_box(&self.buf);
+    }
+
+    fn shared_write(&mut self) {
+        let off = self.block();
+        let (io, f) = &mut self.shared;
+        f.write_at(io, &mut self.nonces, black_box(&self.plain), off)
+            .unwrap();
+    }
+
+    fn shared_read(&mut self) {
+        let off = self.block();
+        let (io, f) = &mut self.shared;
+        f.read_at(io, &mut self.buf, off).unwrap();
         black_box(&self.buf);
     }
 }
@@ -144,6 +202,14 @@ fn benches(c: &mut Criterion) {
     g.bench_function("raw_aws_lc", |b| b.iter(|| ops.raw_open()));
     g.finish();
 
+    let mut g = c.benchmark_group("file_8k_block");
+    g.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
+    g.bench_function("private_write", |b| b.iter(|| ops.private_write()));
+    g.bench_function("private_read", |b| b.iter(|| ops.private_read()));
+    g.bench_function("shared_write", |b| b.iter(|| ops.shared_write()));
+    g.bench_function("shared_read", |b| b.iter(|| ops.shared_read()));
+    g.finish();
+
     let mut g = c.benchmark_group("memcpy_8k");
     g.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
     let src = vec![1u8; BLOCK_SIZE];
@@ -158,18 +224,14 @@ fn benches(c: &mut Criterion) {
 
     // Partial-block write of 100 bytes into a full block: read + open +
     // patch + seal + write (uncached), or patch + seal + write (cached).
-    let key = EpochKey::from_bytes([0x42; 32]);
-    let mut io = VecIo::default();
-    let mut nonces = NonceSequence::new([5; 8]);
-    let mut file = SealedFile::create(&mut io, &key, &EPOCH, &FILE).unwrap();
-    file.write_at(&mut io, &mut nonces, &vec![3u8; 4 * BLOCK_SIZE], 0)
-        .unwrap();
+    let (mut io, mut file) = file(Mode::PRIVATE);
+    let mut nonces = NonceSequence::new([6; 8]);
     let rec = [7u8; 100];
     let mut g = c.benchmark_group("rmw_100B_in_8k");
     g.throughput(Throughput::Bytes(BLOCK_SIZE as u64));
     g.bench_function("uncached", |b| {
         b.iter(|| {
-            file.invalidate_cache();
+            file.invalidate();
             file.write_at(&mut io, &mut nonces, black_box(&rec), 8192 + 1000)
                 .unwrap()
         })
@@ -182,16 +244,49 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
+    // One metadata page: MAC (write-back) and verification (load).
+    let mut g = c.benchmark_group("metadata_page");
+    // A full, final group 0: the largest MAC input a page has anyway.
+    let mut page = [0u8; PAGE_SIZE];
+    meta::init(&mut page, ops.cipher.header_bytes(), 0);
+    for j in 0..256 {
+        meta::set_entry(&mut page, j, &[j as u8; 12], &[!(j as u8); 16]);
+    }
+    meta::set_state(
+        &mut page,
+        meta::GroupState {
+            count: 256,
+            last_len: BLOCK_SIZE as u16,
+            final_group: true,
+        },
+    );
+    ops.cipher.seal_metadata(0, [4; 12], &mut page).unwrap();
+    g.bench_function("seal_gmac", |b| {
+        let mut p = page;
+        b.iter(|| {
+            ops.cipher
+                .seal_metadata(0, nonces.next().unwrap(), black_box(&mut p))
+                .unwrap()
+        })
+    });
+    g.bench_function("open_gmac", |b| {
+        b.iter(|| ops.cipher.open_metadata(0, black_box(&page)).unwrap())
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("header");
-    let header = ops.f.header;
+    let (_, header) = FileCipher::create(&key(), &EPOCH, &FILE, &name()).unwrap();
     g.bench_function("parse", |b| {
         b.iter(|| Header::parse(black_box(&header)).unwrap())
     });
     g.bench_function("open_derive_keys", |b| {
-        b.iter(|| FileCipher::open(&key, &EPOCH, black_box(&header)).unwrap())
+        b.iter(|| FileCipher::open(&key(), &EPOCH, &name(), black_box(&header)).unwrap())
     });
     g.finish();
 }
+
+/// One benchmarked call.
+type Op = fn(&mut Ops);
 
 /// Median ns per call over `rounds` rounds of `iters` calls, `a` and `b`
 /// interleaved round by round so both see the same machine noise.
@@ -233,20 +328,47 @@ fn median_pair(
 
 fn print_ratios(quick: bool) {
     let mut ops = Ops::new();
-    let (rounds, iters) = if quick { (3, 10) } else { (301, 2000) };
-    let (fs, rs) = median_pair(&mut ops, Ops::format_seal, Ops::raw_seal, rounds, iters);
-    let (fo, ro) = median_pair(&mut ops, Ops::format_open, Ops::raw_open, rounds, iters);
+    let (rounds, iters) = if quick { (3, 10) } else { (201, 1000) };
     println!();
-    println!("format vs raw aws-lc-rs AES-256-GCM, 8 KiB, median of {rounds} interleaved rounds x {iters}:");
     println!(
-        "  seal: format {fs:7.1} ns  raw {rs:7.1} ns  ratio format-seal/raw-seal = {:.3}",
-        fs / rs
+        "format v2 vs raw aws-lc-rs AES-256-GCM, 8 KiB, median of {rounds} interleaved rounds x {iters}:"
     );
-    println!(
-        "  open: format {fo:7.1} ns  raw {ro:7.1} ns  ratio format-open/raw-open = {:.3}",
-        fo / ro
-    );
-    println!("  goal: <= 1.15");
+    let pairs: [(&str, Op, &str, Op); 6] = [
+        ("block seal", Ops::format_seal, "raw seal", Ops::raw_seal),
+        ("block open", Ops::format_open, "raw open", Ops::raw_open),
+        (
+            "private write_at",
+            Ops::private_write,
+            "raw seal",
+            Ops::raw_seal,
+        ),
+        (
+            "private read_at",
+            Ops::private_read,
+            "raw open",
+            Ops::raw_open,
+        ),
+        (
+            "shared write_at",
+            Ops::shared_write,
+            "raw seal",
+            Ops::raw_seal,
+        ),
+        (
+            "shared read_at",
+            Ops::shared_read,
+            "raw open",
+            Ops::raw_open,
+        ),
+    ];
+    for (an, a, bn, b) in pairs {
+        let (ta, tb) = median_pair(&mut ops, a, b, rounds, iters);
+        println!(
+            "  {an:17} {ta:8.1} ns   {bn:9} {tb:7.1} ns   ratio {:.3}",
+            ta / tb
+        );
+    }
+    println!("  goal for block seal/open: <= 1.15; write_at/read_at run over VecIo (memcpy, no syscalls)");
 }
 
 fn main() {

@@ -1,26 +1,27 @@
-//! Sealing and opening single blocks under a per-file key (FORMAT.md §3.2, §5).
+//! Sealing and opening data blocks and metadata pages under a file's keys
+//! (FORMAT.md §3.2, §3.3, §5).
 //!
 //! This is the hot path inside the libc shims: no heap allocation, caller
-//! buffers only, out-of-place AES-GCM so the plaintext is never copied.
+//! buffers only.
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::{constant_time, hmac};
 
 use crate::error::{FormatError, Result};
 use crate::header::{header_prefix, Header};
-use crate::keys::{derive_file_keys, EpochKey};
-use crate::layout::{
-    AAD_LEN, BLOCK_OVERHEAD, BLOCK_SIZE, HEADER_LEN, HEADER_PREFIX_LEN, MIN_PHYS_BLOCK_SIZE,
-    NONCE_LEN, PHYS_BLOCK_SIZE, TAG_LEN,
-};
+use crate::keys::{derive_file_keys, EpochKey, FileName};
+use crate::layout::{AAD_LEN, BLOCK_SIZE, HEADER_LEN, HEADER_PREFIX_LEN, NONCE_LEN, TAG_LEN};
+use crate::meta::{self, GroupState, Page, OFF_GROUP, OFF_MAC_NONCE, OFF_MAC_TAG};
 
-/// The keyed state of one file: its AES-256-GCM block key and its header.
+/// The keyed state of one file: its data and metadata AES-256-GCM keys and
+/// its header.
 ///
 /// The raw subkeys are wiped right after AWS-LC has expanded them; the AES key
-/// schedule then lives inside AWS-LC's context, which AWS-LC frees (and
+/// schedules then live inside AWS-LC's contexts, which AWS-LC frees (and
 /// cleanses) on drop.
 pub struct FileCipher {
-    key: LessSafeKey,
+    data_key: LessSafeKey,
+    meta_key: LessSafeKey,
     header: [u8; HEADER_LEN],
 }
 
@@ -33,7 +34,7 @@ impl core::fmt::Debug for FileCipher {
 }
 
 impl FileCipher {
-    /// Keys for a new file and its 64-byte header.
+    /// Keys for a new file bound to `name`, and its 64-byte header.
     ///
     /// # Errors
     /// [`FormatError::ZeroFileId`]; [`FormatError::CryptoFailure`].
@@ -41,43 +42,48 @@ impl FileCipher {
         key: &EpochKey,
         epoch_id: &[u8; 16],
         file_id: &[u8; 16],
+        name: &FileName<'_>,
     ) -> Result<(Self, [u8; HEADER_LEN])> {
         if *file_id == [0; 16] {
             return Err(FormatError::ZeroFileId);
         }
-        let keys = derive_file_keys(key, file_id)?;
+        let keys = derive_file_keys(key, file_id, name)?;
         let mut header = [0u8; HEADER_LEN];
         header[..HEADER_PREFIX_LEN].copy_from_slice(&header_prefix(epoch_id, file_id));
         let tag = header_tag(&keys.header_mac_key, &header);
         header[HEADER_PREFIX_LEN..].copy_from_slice(&tag);
         let cipher = Self {
-            key: aes_key(&keys.block_key)?,
+            data_key: aes_key(&keys.data_key)?,
+            meta_key: aes_key(&keys.meta_key)?,
             header,
         };
         Ok((cipher, header))
     }
 
     /// Keys for an existing file, after checking its header against the
-    /// current epoch and verifying the header tag.
+    /// current epoch and verifying the header tag under the key bound to
+    /// `name`.
     ///
     /// # Errors
     /// Everything [`Header::parse`] reports; then [`FormatError::ForeignEpoch`]
-    /// and [`FormatError::HeaderAuthFailed`].
+    /// and [`FormatError::HeaderAuthFailed`] (also for another name).
     pub fn open(
         key: &EpochKey,
         current_epoch: &[u8; 16],
+        name: &FileName<'_>,
         header: &[u8; HEADER_LEN],
     ) -> Result<Self> {
         let parsed = Header::parse(header)?;
         if parsed.epoch_id != *current_epoch {
             return Err(FormatError::ForeignEpoch);
         }
-        let keys = derive_file_keys(key, &parsed.file_id)?;
+        let keys = derive_file_keys(key, &parsed.file_id, name)?;
         let tag = header_tag(&keys.header_mac_key, header);
         constant_time::verify_slices_are_equal(&tag, &parsed.tag)
             .map_err(|_| FormatError::HeaderAuthFailed)?;
         Ok(Self {
-            key: aes_key(&keys.block_key)?,
+            data_key: aes_key(&keys.data_key)?,
+            meta_key: aes_key(&keys.meta_key)?,
             header: *header,
         })
     }
@@ -113,11 +119,12 @@ impl FileCipher {
         aad
     }
 
-    /// Seal `plain` (1..=8192 bytes) as block `index` with `nonce` into
-    /// `out` as `nonce || ciphertext || tag`; returns the physical length.
+    /// Seal `plain` (1..=8192 bytes) as data block `index` with `nonce`: the
+    /// ciphertext goes to `out[..plain.len()]`, the tag is returned (it
+    /// belongs in the block's metadata entry with the nonce).
     ///
-    /// `nonce` must never have been used with this file's key (take it from a
-    /// [`crate::NonceSource`]).
+    /// `nonce` must never have been used with this file's keys (take it from
+    /// a [`crate::NonceSource`]).
     ///
     /// # Errors
     /// [`FormatError::InvalidBlockLength`], [`FormatError::BufferTooSmall`],
@@ -129,63 +136,57 @@ impl FileCipher {
         nonce: [u8; NONCE_LEN],
         plain: &[u8],
         out: &mut [u8],
-    ) -> Result<usize> {
-        let n = plain.len();
-        if n == 0 || n > BLOCK_SIZE {
-            return Err(FormatError::InvalidBlockLength { len: n });
-        }
-        let phys_len = n + BLOCK_OVERHEAD;
-        if out.len() < phys_len {
-            return Err(FormatError::BufferTooSmall {
-                needed: phys_len,
-                got: out.len(),
-            });
-        }
-        let (nonce_out, rest) = out[..phys_len].split_at_mut(NONCE_LEN);
-        let (ct, tag) = rest.split_at_mut(n);
-        nonce_out.copy_from_slice(&nonce);
-        self.key
-            .seal_out_of_place_scatter(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(self.aad(index)),
-                plain,
-                ct,
-                &[],
-                tag,
-            )
-            .map_err(|_| FormatError::CryptoFailure)?;
-        Ok(phys_len)
-    }
-
-    /// Open physical block `index` (`phys` = its exact 29..=8220 bytes) into
-    /// `out`; returns the plaintext length.
-    ///
-    /// On failure nothing unauthenticated is left in `out`: the bytes the
-    /// plaintext would have occupied are zeroed.
-    ///
-    /// # Errors
-    /// [`FormatError::TruncatedBlock`], [`FormatError::BufferTooSmall`],
-    /// [`FormatError::BlockAuthFailed`].
-    #[inline]
-    pub fn open_block(&self, index: u64, phys: &[u8], out: &mut [u8]) -> Result<usize> {
-        let len = phys.len();
-        if !(MIN_PHYS_BLOCK_SIZE..=PHYS_BLOCK_SIZE).contains(&len) {
-            return Err(FormatError::TruncatedBlock { index, len });
-        }
-        let n = len - BLOCK_OVERHEAD;
+    ) -> Result<[u8; TAG_LEN]> {
+        let n = check_block_len(plain.len())?;
         if out.len() < n {
             return Err(FormatError::BufferTooSmall {
                 needed: n,
                 got: out.len(),
             });
         }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&phys[..NONCE_LEN]);
-        let (ct, tag) = phys[NONCE_LEN..].split_at(n);
-        debug_assert_eq!(tag.len(), TAG_LEN);
+        let mut tag = [0u8; TAG_LEN];
+        // Out of place: the caller's plaintext is never copied or modified.
+        self.data_key
+            .seal_out_of_place_scatter(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.aad(index)),
+                plain,
+                &mut out[..n],
+                &[],
+                &mut tag,
+            )
+            .map_err(|_| FormatError::CryptoFailure)?;
+        Ok(tag)
+    }
+
+    /// Open data block `index` (`ct` = its exact 1..=8192 ciphertext bytes,
+    /// `nonce` and `tag` from its entry) into `out`; returns the length.
+    ///
+    /// On failure nothing unauthenticated is left in `out`: the bytes the
+    /// plaintext would have occupied are zeroed.
+    ///
+    /// # Errors
+    /// [`FormatError::InvalidBlockLength`], [`FormatError::BufferTooSmall`],
+    /// [`FormatError::BlockAuthFailed`].
+    #[inline]
+    pub fn open_block(
+        &self,
+        index: u64,
+        nonce: &[u8; NONCE_LEN],
+        tag: &[u8; TAG_LEN],
+        ct: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize> {
+        let n = check_block_len(ct.len())?;
+        if out.len() < n {
+            return Err(FormatError::BufferTooSmall {
+                needed: n,
+                got: out.len(),
+            });
+        }
         let out = &mut out[..n];
-        match self.key.open_separate_gather(
-            Nonce::assume_unique_for_key(nonce),
+        match self.data_key.open_separate_gather(
+            Nonce::assume_unique_for_key(*nonce),
             Aad::from(self.aad(index)),
             ct,
             tag,
@@ -197,6 +198,104 @@ impl FileCipher {
                 Err(FormatError::BlockAuthFailed { index })
             }
         }
+    }
+
+    /// Like [`Self::open_block`], decrypting `buf` (1..=8192 ciphertext
+    /// bytes) in place; zeroed on failure.
+    ///
+    /// # Errors
+    /// [`FormatError::InvalidBlockLength`], [`FormatError::BlockAuthFailed`].
+    #[inline]
+    pub fn open_block_in_place(
+        &self,
+        index: u64,
+        nonce: &[u8; NONCE_LEN],
+        tag: &[u8; TAG_LEN],
+        buf: &mut [u8],
+    ) -> Result<()> {
+        check_block_len(buf.len())?;
+        let ok = self
+            .data_key
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(self.aad(index)),
+                tag,
+                buf,
+            )
+            .is_ok();
+        if ok {
+            Ok(())
+        } else {
+            buf.fill(0);
+            Err(FormatError::BlockAuthFailed { index })
+        }
+    }
+
+    /// MAC a metadata page for `group` with `nonce` (FORMAT.md §5.5): writes
+    /// the header copy, the group index, the nonce and the tag into the page
+    /// and returns the tag (the page's digest). The record and entries are
+    /// the caller's.
+    ///
+    /// # Errors
+    /// [`FormatError::CryptoFailure`].
+    pub fn seal_metadata(
+        &self,
+        group: u64,
+        nonce: [u8; NONCE_LEN],
+        page: &mut Page,
+    ) -> Result<[u8; TAG_LEN]> {
+        page[..HEADER_LEN].copy_from_slice(&self.header);
+        page[OFF_GROUP..OFF_GROUP + 8].copy_from_slice(&group.to_le_bytes());
+        page[OFF_MAC_NONCE..OFF_MAC_TAG].copy_from_slice(&nonce);
+        let (aad, _) = page.split_at(OFF_MAC_NONCE);
+        let tag = self
+            .meta_key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut [],
+            )
+            .map_err(|_| FormatError::CryptoFailure)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        page[OFF_MAC_TAG..].copy_from_slice(&out);
+        Ok(out)
+    }
+
+    /// Verify the metadata page found at group `group`'s position: MAC, header
+    /// copy, group index and a valid state (FORMAT.md §3.2, §5.5).
+    ///
+    /// # Errors
+    /// [`FormatError::MetadataAuthFailed`].
+    pub fn open_metadata(&self, group: u64, page: &Page) -> Result<GroupState> {
+        let fail = FormatError::MetadataAuthFailed { group };
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&page[OFF_MAC_NONCE..OFF_MAC_TAG]);
+        self.meta_key
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&page[..OFF_MAC_NONCE]),
+                &page[OFF_MAC_TAG..],
+                &mut [],
+            )
+            .map_err(|_| fail)?;
+        // Authentic for this file; now it must also be this group's page
+        // and a state a writer can produce.
+        if page[..HEADER_LEN] != self.header || meta::group(page) != group {
+            return Err(fail);
+        }
+        match meta::state(page) {
+            Some(s) if s.is_valid(group) => Ok(s),
+            _ => Err(fail),
+        }
+    }
+}
+
+fn check_block_len(n: usize) -> Result<usize> {
+    if n == 0 || n > BLOCK_SIZE {
+        Err(FormatError::InvalidBlockLength { len: n })
+    } else {
+        Ok(n)
     }
 }
 

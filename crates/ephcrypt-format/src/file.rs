@@ -1,4 +1,4 @@
-//! Logical file operations on top of any physical I/O (FORMAT.md §7).
+//! Logical file operations on top of any physical I/O (FORMAT.md §7 to §9).
 //!
 //! The libc shims and the property tests run this same code: the shims
 //! implement [`PhysicalIo`] with `pread`/`pwrite`/`ftruncate`/`fstat`, the
@@ -8,18 +8,31 @@ use zeroize::Zeroize;
 
 use crate::block::FileCipher;
 use crate::error::{FormatError, Result};
-use crate::keys::EpochKey;
+use crate::keys::{EpochKey, FileName};
 use crate::layout::{
-    block_index, block_plain_len, checked_range_end, phys_block_offset, physical_to_logical_size,
-    truncate_plan, BlockSpans, BLOCK_OVERHEAD, BLOCK_SIZE, HEADER_LEN, MAX_LOGICAL_SIZE,
-    MIN_PHYS_BLOCK_SIZE, NONCE_LEN, PHYS_BLOCK_SIZE,
+    block_index, block_plain_len, checked_range_end, data_offset, expected_group_state, group_of,
+    groups_for_len, logical_to_physical_size, meta_offset, physical_shape, slot_in_group,
+    BlockSpans, PhysicalShape, BLOCK_SIZE, GROUP_BLOCKS, HEADER_LEN, MAX_LOGICAL_SIZE, NONCE_LEN,
+    PAGE_SIZE, TAG_LEN,
 };
+use crate::meta::{self, GroupState, Page};
 use crate::nonce::NonceSource;
 
 const B: u64 = BLOCK_SIZE as u64;
 
-/// Ledger entries reserved at construction (blocks of 8 KiB: 512 KiB of file).
-const LEDGER_RESERVE: usize = 64;
+/// Metadata pages a private handle caches unless told otherwise.
+pub const DEFAULT_CACHE_GROUPS: u8 = 4;
+/// Fewest cached pages of a private handle: a write that starts a new group
+/// changes two groups.
+pub const MIN_CACHE_GROUPS: u8 = 2;
+/// Most cached pages of a private handle (512 KiB).
+pub const MAX_CACHE_GROUPS: u8 = 64;
+/// Metadata pages of a shared handle (valid within one call only).
+const SHARED_SLOTS: usize = 2;
+/// Digests reserved at open: 512 groups = a 1 GiB segment, PostgreSQL's split.
+pub const DIGEST_RESERVE: usize = 512;
+/// "No digest known yet" (a real tag is all zero with probability 2^-128).
+const UNKNOWN: [u8; TAG_LEN] = [0; TAG_LEN];
 
 /// Plaintext of gap blocks: read-only data, so no allocation and no memset.
 static ZEROS: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];
@@ -28,14 +41,14 @@ static ZEROS: [u8; BLOCK_SIZE] = [0; BLOCK_SIZE];
 #[allow(clippy::len_without_is_empty)] // `len` is fstat; emptiness means nothing here
 pub trait PhysicalIo {
     /// The caller's error type; format errors convert into it (the shims map
-    /// them to `EIO`).
+    /// them to errno, FORMAT.md §10).
     type Error: From<FormatError>;
 
     /// Read up to `buf.len()` bytes at physical offset `off`.
     ///
     /// Returns fewer bytes than asked **only at end of file**: implementations
     /// retry `EINTR` and short reads themselves. (A short read reported early
-    /// makes the block fail authentication: safe, but an error.)
+    /// makes the file look truncated: safe, but an error.)
     fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, Self::Error>;
 
     /// Write all of `buf` at physical offset `off`, extending the file if needed.
@@ -44,39 +57,148 @@ pub trait PhysicalIo {
     /// Set the physical length (truncate or extend).
     fn set_len(&mut self, len: u64) -> Result<(), Self::Error>;
 
-    /// The current physical length (`fstat`). Called at most once per
-    /// [`SealedFile`] operation, and never by reads.
+    /// The current physical length (`fstat`). Private handles ask only in
+    /// `create` and `open`; shared handles once per call.
     fn len(&mut self) -> Result<u64, Self::Error>;
 }
 
-/// An open encrypted file: its keys plus two fixed buffers, allocated once, so
-/// that reads and writes never touch the heap.
+/// Who may use the file while this handle exists (FORMAT.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only this process: metadata of up to `cache_groups` groups
+    /// (`MIN_CACHE_GROUPS..=MAX_CACHE_GROUPS`) is cached, trusted and written
+    /// back on eviction and [`SealedFile::flush`].
+    Private {
+        /// Metadata pages cached (8 KiB each).
+        cache_groups: u8,
+    },
+    /// Other processes may read and write the file meanwhile: every call
+    /// starts from the disk, and writes go through before returning.
+    Shared,
+}
+
+impl Mode {
+    /// Private with [`DEFAULT_CACHE_GROUPS`].
+    pub const PRIVATE: Self = Self::Private {
+        cache_groups: DEFAULT_CACHE_GROUPS,
+    };
+
+    fn slots(self) -> Result<usize> {
+        match self {
+            Self::Shared => Ok(SHARED_SLOTS),
+            Self::Private { cache_groups } => {
+                if (MIN_CACHE_GROUPS..=MAX_CACHE_GROUPS).contains(&cache_groups) {
+                    Ok(usize::from(cache_groups))
+                } else {
+                    Err(FormatError::InvalidArgument("cache_groups must be 2..=64"))
+                }
+            }
+        }
+    }
+}
+
+/// What the writing process keeps about a private file after its handle is
+/// gone (FORMAT.md §9): 24 bytes plus 16 per group.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Remembered {
+    file_id: [u8; 16],
+    len: u64,
+    /// MAC tag of each group's page as last written or verified; all zero =
+    /// not known (trusted on first load).
+    digests: Vec<[u8; TAG_LEN]>,
+}
+
+impl Remembered {
+    /// The file id.
+    #[must_use]
+    pub const fn file_id(&self) -> [u8; 16] {
+        self.file_id
+    }
+
+    /// The authenticated logical length when it was taken.
+    #[must_use]
+    #[allow(clippy::len_without_is_empty)] // a length field, not a container
+    pub const fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Number of groups (one digest each).
+    #[must_use]
+    pub fn groups(&self) -> usize {
+        self.digests.len()
+    }
+
+    /// Heap bytes held (the digests).
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        self.digests.capacity() * TAG_LEN
+    }
+}
+
+impl core::fmt::Debug for Remembered {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Remembered")
+            .field("len", &self.len)
+            .field("groups", &self.digests.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    Clean,
+    Dirty,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    group: u64,
+    state: SlotState,
+    last_use: u64,
+}
+
+/// Where a block's plaintext comes from (the cache is a field of `self`, so
+/// it cannot be passed as a slice).
+#[derive(Clone, Copy)]
+enum Plain<'a> {
+    Buf(&'a [u8]),
+    Cache(usize),
+    Zeros(usize),
+}
+
+/// An open encrypted file: its keys, the authenticated length, cached
+/// metadata pages and two block buffers, all allocated at open, so that
+/// reads, writes and truncates never touch the heap (FORMAT.md §8).
 ///
 /// A one-block plaintext cache holds the block last opened or written through
-/// a partial access, so that unaligned sequential reads (PostgreSQL's
-/// tuplestore reads 8 KiB at unaligned offsets) and small appends (spill files)
-/// open each block once. The cache assumes that while this `SealedFile` is in
-/// use nobody else writes the file; if that may have happened, call
-/// [`SealedFile::invalidate_cache`].
+/// a partial access, so that unaligned sequential reads and small appends
+/// open each block once.
 pub struct SealedFile {
     cipher: FileCipher,
-    phys: Box<[u8; PHYS_BLOCK_SIZE]>,
+    mode: Mode,
+    /// Ciphertext scratch; also a scratch metadata page for reads when every
+    /// cache slot is dirty.
+    phys: Box<[u8; BLOCK_SIZE]>,
     cache: Box<[u8; BLOCK_SIZE]>,
     cache_index: Option<u64>,
     cache_len: usize,
-    /// Version ledger: the nonce of the last write of each block through
-    /// this handle (all zero = not written by us). A read of such a block
-    /// must find exactly that nonce, so an older version replayed at the
-    /// same position is detected (FORMAT.md §9). Grows by doubling; 64
-    /// entries are reserved up front.
-    ledger: Vec<[u8; NONCE_LEN]>,
+    /// `slots.len()` metadata pages, back to back.
+    pages: Box<[u8]>,
+    slots: Box<[Slot]>,
+    tick: u64,
+    /// Authenticated logical length; `None` only in shared mode between calls.
+    len: Option<u64>,
+    /// Private mode: one digest per group (`groups_for_len(len)` entries).
+    digests: Vec<[u8; TAG_LEN]>,
 }
 
 impl core::fmt::Debug for SealedFile {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SealedFile")
+            .field("mode", &self.mode)
+            .field("len", &self.len)
             .field("cache_index", &self.cache_index)
-            .field("cache_len", &self.cache_len)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +213,9 @@ impl Drop for SealedFile {
 /// The error for a physical file of `bytes.len()` < 64 bytes: "not ours"
 /// (bad magic) before "too short".
 fn short_header(bytes: &[u8]) -> FormatError {
+    if bytes.is_empty() {
+        return FormatError::EmptyFile;
+    }
     match crate::header::Header::parse(bytes) {
         Err(e) => e,
         Ok(_) => FormatError::TruncatedHeader {
@@ -107,77 +232,219 @@ fn boxed<const N: usize>() -> Box<[u8; N]> {
     }
 }
 
+fn page_at(pages: &mut [u8], slot: usize) -> &mut Page {
+    match (&mut pages[slot * PAGE_SIZE..(slot + 1) * PAGE_SIZE]).try_into() {
+        Ok(p) => p,
+        Err(_) => unreachable!("slices are PAGE_SIZE long"),
+    }
+}
+
+fn digest_index(group: u64) -> usize {
+    usize::try_from(group).unwrap_or(usize::MAX)
+}
+
+/// Read and verify group `group`'s page into `page` (FORMAT.md §5.5, §7.1):
+/// MAC, position, then (if given) the state the length implies and the
+/// digest this process remembers.
+fn load_page<I: PhysicalIo>(
+    cipher: &FileCipher,
+    io: &mut I,
+    page: &mut Page,
+    group: u64,
+    expect: Option<(u16, u16, bool)>,
+    digests: Option<&mut Vec<[u8; TAG_LEN]>>,
+) -> Result<GroupState, I::Error> {
+    let n = io.read_at(&mut page[..], meta_offset(group))?;
+    if n < PAGE_SIZE {
+        return Err(if group == 0 {
+            FormatError::TruncatedHeader {
+                physical_len: n as u64,
+            }
+        } else {
+            FormatError::Truncated { group }
+        }
+        .into());
+    }
+    let state = cipher.open_metadata(group, page)?;
+    if expect.is_some_and(|e| e != state.tuple()) {
+        return Err(FormatError::MetadataReplayed { group }.into());
+    }
+    if let Some(d) = digests.and_then(|d| d.get_mut(digest_index(group))) {
+        let tag = meta::mac_tag(page);
+        if *d == UNKNOWN {
+            *d = tag;
+        } else if *d != tag {
+            return Err(FormatError::MetadataReplayed { group }.into());
+        }
+    }
+    Ok(state)
+}
+
 impl SealedFile {
-    /// Wrap a keyed file. Allocates the two block buffers (the only allocation).
-    #[must_use]
-    pub fn new(cipher: FileCipher) -> Self {
-        Self {
+    fn new(cipher: FileCipher, mode: Mode) -> Result<Self> {
+        let slots = mode.slots()?;
+        Ok(Self {
             cipher,
+            mode,
             phys: boxed(),
             cache: boxed(),
             cache_index: None,
             cache_len: 0,
-            ledger: Vec::with_capacity(LEDGER_RESERVE),
-        }
+            pages: vec![0u8; slots * PAGE_SIZE].into_boxed_slice(),
+            slots: vec![
+                Slot {
+                    group: 0,
+                    state: SlotState::Free,
+                    last_use: 0,
+                };
+                slots
+            ]
+            .into_boxed_slice(),
+            tick: 0,
+            len: None,
+            digests: Vec::new(),
+        })
     }
 
-    /// Start a new file: write its header at offset 0. For a file that is
-    /// empty (just created, or truncated with `O_TRUNC`); it does not truncate.
+    fn is_private(&self) -> bool {
+        matches!(self.mode, Mode::Private { .. })
+    }
+
+    /// Start a new file bound to `name`: writes page 0 (header and the
+    /// metadata of group 0, count 0) before returning, so that a 0-byte file
+    /// is never a valid one. `io` must be empty (fresh `O_CREAT|O_TRUNC`).
     ///
     /// # Errors
-    /// [`FileCipher::create`]'s errors; I/O errors.
-    pub fn create<I: PhysicalIo>(
+    /// [`FormatError::InvalidArgument`] (non-empty file, bad mode),
+    /// [`FileCipher::create`]'s errors; nonce and I/O errors.
+    #[allow(clippy::too_many_arguments)] // mirrors open(): one per input of the key schedule
+    pub fn create<I: PhysicalIo, N: NonceSource + ?Sized>(
         io: &mut I,
+        nonces: &mut N,
         key: &EpochKey,
         epoch_id: &[u8; 16],
         file_id: &[u8; 16],
+        name: &FileName<'_>,
+        mode: Mode,
     ) -> Result<Self, I::Error> {
-        let (cipher, header) = FileCipher::create(key, epoch_id, file_id)?;
-        io.write_all_at(&header, 0)?;
-        Ok(Self::new(cipher))
+        mode.slots()?;
+        if io.len()? != 0 {
+            return Err(FormatError::InvalidArgument("create needs an empty file").into());
+        }
+        let (cipher, _) = FileCipher::create(key, epoch_id, file_id, name)?;
+        let mut f = Self::new(cipher, mode)?;
+        if f.is_private() {
+            f.digests = Vec::with_capacity(DIGEST_RESERVE);
+            f.digests.push(UNKNOWN);
+        }
+        f.len = Some(0);
+        let s = 0;
+        meta::init(page_at(&mut f.pages, s), f.cipher.header_bytes(), 0);
+        meta::set_state(
+            page_at(&mut f.pages, s),
+            GroupState {
+                count: 0,
+                last_len: 0,
+                final_group: true,
+            },
+        );
+        f.slots[s] = Slot {
+            group: 0,
+            state: SlotState::Dirty,
+            last_use: 0,
+        };
+        f.write_back(io, nonces, s)?;
+        Ok(f)
     }
 
-    /// Open an existing file: read and verify its header.
+    /// Open an existing file bound to `name` (FORMAT.md §10): header, group
+    /// 0, the authenticated length, and (private mode) the remembered state
+    /// if the caller kept one.
     ///
     /// # Errors
-    /// [`FormatError::TruncatedHeader`] for a file shorter than 64 bytes (use
-    /// [`Self::open_or_init`] to accept empty files); [`FileCipher::open`]'s
-    /// errors; I/O errors.
+    /// [`FormatError::EmptyFile`] for a 0-byte file (the caller decides);
+    /// header errors ([`FileCipher::open`]); [`FormatError::RememberedFileId`],
+    /// [`FormatError::RememberedLength`], [`FormatError::MetadataReplayed`];
+    /// length errors ([`FormatError::TruncatedHeader`],
+    /// [`FormatError::CorruptPhysicalSize`], [`FormatError::Truncated`],
+    /// [`FormatError::SizeMismatch`]); [`FormatError::MetadataAuthFailed`];
+    /// [`FormatError::InvalidArgument`] for remembered state with
+    /// [`Mode::Shared`]; I/O errors.
     pub fn open<I: PhysicalIo>(
         io: &mut I,
         key: &EpochKey,
         current_epoch: &[u8; 16],
+        name: &FileName<'_>,
+        mode: Mode,
+        remembered: Option<&Remembered>,
     ) -> Result<Self, I::Error> {
+        mode.slots()?;
+        if remembered.is_some() && mode == Mode::Shared {
+            return Err(
+                FormatError::InvalidArgument("remembered state is for private files").into(),
+            );
+        }
         let mut header = [0u8; HEADER_LEN];
         let n = io.read_at(&mut header, 0)?;
         if n < HEADER_LEN {
             return Err(short_header(&header[..n]).into());
         }
-        Ok(Self::new(FileCipher::open(key, current_epoch, &header)?))
-    }
-
-    /// Like [`Self::open`], but an empty (0-byte) file is accepted as a new
-    /// file with id `new_file_id`; its header is written by the first write or
-    /// extending `set_len` (so that opening read-only never writes).
-    ///
-    /// # Errors
-    /// As [`Self::open`]; [`FormatError::ZeroFileId`] for a new file.
-    pub fn open_or_init<I: PhysicalIo>(
-        io: &mut I,
-        key: &EpochKey,
-        current_epoch: &[u8; 16],
-        new_file_id: &[u8; 16],
-    ) -> Result<Self, I::Error> {
-        let mut header = [0u8; HEADER_LEN];
-        let n = io.read_at(&mut header, 0)?;
-        if n == 0 {
-            let (cipher, _) = FileCipher::create(key, current_epoch, new_file_id)?;
-            return Ok(Self::new(cipher));
+        let cipher = FileCipher::open(key, current_epoch, name, &header)?;
+        if remembered.is_some_and(|r| r.file_id != cipher.file_id()) {
+            return Err(FormatError::RememberedFileId.into());
         }
-        if n < HEADER_LEN {
-            return Err(short_header(&header[..n]).into());
+        let mut f = Self::new(cipher, mode)?;
+        if f.is_private() {
+            // Sized from our own memory or, below, from the authenticated
+            // length: never from the physical size an attacker can set.
+            let groups = remembered.map_or(0, |r| r.digests.len());
+            f.digests
+                .try_reserve_exact(groups.max(DIGEST_RESERVE))
+                .map_err(|_| FormatError::OutOfMemory)?;
+            if let Some(r) = remembered {
+                f.digests.extend_from_slice(&r.digests);
+            }
         }
-        Ok(Self::new(FileCipher::open(key, current_epoch, &header)?))
+        // Group 0 first: a cut inside page 0 is reported as such.
+        let s = 0;
+        let digests = if f.is_private() {
+            Some(&mut f.digests)
+        } else {
+            None
+        };
+        let state0 = load_page(&f.cipher, io, page_at(&mut f.pages, s), 0, None, digests)?;
+        f.slots[s] = Slot {
+            group: 0,
+            state: SlotState::Clean,
+            last_use: 0,
+        };
+        let len = f.establish_len(io)?;
+        if expected_group_state(len, 0) != Some(state0.tuple()) {
+            return Err(FormatError::MetadataReplayed { group: 0 }.into());
+        }
+        if let Some(r) = remembered {
+            if r.len != len {
+                return Err(FormatError::RememberedLength {
+                    remembered: r.len,
+                    found: len,
+                }
+                .into());
+            }
+        } else if f.is_private() {
+            // Trust on first use: the pages just verified are remembered.
+            let groups = digest_index(groups_for_len(len));
+            f.digests
+                .try_reserve_exact(groups)
+                .map_err(|_| FormatError::OutOfMemory)?;
+            f.digests.resize(groups, UNKNOWN);
+            for s in 0..f.slots.len() {
+                if f.slots[s].state != SlotState::Free {
+                    let tag = meta::mac_tag(page_at(&mut f.pages, s));
+                    f.digests[digest_index(f.slots[s].group)] = tag;
+                }
+            }
+        }
+        Ok(f)
     }
 
     /// The file's keys and header.
@@ -186,109 +453,131 @@ impl SealedFile {
         &self.cipher
     }
 
-    /// Forget which versions this handle wrote (for files that other
-    /// processes may legitimately rewrite: shared file sets).
-    pub fn forget_versions(&mut self) {
-        self.ledger.clear();
+    /// The mode chosen at create/open.
+    #[must_use]
+    pub const fn mode(&self) -> Mode {
+        self.mode
     }
 
-    fn record_version(&mut self, index: u64, nonce: [u8; NONCE_LEN]) {
-        let Ok(i) = usize::try_from(index) else {
-            return;
-        };
-        if i >= self.ledger.len() {
-            self.ledger.resize(i + 1, [0; NONCE_LEN]);
-        }
-        self.ledger[i] = nonce;
+    /// True if metadata is cached that the disk does not have yet.
+    #[must_use]
+    pub fn is_dirty(&self) -> bool {
+        self.slots.iter().any(|s| s.state == SlotState::Dirty)
     }
 
-    /// A block read back must carry the nonce this handle last sealed it with.
-    fn check_version(&self, index: u64, phys: &[u8]) -> Result<()> {
-        let known = usize::try_from(index).ok().and_then(|i| self.ledger.get(i));
-        match known {
-            Some(n) if *n != [0; NONCE_LEN] && phys.get(..NONCE_LEN) != Some(&n[..]) => {
-                Err(FormatError::BlockReplayed { index })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Forget the cached block (after someone else may have written the file).
-    pub fn invalidate_cache(&mut self) {
+    /// Forget cached plaintext; in shared mode also every cached metadata
+    /// page and the length, so the next call starts from the disk (every call
+    /// of a shared handle does this itself first). Dirty metadata of a
+    /// private handle is kept: it is the only copy.
+    pub fn invalidate(&mut self) {
         self.cache_index = None;
         self.cache_len = 0;
+        if self.mode == Mode::Shared {
+            for s in self.slots.iter_mut() {
+                s.state = SlotState::Free;
+            }
+            self.len = None;
+        }
     }
 
-    /// Logical size, from one physical size query.
+    /// The state to keep after closing a private file, for
+    /// [`Self::open`] (FORMAT.md §9). Allocates `16 * groups` bytes.
     ///
     /// # Errors
-    /// [`FormatError::TruncatedHeader`], [`FormatError::CorruptPhysicalSize`]; I/O errors.
+    /// [`FormatError::InvalidArgument`] in shared mode;
+    /// [`FormatError::Unflushed`] with dirty metadata (call [`Self::flush`]).
+    pub fn remembered(&self) -> Result<Remembered> {
+        if !self.is_private() {
+            return Err(FormatError::InvalidArgument(
+                "remembered state is for private files",
+            ));
+        }
+        if self.is_dirty() {
+            return Err(FormatError::Unflushed);
+        }
+        Ok(Remembered {
+            file_id: self.cipher.file_id(),
+            len: self.len.unwrap_or(0),
+            digests: self.digests.clone(),
+        })
+    }
+
+    /// Authenticated logical size (FORMAT.md §7.1). Private: from memory;
+    /// shared: one size query and one metadata page.
+    ///
+    /// # Errors
+    /// Shared mode: the length errors of [`Self::open`]; I/O errors.
     pub fn len<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
-        Ok(physical_to_logical_size(io.len()?)?)
+        self.begin_call(io)
+    }
+
+    /// Write every dirty metadata page back, in ascending group order, each
+    /// with a fresh nonce. Idempotent: a clean handle writes nothing.
+    ///
+    /// # Errors
+    /// Nonce and I/O errors; a failed page stays dirty (and gets a new nonce
+    /// when retried).
+    pub fn flush<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+    ) -> Result<(), I::Error> {
+        loop {
+            let next = (0..self.slots.len())
+                .filter(|&s| self.slots[s].state == SlotState::Dirty)
+                .min_by_key(|&s| self.slots[s].group);
+            match next {
+                Some(s) => self.write_back(io, nonces, s)?,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Read logical bytes at `off` into `buf`. Returns fewer bytes than asked
-    /// only at logical EOF, and 0 at or past EOF. Does not query the size: the
-    /// end of the physical file shows where the last block ends.
+    /// only at the authenticated length, and 0 at or past it. Never writes.
     ///
     /// # Errors
     /// [`FormatError::BlockAuthFailed`] (nothing of that block is returned),
-    /// [`FormatError::CorruptPhysicalSize`]; I/O errors.
+    /// [`FormatError::Truncated`], metadata errors; in shared mode the length
+    /// errors of [`Self::open`]; I/O errors.
     pub fn read_at<I: PhysicalIo>(
         &mut self,
         io: &mut I,
         buf: &mut [u8],
         off: u64,
     ) -> Result<usize, I::Error> {
-        let end = off.saturating_add(buf.len() as u64).min(MAX_LOGICAL_SIZE);
+        let len = self.begin_call(io)?;
+        let end = off.saturating_add(buf.len() as u64).min(len);
         if off >= end {
             return Ok(0);
         }
         let mut total = 0usize;
         for span in BlockSpans::new(off, (end - off) as usize) {
-            let dst = &mut buf[span.buf_pos..span.buf_pos + (span.end - span.start)];
-            let plain_len = if self.cache_index == Some(span.index) {
-                self.cache_len
-            } else {
-                let pos = phys_block_offset(span.index);
-                let n = io.read_at(&mut self.phys[..], pos)?;
-                if n == 0 {
-                    break;
-                }
-                if n < MIN_PHYS_BLOCK_SIZE {
-                    return Err(FormatError::CorruptPhysicalSize {
-                        physical_len: pos + n as u64,
+            let want = span.end - span.start;
+            let dst = &mut buf[span.buf_pos..span.buf_pos + want];
+            let plain_len = block_plain_len(len, span.index);
+            if self.cache_index != Some(span.index) || self.cache_len != plain_len {
+                if span.start == 0 && want == plain_len {
+                    // The whole block is wanted: decrypt in the caller's
+                    // buffer, no copy.
+                    let (nonce, tag) = self.entry_for_read(io, span.index)?;
+                    let n = io.read_at(dst, data_offset(span.index))?;
+                    if n != plain_len {
+                        dst.fill(0);
+                        return Err(FormatError::Truncated {
+                            group: group_of(span.index),
+                        }
+                        .into());
                     }
-                    .into());
-                }
-                let plain_len = n - BLOCK_OVERHEAD;
-                self.check_version(span.index, &self.phys[..n])?;
-                if span.start == 0 && dst.len() >= plain_len {
-                    // The whole block is wanted: open straight into the
-                    // caller's buffer, no copy.
-                    self.cipher.open_block(span.index, &self.phys[..n], dst)?;
-                    total += plain_len;
-                    if plain_len < BLOCK_SIZE {
-                        break;
-                    }
+                    self.cipher
+                        .open_block_in_place(span.index, &nonce, &tag, dst)?;
+                    total += want;
                     continue;
                 }
-                self.cache_index = None;
-                self.cipher
-                    .open_block(span.index, &self.phys[..n], &mut self.cache[..])?;
-                self.cache_index = Some(span.index);
-                self.cache_len = plain_len;
-                plain_len
-            };
-            if span.start >= plain_len {
-                break;
+                self.load_block(io, span.index, plain_len)?;
             }
-            let k = plain_len.min(span.end) - span.start;
-            dst[..k].copy_from_slice(&self.cache[span.start..span.start + k]);
-            total += k;
-            if plain_len < BLOCK_SIZE {
-                break;
-            }
+            dst.copy_from_slice(&self.cache[span.start..span.end]);
+            total += want;
         }
         Ok(total)
     }
@@ -298,12 +587,14 @@ impl SealedFile {
     ///
     /// Blocks whose whole content is replaced are sealed directly; partial
     /// writes of existing blocks are read-modify-write. Every seal takes a
-    /// fresh nonce from `nonces`.
+    /// fresh nonce from `nonces`. Shared mode writes the changed metadata
+    /// pages before returning.
     ///
     /// # Errors
-    /// [`FormatError::OffsetTooLarge`], authentication errors of blocks that
-    /// are read back for read-modify-write; nonce and I/O errors. After an
-    /// error the file may be partly written, as with a failed `pwrite`.
+    /// [`FormatError::OffsetTooLarge`], [`FormatError::OutOfMemory`],
+    /// authentication errors of blocks read back for read-modify-write and of
+    /// metadata; nonce and I/O errors. After an error the file may be partly
+    /// written, as with a failed `pwrite`.
     pub fn write_at<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
@@ -314,11 +605,123 @@ impl SealedFile {
         if buf.is_empty() {
             return Ok(0);
         }
+        checked_range_end(off, buf.len())?;
+        self.begin_call(io)?;
         let result = self.write_inner(io, nonces, buf, off);
-        if result.is_err() {
-            self.invalidate_cache();
+        self.end_call(io, nonces, result)?;
+        Ok(buf.len())
+    }
+
+    /// Truncate or extend to `new_len` logical bytes (FORMAT.md §7.4, §7.5).
+    /// Extending writes sealed zero blocks (no holes); cutting inside a block
+    /// re-seals that block.
+    ///
+    /// # Errors
+    /// [`FormatError::OffsetTooLarge`]; as [`Self::write_at`].
+    pub fn set_len<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+        new_len: u64,
+    ) -> Result<(), I::Error> {
+        if new_len > MAX_LOGICAL_SIZE {
+            return Err(FormatError::OffsetTooLarge.into());
         }
-        result
+        self.begin_call(io)?;
+        let result = self.set_len_inner(io, nonces, new_len);
+        self.end_call(io, nonces, result)
+    }
+
+    /// Shared mode: drop everything and re-establish the length from disk.
+    fn begin_call<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
+        if self.mode == Mode::Shared {
+            self.invalidate();
+            return self.establish_len(io);
+        }
+        match self.len {
+            Some(l) => Ok(l),
+            None => self.establish_len(io),
+        }
+    }
+
+    /// Shared mode: write through what the call changed, even after an error
+    /// (what was written to data pages must be described on disk).
+    fn end_call<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+        result: Result<(), I::Error>,
+    ) -> Result<(), I::Error> {
+        if result.is_err() {
+            self.cache_index = None;
+        }
+        let flushed = if self.mode == Mode::Shared {
+            self.flush(io, nonces)
+        } else {
+            Ok(())
+        };
+        result.and(flushed)
+    }
+
+    /// FORMAT.md §7.1: one size query and the page of the group that holds
+    /// the last block.
+    fn establish_len<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
+        let physical = io.len()?;
+        let (group, expect, len) = match physical_shape(physical)? {
+            PhysicalShape::Empty => return Err(FormatError::EmptyFile.into()),
+            PhysicalShape::HeaderOnly => (0, (0, 0), 0),
+            PhysicalShape::Data {
+                last_block,
+                last_len,
+            } => (
+                group_of(last_block),
+                (slot_in_group(last_block) as u16 + 1, last_len as u16),
+                last_block * B + last_len as u64,
+            ),
+        };
+        let state = match self.find_slot(group) {
+            Some(s) => {
+                let page = page_at(&mut self.pages, s);
+                meta::state(page).unwrap_or(GroupState {
+                    count: 0,
+                    last_len: 0,
+                    final_group: false,
+                })
+            }
+            None => {
+                let slot = self.take_clean_slot(None);
+                let digests = if self.is_private() {
+                    Some(&mut self.digests)
+                } else {
+                    None
+                };
+                match slot {
+                    Some(s) => {
+                        let page = page_at(&mut self.pages, s);
+                        let st = load_page(&self.cipher, io, page, group, None, digests)?;
+                        self.mark(s, group, SlotState::Clean);
+                        st
+                    }
+                    None => load_page(&self.cipher, io, &mut self.phys, group, None, digests)?,
+                }
+            }
+        };
+        if !state.final_group {
+            return Err(FormatError::Truncated { group }.into());
+        }
+        let found = (state.count, state.last_len);
+        if found != expect {
+            return Err(if found > expect {
+                FormatError::Truncated { group }
+            } else {
+                FormatError::SizeMismatch {
+                    physical_len: physical,
+                }
+            }
+            .into());
+        }
+        self.len = Some(len);
+        Ok(len)
     }
 
     fn write_inner<I: PhysicalIo, N: NonceSource + ?Sized>(
@@ -327,20 +730,17 @@ impl SealedFile {
         nonces: &mut N,
         buf: &[u8],
         off: u64,
-    ) -> Result<usize, I::Error> {
-        checked_range_end(off, buf.len())?;
-        let mut logical = self.current_len_writing_header(io)?;
+    ) -> Result<(), I::Error> {
         let aligned = block_index(off) * B;
-        if aligned > logical {
-            self.extend(io, nonces, logical, aligned)?;
-            logical = aligned;
+        if aligned > self.current_len() {
+            self.extend(io, nonces, aligned)?;
         }
         for span in BlockSpans::new(off, buf.len()) {
             let data = &buf[span.buf_pos..span.buf_pos + (span.end - span.start)];
-            let existing = block_plain_len(logical, span.index);
+            let existing = block_plain_len(self.current_len(), span.index);
             if span.start == 0 && span.end >= existing {
                 // Replaces the block's whole content: no read needed.
-                self.seal_and_write(io, nonces, span.index, data)?;
+                self.write_block(io, nonces, span.index, Plain::Buf(data))?;
                 if data.len() < BLOCK_SIZE {
                     // A short last block: likely appended to next (spill
                     // files), so keep it for the next read-modify-write.
@@ -348,7 +748,7 @@ impl SealedFile {
                     self.cache_index = Some(span.index);
                     self.cache_len = data.len();
                 } else if self.cache_index == Some(span.index) {
-                    self.invalidate_cache();
+                    self.cache_index = None;
                 }
             } else {
                 self.load_block(io, span.index, existing)?;
@@ -358,28 +758,13 @@ impl SealedFile {
                 self.cache[span.start..span.end].copy_from_slice(data);
                 let new_len = existing.max(span.end);
                 self.cache_len = new_len;
-                self.seal_cached_and_write(io, nonces, span.index)?;
+                if let Err(e) = self.write_block(io, nonces, span.index, Plain::Cache(new_len)) {
+                    self.cache_index = None;
+                    return Err(e);
+                }
             }
         }
-        Ok(buf.len())
-    }
-
-    /// Truncate or extend to `new_len` logical bytes. Extending writes sealed
-    /// zero blocks (no holes); cutting inside a block re-seals that block.
-    ///
-    /// # Errors
-    /// [`FormatError::OffsetTooLarge`]; authentication, nonce and I/O errors.
-    pub fn set_len<I: PhysicalIo, N: NonceSource + ?Sized>(
-        &mut self,
-        io: &mut I,
-        nonces: &mut N,
-        new_len: u64,
-    ) -> Result<(), I::Error> {
-        let result = self.set_len_inner(io, nonces, new_len);
-        if result.is_err() {
-            self.invalidate_cache();
-        }
-        result
+        Ok(())
     }
 
     fn set_len_inner<I: PhysicalIo, N: NonceSource + ?Sized>(
@@ -388,58 +773,85 @@ impl SealedFile {
         nonces: &mut N,
         new_len: u64,
     ) -> Result<(), I::Error> {
-        if new_len > MAX_LOGICAL_SIZE {
-            return Err(FormatError::OffsetTooLarge.into());
+        let len = self.current_len();
+        if new_len > len {
+            return self.extend(io, nonces, new_len);
         }
-        let phys_len = io.len()?;
-        let logical = physical_to_logical_size(phys_len)?;
-        if phys_len == 0 {
-            if new_len == 0 {
-                return Ok(());
-            }
-            io.write_all_at(self.cipher.header_bytes(), 0)?;
-        }
-        if new_len > logical {
-            return self.extend(io, nonces, logical, new_len);
-        }
-        if new_len == logical {
+        if new_len == len {
             return Ok(());
         }
-        let plan = truncate_plan(new_len)?;
-        if let Some((index, plain_len)) = plan.reseal {
-            self.load_block(io, index, block_plain_len(logical, index))?;
-            self.cache_len = plain_len;
-            self.seal_cached_and_write(io, nonces, index)?;
+        // The new last block (if any), its new and its current length.
+        let (last, cut_len) = if new_len == 0 {
+            (None, 0)
+        } else {
+            let k = (new_len - 1) / B;
+            (Some(k), (new_len - k * B) as usize)
+        };
+        let group = last.map_or(0, group_of);
+        let s = self.acquire_group(io, nonces, group, None)?;
+        let mut resealed = None;
+        if let Some(k) = last {
+            let existing = block_plain_len(len, k);
+            if cut_len < existing {
+                self.load_block(io, k, existing)?;
+                let nonce = nonces.next_nonce()?;
+                let tag =
+                    self.cipher
+                        .seal_block(k, nonce, &self.cache[..cut_len], &mut self.phys[..])?;
+                // The cached plaintext is no longer what block k holds on
+                // disk until the commit below.
+                self.cache_index = None;
+                io.write_all_at(&self.phys[..cut_len], data_offset(k))?;
+                resealed = Some((k, nonce, tag));
+            }
         }
-        io.set_len(plan.physical_len)?;
-        // Blocks past the new end are gone: a later write there is new.
-        let kept = usize::try_from(new_len.div_ceil(B)).unwrap_or(usize::MAX);
-        self.ledger.truncate(kept);
-        // Only the re-sealed block may be cached.
+        io.set_len(logical_to_physical_size(new_len)?)?;
+        // Commit (no failure from here on).
+        let page = page_at(&mut self.pages, s);
+        if let Some((k, nonce, tag)) = resealed {
+            meta::set_entry(page, slot_in_group(k), &nonce, &tag);
+            self.cache_index = Some(k);
+            self.cache_len = cut_len;
+        }
+        if let Some((count, last_len, final_group)) = expected_group_state(new_len, group) {
+            meta::set_state(
+                page,
+                GroupState {
+                    count,
+                    last_len,
+                    final_group,
+                },
+            );
+        }
+        self.mark(s, group, SlotState::Dirty);
+        for slot in self.slots.iter_mut() {
+            if slot.state != SlotState::Free && slot.group > group {
+                slot.state = SlotState::Free;
+            }
+        }
+        if self.is_private() {
+            self.digests.truncate(digest_index(groups_for_len(new_len)));
+        }
         if matches!(self.cache_index, Some(i) if i * B >= new_len) {
-            self.invalidate_cache();
+            self.cache_index = None;
         }
+        self.len = Some(new_len);
         Ok(())
     }
 
-    /// One size query; writes the header if the file is still empty.
-    fn current_len_writing_header<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
-        let phys_len = io.len()?;
-        let logical = physical_to_logical_size(phys_len)?;
-        if phys_len == 0 {
-            io.write_all_at(self.cipher.header_bytes(), 0)?;
-        }
-        Ok(logical)
+    fn current_len(&self) -> u64 {
+        // Every caller runs after begin_call, which set it.
+        self.len.unwrap_or(0)
     }
 
-    /// Grow the logical file from `from` (its current size) to `to` with zeros.
+    /// Grow the logical file from its current size to `to` with zeros.
     fn extend<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         nonces: &mut N,
-        mut from: u64,
         to: u64,
     ) -> Result<(), I::Error> {
+        let mut from = self.current_len();
         let partial = (from % B) as usize;
         if partial != 0 && from < to {
             // Zero-pad the old partial last block and re-seal it.
@@ -448,23 +860,221 @@ impl SealedFile {
             let new_len = (to - index * B).min(B) as usize;
             self.cache[partial..new_len].fill(0);
             self.cache_len = new_len;
-            self.seal_cached_and_write(io, nonces, index)?;
+            if let Err(e) = self.write_block(io, nonces, index, Plain::Cache(new_len)) {
+                self.cache_index = None;
+                return Err(e);
+            }
             from = index * B + new_len as u64;
         }
         while from < to {
             let index = block_index(from);
-            let len = (to - from).min(B) as usize;
+            let n = (to - from).min(B) as usize;
             if self.cache_index == Some(index) {
-                self.invalidate_cache();
+                self.cache_index = None;
             }
-            self.seal_and_write(io, nonces, index, &ZEROS[..len])?;
-            from += len as u64;
+            self.write_block(io, nonces, index, Plain::Zeros(n))?;
+            from += n as u64;
         }
         Ok(())
     }
 
-    /// Make the cache hold block `index`, which has `plain_len` bytes (0 = the
-    /// block does not exist yet: nothing to read).
+    /// Seal and write block `index`, which must start at or before the
+    /// current end (gaps are filled first) and ends at or after the block's
+    /// current end. Memory changes only after the data `pwrite` succeeded.
+    fn write_block<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+        index: u64,
+        plain: Plain<'_>,
+    ) -> Result<(), I::Error> {
+        let len = self.current_len();
+        debug_assert!(index * B <= len);
+        let n = match plain {
+            Plain::Buf(b) => b.len(),
+            Plain::Cache(n) | Plain::Zeros(n) => n,
+        };
+        let new_len = len.max(index * B + n as u64);
+        let group = group_of(index);
+        let new_group = groups_for_len(new_len) > groups_for_len(len);
+        // Prepare everything that can fail before the data pwrite.
+        let (target, previous) = if new_group {
+            if self.is_private() && self.digests.len() == self.digests.capacity() {
+                self.digests
+                    .try_reserve(self.digests.len().max(1))
+                    .map_err(|_| FormatError::OutOfMemory)?;
+            }
+            let prev = self.acquire_group(io, nonces, group - 1, None)?;
+            (
+                self.take_slot_for_write(io, nonces, Some(prev))?,
+                Some(prev),
+            )
+        } else {
+            (self.acquire_group(io, nonces, group, None)?, None)
+        };
+        let nonce = nonces.next_nonce()?;
+        let src: &[u8] = match plain {
+            Plain::Buf(b) => b,
+            Plain::Cache(n) => &self.cache[..n],
+            Plain::Zeros(n) => &ZEROS[..n],
+        };
+        let tag = self
+            .cipher
+            .seal_block(index, nonce, src, &mut self.phys[..])?;
+        io.write_all_at(&self.phys[..n], data_offset(index))?;
+        // Commit.
+        if let Some(prev) = previous {
+            let header = *self.cipher.header_bytes();
+            meta::init(page_at(&mut self.pages, target), &header, group);
+            self.set_group_state(prev, group - 1, new_len);
+            if self.is_private() {
+                self.digests.push(UNKNOWN);
+            }
+        }
+        meta::set_entry(
+            page_at(&mut self.pages, target),
+            slot_in_group(index),
+            &nonce,
+            &tag,
+        );
+        self.set_group_state(target, group, new_len);
+        self.len = Some(new_len);
+        Ok(())
+    }
+
+    /// Store in slot `s` the state group `group` has in a file of `len`
+    /// bytes, and mark it dirty.
+    fn set_group_state(&mut self, s: usize, group: u64, len: u64) {
+        if let Some((count, last_len, final_group)) = expected_group_state(len, group) {
+            meta::set_state(
+                page_at(&mut self.pages, s),
+                GroupState {
+                    count,
+                    last_len,
+                    final_group,
+                },
+            );
+        }
+        self.mark(s, group, SlotState::Dirty);
+    }
+
+    fn mark(&mut self, s: usize, group: u64, state: SlotState) {
+        self.tick += 1;
+        self.slots[s] = Slot {
+            group,
+            state,
+            last_use: self.tick,
+        };
+    }
+
+    fn find_slot(&mut self, group: u64) -> Option<usize> {
+        let s = self
+            .slots
+            .iter()
+            .position(|s| s.state != SlotState::Free && s.group == group)?;
+        self.tick += 1;
+        self.slots[s].last_use = self.tick;
+        Some(s)
+    }
+
+    /// A free slot, else the least recently used clean one; never `pin`.
+    fn take_clean_slot(&mut self, pin: Option<usize>) -> Option<usize> {
+        let candidates = (0..self.slots.len()).filter(|&s| Some(s) != pin);
+        let s = candidates
+            .filter(|&s| self.slots[s].state != SlotState::Dirty)
+            .min_by_key(|&s| {
+                (
+                    self.slots[s].state != SlotState::Free,
+                    self.slots[s].last_use,
+                )
+            })?;
+        self.slots[s].state = SlotState::Free;
+        Some(s)
+    }
+
+    /// A slot to fill, writing back the least recently used dirty page if
+    /// every slot is dirty.
+    fn take_slot_for_write<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+        pin: Option<usize>,
+    ) -> Result<usize, I::Error> {
+        if let Some(s) = self.take_clean_slot(pin) {
+            return Ok(s);
+        }
+        let victim = (0..self.slots.len())
+            .filter(|&s| Some(s) != pin)
+            .min_by_key(|&s| self.slots[s].last_use)
+            .ok_or(FormatError::InvalidArgument("no metadata slot"))?;
+        self.write_back(io, nonces, victim)?;
+        self.slots[victim].state = SlotState::Free;
+        Ok(victim)
+    }
+
+    /// The slot holding group `group` (an existing group), loading it.
+    fn acquire_group<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+        group: u64,
+        pin: Option<usize>,
+    ) -> Result<usize, I::Error> {
+        if let Some(s) = self.find_slot(group) {
+            return Ok(s);
+        }
+        let s = self.take_slot_for_write(io, nonces, pin)?;
+        self.load_into_slot(io, s, group)?;
+        Ok(s)
+    }
+
+    fn load_into_slot<I: PhysicalIo>(
+        &mut self,
+        io: &mut I,
+        s: usize,
+        group: u64,
+    ) -> Result<(), I::Error> {
+        let expect = expected_group_state(self.current_len(), group);
+        let digests = if self.is_private() {
+            Some(&mut self.digests)
+        } else {
+            None
+        };
+        let page = page_at(&mut self.pages, s);
+        load_page(&self.cipher, io, page, group, expect, digests)?;
+        self.mark(s, group, SlotState::Clean);
+        Ok(())
+    }
+
+    /// Nonce and tag of block `index`, from a cached page, else loading the
+    /// page into a clean slot, else into the scratch buffer (reads never
+    /// write back).
+    fn entry_for_read<I: PhysicalIo>(
+        &mut self,
+        io: &mut I,
+        index: u64,
+    ) -> Result<([u8; NONCE_LEN], [u8; TAG_LEN]), I::Error> {
+        let group = group_of(index);
+        let j = slot_in_group(index);
+        if let Some(s) = self.find_slot(group) {
+            return Ok(meta::entry(page_at(&mut self.pages, s), j));
+        }
+        if let Some(s) = self.take_clean_slot(None) {
+            self.load_into_slot(io, s, group)?;
+            return Ok(meta::entry(page_at(&mut self.pages, s), j));
+        }
+        let expect = expected_group_state(self.current_len(), group);
+        let digests = if self.is_private() {
+            Some(&mut self.digests)
+        } else {
+            None
+        };
+        load_page(&self.cipher, io, &mut self.phys, group, expect, digests)?;
+        Ok(meta::entry(&self.phys, j))
+    }
+
+    /// Make the plaintext cache hold block `index`, which has `plain_len`
+    /// bytes (0 = the block does not exist yet: nothing to read).
     fn load_block<I: PhysicalIo>(
         &mut self,
         io: &mut I,
@@ -476,58 +1086,44 @@ impl SealedFile {
         }
         self.cache_index = None;
         if plain_len > 0 {
-            let want = plain_len + BLOCK_OVERHEAD;
-            let pos = phys_block_offset(index);
-            let n = io.read_at(&mut self.phys[..want], pos)?;
-            if n != want {
-                // The size we were told and the file disagree: changed under us.
-                return Err(FormatError::CorruptPhysicalSize {
-                    physical_len: pos + n as u64,
+            let (nonce, tag) = self.entry_for_read(io, index)?;
+            let n = io.read_at(&mut self.phys[..plain_len], data_offset(index))?;
+            if n != plain_len {
+                return Err(FormatError::Truncated {
+                    group: group_of(index),
                 }
                 .into());
             }
-            self.check_version(index, &self.phys[..want])?;
-            self.cipher
-                .open_block(index, &self.phys[..want], &mut self.cache[..])?;
+            self.cipher.open_block(
+                index,
+                &nonce,
+                &tag,
+                &self.phys[..plain_len],
+                &mut self.cache[..],
+            )?;
         }
         self.cache_index = Some(index);
         self.cache_len = plain_len;
         Ok(())
     }
 
-    /// Seal the first `cache_len` cached bytes as block `cache_index`.
-    fn seal_cached_and_write<I: PhysicalIo, N: NonceSource + ?Sized>(
+    /// MAC slot `s`'s page with a fresh nonce and write it; on success it is
+    /// clean and (private mode) its tag is the group's digest.
+    fn write_back<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         nonces: &mut N,
-        index: u64,
+        s: usize,
     ) -> Result<(), I::Error> {
-        debug_assert_eq!(self.cache_index, Some(index));
+        let group = self.slots[s].group;
         let nonce = nonces.next_nonce()?;
-        let n = self.cipher.seal_block(
-            index,
-            nonce,
-            &self.cache[..self.cache_len],
-            &mut self.phys[..],
-        )?;
-        io.write_all_at(&self.phys[..n], phys_block_offset(index))?;
-        self.record_version(index, nonce);
-        Ok(())
-    }
-
-    fn seal_and_write<I: PhysicalIo, N: NonceSource + ?Sized>(
-        &mut self,
-        io: &mut I,
-        nonces: &mut N,
-        index: u64,
-        plain: &[u8],
-    ) -> Result<(), I::Error> {
-        let nonce = nonces.next_nonce()?;
-        let n = self
-            .cipher
-            .seal_block(index, nonce, plain, &mut self.phys[..])?;
-        io.write_all_at(&self.phys[..n], phys_block_offset(index))?;
-        self.record_version(index, nonce);
+        let page = page_at(&mut self.pages, s);
+        let tag = self.cipher.seal_metadata(group, nonce, page)?;
+        io.write_all_at(&page[..], meta_offset(group))?;
+        self.slots[s].state = SlotState::Clean;
+        if let Some(d) = self.digests.get_mut(digest_index(group)) {
+            *d = tag;
+        }
         Ok(())
     }
 }
@@ -573,3 +1169,6 @@ impl PhysicalIo for VecIo {
         Ok(self.data.len() as u64)
     }
 }
+
+// Count (up to GROUP_BLOCKS) and last length (up to BLOCK_SIZE) are u16 fields.
+const _: () = assert!(GROUP_BLOCKS < BLOCK_SIZE && BLOCK_SIZE <= u16::MAX as usize);

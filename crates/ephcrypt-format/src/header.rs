@@ -1,4 +1,5 @@
 //! The 64-byte file header (FORMAT.md §3.1) and a cheap sniffer for scanners.
+//! The layout is v1's with version 2, so scanners tell both apart.
 
 use crate::error::{FormatError, Result};
 use crate::layout::{BLOCK_SIZE, FORMAT_VERSION, HEADER_LEN, HEADER_PREFIX_LEN, MAGIC};
@@ -88,13 +89,13 @@ pub fn header_prefix(epoch_id: &[u8; 16], file_id: &[u8; 16]) -> [u8; HEADER_PRE
 pub enum Sniff {
     /// No pg_ephcrypt magic (includes empty and very short files).
     NotOurs,
-    /// A structurally valid v1 header (the tag is not checked: no key needed).
+    /// A structurally valid v2 header (the tag is not checked: no key needed).
     Ours {
         /// Epoch the file was written under.
         epoch_id: [u8; 16],
     },
     /// Our magic, but a header this build cannot use (cut off, unknown
-    /// version, wrong sizes, all-zero file id).
+    /// version such as a v1 file, wrong sizes, all-zero file id).
     Corrupt,
 }
 

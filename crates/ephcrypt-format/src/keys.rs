@@ -1,4 +1,4 @@
-//! Secret key types and the key schedule (FORMAT.md §5).
+//! Secret key types, file names and the key schedule (FORMAT.md §5).
 //!
 //! Secrets are newtypes that zeroize on drop and whose `Debug` never prints
 //! bytes. Intermediate key bytes live in `Zeroizing` buffers and are wiped as
@@ -9,13 +9,17 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{FormatError, Result};
 
-/// HKDF `info` for a file's AES-256-GCM block key.
-pub const INFO_BLOCK_KEY: &[u8] = b"pg_ephcrypt v1 block key";
-/// HKDF `info` for a file's header MAC key.
-pub const INFO_HEADER_MAC: &[u8] = b"pg_ephcrypt v1 header mac";
-/// Prefix of the fingerprint HMAC input.
+/// HKDF `info` label of a file's AES-256-GCM data block key.
+pub const INFO_DATA_KEY: &[u8] = b"pg_ephcrypt v2 data key";
+/// HKDF `info` label of a file's metadata MAC (GMAC) key.
+pub const INFO_META_KEY: &[u8] = b"pg_ephcrypt v2 meta key";
+/// HKDF `info` label of a file's header MAC key.
+pub const INFO_HEADER_MAC: &[u8] = b"pg_ephcrypt v2 header mac";
+/// Longest file name (bytes) that can be bound to a file.
+pub const MAX_NAME_LEN: usize = 255;
+/// Prefix of the fingerprint HMAC input (v1 label kept: attestation uses it).
 pub const FINGERPRINT_LABEL: &[u8] = b"pg_ephcrypt v1 fingerprint";
-/// HKDF salt for [`EpochKey::derive`].
+/// HKDF salt for [`EpochKey::derive`] (v1 label kept: attestation uses it).
 pub const DERIVE_SALT: &[u8] = b"pg_ephcrypt v1 derive";
 
 /// Length of the epoch key and of all derived keys.
@@ -102,30 +106,86 @@ impl core::fmt::Debug for SecretBytes32 {
     }
 }
 
-/// A file's two subkeys (FORMAT.md §5.2); wiped on drop.
+/// A file's canonical name within its class (FORMAT.md §5.2): a class id
+/// chosen by the classifier and at most 255 bytes. It is bound into every
+/// key of the file and never stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FileName<'a> {
+    class: u8,
+    bytes: &'a [u8],
+}
+
+impl<'a> FileName<'a> {
+    /// # Errors
+    /// [`FormatError::NameTooLong`] above 255 bytes.
+    pub const fn new(class: u8, bytes: &'a [u8]) -> Result<Self> {
+        if bytes.len() > MAX_NAME_LEN {
+            return Err(FormatError::NameTooLong { len: bytes.len() });
+        }
+        Ok(Self { class, bytes })
+    }
+
+    /// The class id.
+    #[must_use]
+    pub const fn class(&self) -> u8 {
+        self.class
+    }
+
+    /// The name bytes.
+    #[must_use]
+    pub const fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+/// Names are paths of user objects: keep them out of logs by default.
+impl core::fmt::Debug for FileName<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FileName")
+            .field("class", &self.class)
+            .field("len", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file's three subkeys (FORMAT.md §5.2); wiped on drop.
 pub(crate) struct FileKeys {
-    pub(crate) block_key: Zeroizing<[u8; KEY_LEN]>,
+    pub(crate) data_key: Zeroizing<[u8; KEY_LEN]>,
+    pub(crate) meta_key: Zeroizing<[u8; KEY_LEN]>,
     pub(crate) header_mac_key: Zeroizing<[u8; KEY_LEN]>,
 }
 
-/// `PRK = HKDF-Extract(salt = file_id, IKM = EK)`, then expand both subkeys.
-pub(crate) fn derive_file_keys(key: &EpochKey, file_id: &[u8; 16]) -> Result<FileKeys> {
+/// `PRK = HKDF-Extract(salt = file_id, IKM = EK)`, then expand the three
+/// subkeys with `info = label || 0x00 || class || len || name`.
+pub(crate) fn derive_file_keys(
+    key: &EpochKey,
+    file_id: &[u8; 16],
+    name: &FileName<'_>,
+) -> Result<FileKeys> {
     // `Salt::extract` is lazy in aws-lc-rs (it keeps a zeroizing copy of the
-    // IKM and runs the full HKDF at each `fill`); two expands cost two
+    // IKM and runs the full HKDF at each `fill`); three expands cost three
     // extracts, well under a microsecond each, once per file open.
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, file_id).extract(&key.0);
+    // FileName::new bounds the length to 255, so it fits the length byte.
+    let ctx = [0u8, name.class, name.bytes.len() as u8];
     let mut keys = FileKeys {
-        block_key: Zeroizing::new([0; KEY_LEN]),
+        data_key: Zeroizing::new([0; KEY_LEN]),
+        meta_key: Zeroizing::new([0; KEY_LEN]),
         header_mac_key: Zeroizing::new([0; KEY_LEN]),
     };
-    expand_into(&prk, INFO_BLOCK_KEY, &mut keys.block_key[..])?;
-    expand_into(&prk, INFO_HEADER_MAC, &mut keys.header_mac_key[..])?;
+    for (label, out) in [
+        (INFO_DATA_KEY, &mut keys.data_key),
+        (INFO_META_KEY, &mut keys.meta_key),
+        (INFO_HEADER_MAC, &mut keys.header_mac_key),
+    ] {
+        expand_into(&prk, &[label, &ctx, name.bytes], &mut out[..])?;
+    }
     Ok(keys)
 }
 
 fn hkdf_into(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut [u8]) -> Result<()> {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
-    expand_into(&prk, info, out)
+    expand_into(&prk, &[info], out)
 }
 
 struct OutLen(usize);
@@ -136,9 +196,8 @@ impl hkdf::KeyType for OutLen {
     }
 }
 
-fn expand_into(prk: &hkdf::Prk, info: &[u8], out: &mut [u8]) -> Result<()> {
-    let info = [info];
-    prk.expand(&info, OutLen(out.len()))
+fn expand_into(prk: &hkdf::Prk, info: &[&[u8]], out: &mut [u8]) -> Result<()> {
+    prk.expand(info, OutLen(out.len()))
         .and_then(|okm| okm.fill(out))
         .map_err(|_| FormatError::CryptoFailure)
 }
@@ -176,13 +235,38 @@ mod tests {
             k.derive("b").unwrap().expose_secret()
         );
         assert_ne!(k.fingerprint(&e), k.fingerprint(&[2; 16]));
-        let fk = derive_file_keys(&k, &[3; 16]).unwrap();
-        assert_ne!(*fk.block_key, *fk.header_mac_key);
+        let name = FileName::new(1, b"pgsql_tmp1.0").unwrap();
+        let fk = derive_file_keys(&k, &[3; 16], &name).unwrap();
+        assert_ne!(*fk.data_key, *fk.header_mac_key);
+        assert_ne!(*fk.data_key, *fk.meta_key);
+        assert_ne!(*fk.meta_key, *fk.header_mac_key);
         assert_ne!(
-            &*fk.block_key,
-            k.derive("pg_ephcrypt v1 block key")
-                .unwrap()
-                .expose_secret()
+            &*fk.data_key,
+            k.derive("pg_ephcrypt v2 data key").unwrap().expose_secret()
         );
+        // Another class or another name: other keys.
+        for other in [
+            FileName::new(2, b"pgsql_tmp1.0").unwrap(),
+            FileName::new(1, b"pgsql_tmp1.1").unwrap(),
+            FileName::new(1, b"").unwrap(),
+        ] {
+            let o = derive_file_keys(&k, &[3; 16], &other).unwrap();
+            assert_ne!(*fk.data_key, *o.data_key);
+            assert_ne!(*fk.meta_key, *o.meta_key);
+            assert_ne!(*fk.header_mac_key, *o.header_mac_key);
+        }
+    }
+
+    #[test]
+    fn names_are_bounded_and_not_printed() {
+        assert!(FileName::new(0, &[b'a'; 255]).is_ok());
+        assert_eq!(
+            FileName::new(0, &[b'a'; 256]),
+            Err(FormatError::NameTooLong { len: 256 })
+        );
+        let n = FileName::new(3, b"secret_table_name").unwrap();
+        assert!(!format!("{n:?}").contains("secret"));
+        assert_eq!(n.class(), 3);
+        assert_eq!(n.bytes(), b"secret_table_name");
     }
 }

@@ -1,45 +1,77 @@
-//! Constants of format v1 and the pure logical <-> physical mapping (FORMAT.md §3, §4).
+//! Constants of format v2 and the pure logical <-> physical mapping
+//! (FORMAT.md §3, §4).
 
 use crate::error::{FormatError, Result};
 
-/// Magic at physical offset 0.
+/// Magic at physical offset 0 (unchanged from v1, FORMAT.md §13).
 pub const MAGIC: [u8; 8] = *b"PGEPHCR\0";
 /// The only format version this crate reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
-/// Header length in bytes; also the physical offset of block 0.
+pub const FORMAT_VERSION: u16 = 2;
+/// Header length in bytes.
 pub const HEADER_LEN: usize = 64;
 /// Length of the authenticated header prefix (everything but the header tag).
 pub const HEADER_PREFIX_LEN: usize = 48;
 /// Plaintext bytes per block (PostgreSQL's BLCKSZ).
 pub const BLOCK_SIZE: usize = 8192;
+/// Physical page size: data blocks and metadata pages are both one page.
+pub const PAGE_SIZE: usize = 8192;
+/// Data blocks per group (one metadata page each).
+pub const GROUP_BLOCKS: usize = 256;
 /// AES-GCM nonce length.
 pub const NONCE_LEN: usize = 12;
 /// AES-GCM tag length.
 pub const TAG_LEN: usize = 16;
-/// Physical bytes per block on top of its plaintext.
-pub const BLOCK_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
-/// Physical length of a full block.
-pub const PHYS_BLOCK_SIZE: usize = BLOCK_SIZE + BLOCK_OVERHEAD;
-/// Physical length of the smallest block (1 plaintext byte).
-pub const MIN_PHYS_BLOCK_SIZE: usize = 1 + BLOCK_OVERHEAD;
-/// Length of a block's AAD: header prefix || u64 LE block index.
+/// One metadata entry: nonce || tag of a data block.
+pub const ENTRY_LEN: usize = NONCE_LEN + TAG_LEN;
+/// Length of a data block's AAD: header prefix || u64 LE block index.
 pub const AAD_LEN: usize = HEADER_PREFIX_LEN + 8;
 
 const B: u64 = BLOCK_SIZE as u64;
-const PB: u64 = PHYS_BLOCK_SIZE as u64;
-const H: u64 = HEADER_LEN as u64;
+const P: u64 = PAGE_SIZE as u64;
+const G: u64 = GROUP_BLOCKS as u64;
+/// Pages per full group: the metadata page and 256 data pages.
+const GROUP_PAGES: u64 = G + 1;
+/// Physical bytes of a full group.
+pub const GROUP_SPAN: u64 = GROUP_PAGES * P;
 
-/// Number of blocks that fit below `i64::MAX` physical bytes (off_t is signed).
-pub const MAX_BLOCKS: u64 = (i64::MAX as u64 - H) / PB;
-/// Largest supported logical size (a multiple of `BLOCK_SIZE`).
+/// Full groups that fit below `i64::MAX` physical bytes (`off_t` is signed).
+pub const MAX_GROUPS: u64 = i64::MAX as u64 / GROUP_SPAN;
+/// Largest number of data blocks.
+pub const MAX_BLOCKS: u64 = MAX_GROUPS * G;
+/// Largest supported logical size (a whole number of full groups).
 pub const MAX_LOGICAL_SIZE: u64 = MAX_BLOCKS * B;
 
-/// Physical offset of block `index`. Saturates for indexes `>= MAX_BLOCKS`,
-/// which callers reject beforehand via `MAX_LOGICAL_SIZE`.
+/// Physical offset of group `group`'s metadata page. Saturates beyond
+/// [`MAX_GROUPS`], which callers reject beforehand.
 #[inline]
 #[must_use]
-pub const fn phys_block_offset(index: u64) -> u64 {
-    H.saturating_add(index.saturating_mul(PB))
+pub const fn meta_offset(group: u64) -> u64 {
+    group.saturating_mul(GROUP_SPAN)
+}
+
+/// Physical offset of data block `index`: page `i + floor(i/256) + 1`.
+/// Saturates beyond [`MAX_BLOCKS`], which callers reject beforehand.
+#[inline]
+#[must_use]
+pub const fn data_offset(index: u64) -> u64 {
+    index
+        .saturating_add(index / G)
+        .saturating_add(1)
+        .saturating_mul(P)
+}
+
+/// Group of data block `index`.
+#[inline]
+#[must_use]
+pub const fn group_of(index: u64) -> u64 {
+    index / G
+}
+
+/// Position of data block `index` within its group.
+#[inline]
+#[must_use]
+pub const fn slot_in_group(index: u64) -> usize {
+    (index % G) as usize
 }
 
 /// Index of the block holding logical byte `offset`.
@@ -56,14 +88,37 @@ pub const fn offset_in_block(offset: u64) -> usize {
     (offset % B) as usize
 }
 
-/// Physical length of a block holding `plain_len` bytes.
+/// Number of groups of a file of `logical` bytes (group 0 always exists).
 #[inline]
 #[must_use]
-pub const fn phys_block_len(plain_len: usize) -> usize {
-    plain_len + BLOCK_OVERHEAD
+pub const fn groups_for_len(logical: u64) -> u64 {
+    if logical == 0 {
+        1
+    } else {
+        (logical - 1) / B / G + 1
+    }
 }
 
-/// Physical size of a file with `logical` bytes (header included; 0 -> 64).
+/// The state a group must have in a file of `logical` bytes (FORMAT.md §3.2):
+/// `(count, last_len, final)`, or `None` if the group lies past the end.
+#[must_use]
+pub const fn expected_group_state(logical: u64, group: u64) -> Option<(u16, u16, bool)> {
+    let groups = groups_for_len(logical);
+    if group >= groups {
+        None
+    } else if group + 1 < groups {
+        Some((GROUP_BLOCKS as u16, BLOCK_SIZE as u16, false))
+    } else if logical == 0 {
+        Some((0, 0, true))
+    } else {
+        let last = (logical - 1) / B;
+        let count = (last % G + 1) as u16;
+        let last_len = (logical - last * B) as u16;
+        Some((count, last_len, true))
+    }
+}
+
+/// Physical size of a file with `logical` bytes (0 -> 8192: page 0 only).
 ///
 /// # Errors
 /// [`FormatError::OffsetTooLarge`] above [`MAX_LOGICAL_SIZE`].
@@ -71,43 +126,74 @@ pub const fn logical_to_physical_size(logical: u64) -> Result<u64> {
     if logical > MAX_LOGICAL_SIZE {
         return Err(FormatError::OffsetTooLarge);
     }
-    let full = logical / B;
-    let rem = logical % B;
-    let tail = if rem > 0 {
-        rem + BLOCK_OVERHEAD as u64
-    } else {
-        0
-    };
-    Ok(H + full * PB + tail)
+    if logical == 0 {
+        return Ok(P);
+    }
+    let k = (logical - 1) / B;
+    Ok(data_offset(k) + (logical - k * B))
 }
 
-/// Logical size of a file whose physical size is `physical`.
-///
-/// A 0-byte file is a created-but-unwritten file of logical size 0.
+/// What a physical size says about the file (unauthenticated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhysicalShape {
+    /// 0 bytes: not created yet (or lost everything).
+    Empty,
+    /// Page 0 only: logical size 0 (if group 0 agrees).
+    HeaderOnly,
+    /// The last data block is `last_block`, holding `last_len` bytes.
+    Data {
+        /// Index of the last data block.
+        last_block: u64,
+        /// Its length, 1..=8192.
+        last_len: usize,
+    },
+}
+
+/// Decode a physical size (FORMAT.md §4).
 ///
 /// # Errors
-/// [`FormatError::TruncatedHeader`] for 1..=63 bytes,
-/// [`FormatError::CorruptPhysicalSize`] when 1..=28 bytes follow the full blocks.
-pub const fn physical_to_logical_size(physical: u64) -> Result<u64> {
+/// [`FormatError::TruncatedHeader`] for 1..=8191 bytes,
+/// [`FormatError::CorruptPhysicalSize`] when the file ends inside a metadata
+/// page or beyond the largest supported size.
+pub const fn physical_shape(physical: u64) -> Result<PhysicalShape> {
     if physical == 0 {
-        return Ok(0);
+        return Ok(PhysicalShape::Empty);
     }
-    if physical < H {
+    if physical < P {
         return Err(FormatError::TruncatedHeader {
             physical_len: physical,
         });
     }
-    let body = physical - H;
-    let full = body / PB;
-    let rem = body % PB;
-    if rem == 0 {
-        Ok(full * B)
-    } else if rem < MIN_PHYS_BLOCK_SIZE as u64 {
-        Err(FormatError::CorruptPhysicalSize {
+    if physical == P {
+        return Ok(PhysicalShape::HeaderOnly);
+    }
+    let page = (physical - 1) / P;
+    let rem = physical - page * P;
+    if page.is_multiple_of(GROUP_PAGES) || physical > MAX_GROUPS * GROUP_SPAN {
+        return Err(FormatError::CorruptPhysicalSize {
             physical_len: physical,
-        })
-    } else {
-        Ok(full * B + rem - BLOCK_OVERHEAD as u64)
+        });
+    }
+    Ok(PhysicalShape::Data {
+        last_block: page - page / GROUP_PAGES - 1,
+        last_len: rem as usize,
+    })
+}
+
+/// Logical size of a file whose physical size is `physical`: a pure function
+/// for cosmetic callers (`stat`). **Unauthenticated**; the authenticated
+/// length is `SealedFile::len`. A 0-byte file gives 0.
+///
+/// # Errors
+/// As [`physical_shape`].
+pub const fn physical_to_logical_size(physical: u64) -> Result<u64> {
+    match physical_shape(physical) {
+        Ok(PhysicalShape::Empty | PhysicalShape::HeaderOnly) => Ok(0),
+        Ok(PhysicalShape::Data {
+            last_block,
+            last_len,
+        }) => Ok(last_block * B + last_len as u64),
+        Err(e) => Err(e),
     }
 }
 
@@ -124,37 +210,6 @@ pub const fn block_plain_len(logical_len: u64, index: u64) -> usize {
     } else {
         (logical_len - start) as usize
     }
-}
-
-/// What a truncate (or extend) to a new logical size means physically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TruncatePlan {
-    /// Physical size to cut the file to after re-sealing.
-    pub physical_len: u64,
-    /// `Some((index, plain_len))` if the new end falls inside block `index`,
-    /// which must then be re-sealed with its first `plain_len` bytes.
-    pub reseal: Option<(u64, usize)>,
-}
-
-/// Plan a shrinking truncate to `new_len` logical bytes (FORMAT.md §7).
-///
-/// # Errors
-/// [`FormatError::OffsetTooLarge`] above [`MAX_LOGICAL_SIZE`].
-pub const fn truncate_plan(new_len: u64) -> Result<TruncatePlan> {
-    let physical_len = match logical_to_physical_size(new_len) {
-        Ok(p) => p,
-        Err(e) => return Err(e),
-    };
-    let rem = new_len % B;
-    let reseal = if rem == 0 {
-        None
-    } else {
-        Some((new_len / B, rem as usize))
-    };
-    Ok(TruncatePlan {
-        physical_len,
-        reseal,
-    })
 }
 
 /// One block's share of a logical byte range: used to split reads and writes.
@@ -232,34 +287,66 @@ mod tests {
 
     #[test]
     fn worked_sizes_from_format_md() {
-        assert_eq!(logical_to_physical_size(0), Ok(64));
-        assert_eq!(logical_to_physical_size(1), Ok(93));
-        assert_eq!(logical_to_physical_size(8192), Ok(8284));
-        assert_eq!(logical_to_physical_size(8193), Ok(8313));
-        assert_eq!(logical_to_physical_size(1 << 30), Ok(1_077_411_904));
+        let table: [(u64, u64); 8] = [
+            (0, 8192),
+            (1, 8193),
+            (8192, 16384),
+            (8193, 16385),
+            ((1 << 21) - 1, 2_105_343),
+            (1 << 21, 2_105_344),
+            ((1 << 21) + 1, 2_113_537),
+            (1 << 30, 1_077_936_128),
+        ];
+        for (logical, physical) in table {
+            assert_eq!(logical_to_physical_size(logical), Ok(physical), "{logical}");
+            assert_eq!(
+                physical_to_logical_size(physical),
+                Ok(logical),
+                "{physical}"
+            );
+        }
         assert_eq!(physical_to_logical_size(0), Ok(0));
-        assert_eq!(physical_to_logical_size(64), Ok(0));
-        assert_eq!(physical_to_logical_size(93), Ok(1));
-        assert_eq!(physical_to_logical_size(8284), Ok(8192));
-        assert_eq!(physical_to_logical_size(8313), Ok(8193));
-        assert_eq!(physical_to_logical_size(1_077_411_904), Ok(1 << 30));
+        assert_eq!(groups_for_len(1 << 30), 512);
+        assert_eq!(MAX_GROUPS, 4_380_933_489_660);
+        assert_eq!(MAX_LOGICAL_SIZE, 9_187_483_429_707_448_320);
+    }
+
+    #[test]
+    fn offsets_are_8k_aligned_and_interleaved() {
+        assert_eq!(meta_offset(0), 0);
+        assert_eq!(data_offset(0), 8192);
+        assert_eq!(data_offset(255), 256 * 8192);
+        assert_eq!(meta_offset(1), 257 * 8192);
+        assert_eq!(data_offset(256), 258 * 8192);
+        for i in [0u64, 1, 255, 256, 511, 512, 100_000] {
+            assert_eq!(data_offset(i) % 8192, 0);
+            let g = group_of(i);
+            assert!(data_offset(i) > meta_offset(g));
+            assert!(data_offset(i) < meta_offset(g + 1));
+        }
+        assert_eq!(data_offset(u64::MAX), u64::MAX);
+        assert_eq!(meta_offset(u64::MAX), u64::MAX);
     }
 
     #[test]
     fn size_mapping_round_trips_and_rejects_impossible_sizes() {
-        for l in (0..5 * 8192 + 3).chain([MAX_LOGICAL_SIZE - 1, MAX_LOGICAL_SIZE]) {
+        let lens = (0..3 * 8192 + 3)
+            .chain((255 * 8192 - 3)..(257 * 8192 + 3))
+            .chain([MAX_LOGICAL_SIZE - 1, MAX_LOGICAL_SIZE]);
+        for l in lens {
             let p = logical_to_physical_size(l).unwrap();
             assert_eq!(physical_to_logical_size(p), Ok(l), "logical {l}");
         }
-        for p in 1..64 {
+        for p in 1..8192 {
             assert_eq!(
                 physical_to_logical_size(p),
                 Err(FormatError::TruncatedHeader { physical_len: p })
             );
         }
-        for blocks in [0u64, 1, 7] {
-            for tail in 1..=28u64 {
-                let p = 64 + blocks * 8220 + tail;
+        // Ending inside a metadata page of group >= 1.
+        for g in [1u64, 2, 511] {
+            for tail in [1u64, 100, 8191, 8192] {
+                let p = meta_offset(g) + tail;
                 assert_eq!(
                     physical_to_logical_size(p),
                     Err(FormatError::CorruptPhysicalSize { physical_len: p })
@@ -271,52 +358,32 @@ mod tests {
             Err(FormatError::OffsetTooLarge)
         );
         assert!(logical_to_physical_size(MAX_LOGICAL_SIZE).unwrap() <= i64::MAX as u64);
+        assert!(physical_to_logical_size(u64::MAX).is_err());
     }
 
     #[test]
-    fn offsets() {
-        assert_eq!(phys_block_offset(0), 64);
-        assert_eq!(phys_block_offset(1), 64 + 8220);
-        assert_eq!(phys_block_offset(u64::MAX), u64::MAX);
-        assert_eq!(block_index(8191), 0);
-        assert_eq!(block_index(8192), 1);
-        assert_eq!(offset_in_block(8193), 1);
+    fn expected_states() {
+        assert_eq!(expected_group_state(0, 0), Some((0, 0, true)));
+        assert_eq!(expected_group_state(0, 1), None);
+        assert_eq!(expected_group_state(1, 0), Some((1, 1, true)));
+        assert_eq!(expected_group_state(8192, 0), Some((1, 8192, true)));
+        assert_eq!(expected_group_state(1 << 21, 0), Some((256, 8192, true)));
+        assert_eq!(
+            expected_group_state((1 << 21) + 5, 0),
+            Some((256, 8192, false))
+        );
+        assert_eq!(expected_group_state((1 << 21) + 5, 1), Some((1, 5, true)));
+        assert_eq!(groups_for_len(1 << 21), 1);
+        assert_eq!(groups_for_len((1 << 21) + 1), 2);
+    }
+
+    #[test]
+    fn block_lengths_and_spans() {
         assert_eq!(block_plain_len(0, 0), 0);
         assert_eq!(block_plain_len(1, 0), 1);
         assert_eq!(block_plain_len(8193, 0), 8192);
         assert_eq!(block_plain_len(8193, 1), 1);
         assert_eq!(block_plain_len(8193, 2), 0);
-        assert_eq!(phys_block_len(8192), PHYS_BLOCK_SIZE);
-    }
-
-    #[test]
-    fn truncate_plans() {
-        assert_eq!(
-            truncate_plan(0),
-            Ok(TruncatePlan {
-                physical_len: 64,
-                reseal: None
-            })
-        );
-        assert_eq!(
-            truncate_plan(8193),
-            Ok(TruncatePlan {
-                physical_len: 8313,
-                reseal: Some((1, 1))
-            })
-        );
-        assert_eq!(
-            truncate_plan(16384),
-            Ok(TruncatePlan {
-                physical_len: 64 + 2 * 8220,
-                reseal: None
-            })
-        );
-        assert_eq!(truncate_plan(u64::MAX), Err(FormatError::OffsetTooLarge));
-    }
-
-    #[test]
-    fn spans_cover_the_range_exactly() {
         let spans: Vec<_> = BlockSpans::new(8000, 9000).collect();
         assert_eq!(
             spans,
@@ -342,11 +409,6 @@ mod tests {
             ]
         );
         assert_eq!(BlockSpans::new(5, 0).count(), 0);
-        assert_eq!(checked_range_end(1, 2), Ok(3));
-        assert_eq!(
-            checked_range_end(u64::MAX, 1),
-            Err(FormatError::OffsetTooLarge)
-        );
         assert_eq!(
             checked_range_end(MAX_LOGICAL_SIZE, 1),
             Err(FormatError::OffsetTooLarge)

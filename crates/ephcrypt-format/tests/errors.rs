@@ -1,26 +1,62 @@
-//! Every error path of the crate, and that no message carries secrets.
+//! Every error path of the crate (FORMAT.md §10), and that no message
+//! carries secrets or names.
 
 use ephcrypt_format::layout::MAGIC;
 use ephcrypt_format::{
-    logical_to_physical_size, physical_to_logical_size, sniff, EpochKey, FileCipher, FormatError,
-    Header, NonceSequence, NonceSource, PhysicalIo, SealedFile, Sniff, VecIo, MAX_LOGICAL_SIZE,
-    PHYS_BLOCK_SIZE,
+    logical_to_physical_size, physical_to_logical_size, sniff, EpochKey, FileCipher, FileName,
+    FormatError, Header, Mode, NonceSequence, NonceSource, PhysicalIo, SealedFile, Sniff, VecIo,
+    MAX_LOGICAL_SIZE, PAGE_SIZE,
 };
 
 const EK: [u8; 32] = [0x5C; 32];
 const EPOCH: [u8; 16] = [0xE1; 16];
 const FILE: [u8; 16] = [0xF2; 16];
+const NAME: &[u8] = b"16384/t3_16400_fsm.1";
 
 fn key() -> EpochKey {
     EpochKey::from_bytes(EK)
 }
 
+fn name() -> FileName<'static> {
+    FileName::new(2, NAME).unwrap()
+}
+
 fn header() -> [u8; 64] {
-    FileCipher::create(&key(), &EPOCH, &FILE).unwrap().1
+    FileCipher::create(&key(), &EPOCH, &FILE, &name())
+        .unwrap()
+        .1
 }
 
 fn open_err(h: &[u8; 64]) -> FormatError {
-    FileCipher::open(&key(), &EPOCH, h).unwrap_err()
+    FileCipher::open(&key(), &EPOCH, &name(), h).unwrap_err()
+}
+
+fn create(io: &mut VecIo, nonces: &mut NonceSequence, mode: Mode) -> SealedFile {
+    SealedFile::create(io, nonces, &key(), &EPOCH, &FILE, &name(), mode).unwrap()
+}
+
+fn open(io: &mut VecIo, mode: Mode) -> Result<SealedFile, FormatError> {
+    SealedFile::open(io, &key(), &EPOCH, &name(), mode, None)
+}
+
+#[test]
+fn empty_file_is_its_own_error() {
+    let mut io = VecIo::default();
+    for mode in [Mode::Shared, Mode::PRIVATE] {
+        assert_eq!(open(&mut io, mode).unwrap_err(), FormatError::EmptyFile);
+    }
+    assert_eq!(physical_to_logical_size(0), Ok(0));
+    assert_eq!(sniff(&[]), Sniff::NotOurs);
+    // A created file is never empty: create writes page 0 at once.
+    let mut nonces = NonceSequence::new([1; 8]);
+    let f = create(&mut io, &mut nonces, Mode::Shared);
+    assert_eq!(io.data.len(), PAGE_SIZE);
+    drop(f);
+    assert!(open(&mut io, Mode::Shared).is_ok());
+    // A shared handle whose file was emptied behind its back.
+    let mut f = open(&mut io, Mode::Shared).unwrap();
+    io.data.clear();
+    assert_eq!(f.len(&mut io), Err(FormatError::EmptyFile));
 }
 
 #[test]
@@ -31,39 +67,44 @@ fn bad_magic() {
     assert_eq!(open_err(&h), FormatError::BadMagic);
     assert_eq!(sniff(&h), Sniff::NotOurs);
     // A short foreign file is "not ours", not "truncated".
-    let mut io = VecIo {
-        data: b"hello world".to_vec(),
-    };
-    assert_eq!(
-        SealedFile::open(&mut io, &key(), &EPOCH).unwrap_err(),
-        FormatError::BadMagic
-    );
-    let mut io = VecIo { data: vec![0; 100] };
-    assert_eq!(
-        SealedFile::open(&mut io, &key(), &EPOCH).unwrap_err(),
-        FormatError::BadMagic
-    );
+    for data in [b"hello world".to_vec(), vec![0; 100], vec![0; 9000]] {
+        let mut io = VecIo { data };
+        assert_eq!(
+            open(&mut io, Mode::Shared).unwrap_err(),
+            FormatError::BadMagic
+        );
+    }
 }
 
 #[test]
 fn unsupported_version_header_length_block_size() {
-    let mut h = header();
-    h[8] = 2;
-    assert_eq!(Header::parse(&h), Err(FormatError::UnsupportedVersion(2)));
-    assert_eq!(open_err(&h), FormatError::UnsupportedVersion(2));
-    assert_eq!(sniff(&h), Sniff::Corrupt);
-    h[8] = 0;
-    assert_eq!(open_err(&h), FormatError::UnsupportedVersion(0));
+    // A v1 file (same header layout, version 1) is ours but unsupported.
+    let mut v1 = header();
+    v1[8] = 1;
+    assert_eq!(Header::parse(&v1), Err(FormatError::UnsupportedVersion(1)));
+    assert_eq!(open_err(&v1), FormatError::UnsupportedVersion(1));
+    assert_eq!(sniff(&v1), Sniff::Corrupt);
+    let mut io = VecIo { data: v1.to_vec() };
+    io.data.extend_from_slice(&[7; 8220 + 93]);
+    assert_eq!(
+        open(&mut io, Mode::PRIVATE).unwrap_err(),
+        FormatError::UnsupportedVersion(1)
+    );
 
+    let mut h = header();
+    h[8] = 3;
+    assert_eq!(open_err(&h), FormatError::UnsupportedVersion(3));
     let mut h = header();
     h[10] = 65;
     assert_eq!(open_err(&h), FormatError::UnsupportedHeaderLength(65));
     assert_eq!(sniff(&h), Sniff::Corrupt);
-
     let mut h = header();
     h[12..16].copy_from_slice(&4096u32.to_le_bytes());
     assert_eq!(open_err(&h), FormatError::UnsupportedBlockSize(4096));
     assert_eq!(sniff(&h), Sniff::Corrupt);
+    // Control: the genuine header.
+    assert_eq!(sniff(&header()), Sniff::Ours { epoch_id: EPOCH });
+    assert_eq!(Header::parse(&header()).unwrap().to_bytes(), header());
 }
 
 #[test]
@@ -74,16 +115,22 @@ fn zero_file_id() {
     assert_eq!(open_err(&h), FormatError::ZeroFileId);
     assert_eq!(sniff(&h), Sniff::Corrupt);
     assert_eq!(
-        FileCipher::create(&key(), &EPOCH, &[0; 16]).unwrap_err(),
+        FileCipher::create(&key(), &EPOCH, &[0; 16], &name()).unwrap_err(),
         FormatError::ZeroFileId
     );
     let mut io = VecIo::default();
+    let mut nonces = NonceSequence::new([1; 8]);
     assert_eq!(
-        SealedFile::create(&mut io, &key(), &EPOCH, &[0; 16]).unwrap_err(),
-        FormatError::ZeroFileId
-    );
-    assert_eq!(
-        SealedFile::open_or_init(&mut io, &key(), &EPOCH, &[0; 16]).unwrap_err(),
+        SealedFile::create(
+            &mut io,
+            &mut nonces,
+            &key(),
+            &EPOCH,
+            &[0; 16],
+            &name(),
+            Mode::PRIVATE
+        )
+        .unwrap_err(),
         FormatError::ZeroFileId
     );
     assert!(io.data.is_empty());
@@ -92,34 +139,43 @@ fn zero_file_id() {
 #[test]
 fn foreign_epoch() {
     let h = header();
-    let e = FileCipher::open(&key(), &[0xE2; 16], &h).unwrap_err();
+    let e = FileCipher::open(&key(), &[0xE2; 16], &name(), &h).unwrap_err();
     assert_eq!(e, FormatError::ForeignEpoch);
     assert!(
         e.to_string().contains("written under another key epoch"),
         "{e}"
     );
     assert_eq!(sniff(&h), Sniff::Ours { epoch_id: EPOCH });
-    let mut io = VecIo { data: h.to_vec() };
-    assert_eq!(
-        SealedFile::open(&mut io, &key(), &[0; 16]).unwrap_err(),
-        FormatError::ForeignEpoch
-    );
 }
 
 #[test]
-fn header_auth_failed() {
-    // Same epoch id, another key.
+fn header_auth_failed_for_other_key_tag_or_name() {
     let h = header();
+    assert!(FileCipher::open(&key(), &EPOCH, &name(), &h).is_ok());
     assert_eq!(
-        FileCipher::open(&EpochKey::from_bytes([0x5D; 32]), &EPOCH, &h).unwrap_err(),
+        FileCipher::open(&EpochKey::from_bytes([0x5D; 32]), &EPOCH, &name(), &h).unwrap_err(),
         FormatError::HeaderAuthFailed
     );
-    // Tag or file id changed.
     for i in [32, 47, 48, 63] {
         let mut h = header();
         h[i] ^= 0x80;
         assert_eq!(open_err(&h), FormatError::HeaderAuthFailed, "byte {i}");
     }
+    let other = FileName::new(2, b"16384/t3_16400_fsm.2").unwrap();
+    assert_eq!(
+        FileCipher::open(&key(), &EPOCH, &other, &h).unwrap_err(),
+        FormatError::HeaderAuthFailed
+    );
+}
+
+#[test]
+fn name_too_long() {
+    let long = [b'x'; 256];
+    assert_eq!(
+        FileName::new(1, &long),
+        Err(FormatError::NameTooLong { len: 256 })
+    );
+    assert!(FileName::new(1, &long[..255]).is_ok());
 }
 
 #[test]
@@ -128,59 +184,112 @@ fn truncated_header_and_corrupt_sizes() {
         Header::parse(&header()[..63]),
         Err(FormatError::TruncatedHeader { physical_len: 63 })
     );
-    assert_eq!(
-        Header::parse(&[]),
-        Err(FormatError::TruncatedHeader { physical_len: 0 })
-    );
     assert_eq!(sniff(&header()[..63]), Sniff::Corrupt);
     assert_eq!(sniff(&MAGIC[..7]), Sniff::NotOurs);
-    assert_eq!(sniff(&[]), Sniff::NotOurs);
-
-    let mut io = VecIo::default();
+    for cut in [30usize, 64, 100, PAGE_SIZE - 1] {
+        let mut io = VecIo::default();
+        let mut nonces = NonceSequence::new([1; 8]);
+        drop(create(&mut io, &mut nonces, Mode::PRIVATE));
+        io.data.truncate(cut);
+        assert_eq!(
+            open(&mut io, Mode::PRIVATE).unwrap_err(),
+            FormatError::TruncatedHeader {
+                physical_len: cut as u64
+            }
+        );
+        assert_eq!(
+            physical_to_logical_size(cut as u64),
+            Err(FormatError::TruncatedHeader {
+                physical_len: cut as u64
+            })
+        );
+    }
+    // Ending inside the metadata page of group 1.
+    let p = 257 * 8192 + 10;
     assert_eq!(
-        SealedFile::open(&mut io, &key(), &EPOCH).unwrap_err(),
-        FormatError::TruncatedHeader { physical_len: 0 }
+        physical_to_logical_size(p),
+        Err(FormatError::CorruptPhysicalSize { physical_len: p })
     );
-    let mut io = VecIo {
-        data: header()[..30].to_vec(),
-    };
-    let err = FormatError::TruncatedHeader { physical_len: 30 };
-    assert_eq!(SealedFile::open(&mut io, &key(), &EPOCH).unwrap_err(), err);
-    assert_eq!(
-        SealedFile::open_or_init(&mut io, &key(), &EPOCH, &FILE).unwrap_err(),
-        err
-    );
-    assert_eq!(physical_to_logical_size(30), Err(err));
+}
 
-    // A handle whose file was cut to 30 bytes behind its back.
+#[test]
+fn invalid_arguments() {
     let mut io = VecIo::default();
     let mut nonces = NonceSequence::new([1; 8]);
-    let mut f = SealedFile::create(&mut io, &key(), &EPOCH, &FILE).unwrap();
-    io.data.truncate(30);
-    assert_eq!(f.len(&mut io), Err(err));
-    assert_eq!(f.write_at(&mut io, &mut nonces, b"x", 0), Err(err));
-    assert_eq!(f.set_len(&mut io, &mut nonces, 5), Err(err));
+    for cache_groups in [0u8, 1, 65, 255] {
+        let mode = Mode::Private { cache_groups };
+        assert!(matches!(
+            SealedFile::create(&mut io, &mut nonces, &key(), &EPOCH, &FILE, &name(), mode),
+            Err(FormatError::InvalidArgument(_))
+        ));
+        assert!(io.data.is_empty());
+    }
+    let mut f = create(&mut io, &mut nonces, Mode::PRIVATE);
+    // create on a non-empty file.
+    assert!(matches!(
+        SealedFile::create(
+            &mut io,
+            &mut nonces,
+            &key(),
+            &EPOCH,
+            &FILE,
+            &name(),
+            Mode::PRIVATE
+        ),
+        Err(FormatError::InvalidArgument(_))
+    ));
+    // Remembered state is for private files.
+    let rem = f.remembered().unwrap();
+    assert!(matches!(
+        SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, Some(&rem)),
+        Err(FormatError::InvalidArgument(_))
+    ));
+    let shared = open(&mut io, Mode::Shared).unwrap();
+    assert!(matches!(
+        shared.remembered(),
+        Err(FormatError::InvalidArgument(_))
+    ));
+    // Unflushed.
+    f.write_at(&mut io, &mut nonces, b"x", 0).unwrap();
+    assert!(f.is_dirty());
+    assert_eq!(f.remembered(), Err(FormatError::Unflushed));
+    f.flush(&mut io, &mut nonces).unwrap();
+    assert!(f.remembered().is_ok());
+}
 
-    // 1..=28 bytes after the full blocks.
-    let mut io = VecIo::default();
-    let mut f = SealedFile::create(&mut io, &key(), &EPOCH, &FILE).unwrap();
-    f.write_at(&mut io, &mut nonces, &[1; 8192], 0).unwrap();
-    io.data.extend_from_slice(&[0; 28]);
-    let err = FormatError::CorruptPhysicalSize {
-        physical_len: 64 + 8220 + 28,
-    };
-    assert_eq!(f.len(&mut io), Err(err));
-    assert_eq!(f.write_at(&mut io, &mut nonces, b"x", 0), Err(err));
-    assert_eq!(f.set_len(&mut io, &mut nonces, 1), Err(err));
-    let mut buf = [0u8; 100];
-    f.invalidate_cache();
-    assert_eq!(f.read_at(&mut io, &mut buf, 8192), Err(err));
+#[test]
+fn remembered_file_id() {
+    let mut a = VecIo::default();
+    let mut nonces = NonceSequence::new([1; 8]);
+    let f = create(&mut a, &mut nonces, Mode::PRIVATE);
+    let rem = f.remembered().unwrap();
+    assert_eq!(rem.file_id(), FILE);
+    assert_eq!(rem.len(), 0);
+    assert_eq!(rem.groups(), 1);
+    // Control.
+    assert!(SealedFile::open(&mut a, &key(), &EPOCH, &name(), Mode::PRIVATE, Some(&rem)).is_ok());
+    // Another file (other id) in its place.
+    let mut b = VecIo::default();
+    SealedFile::create(
+        &mut b,
+        &mut nonces,
+        &key(),
+        &EPOCH,
+        &[0xF3; 16],
+        &name(),
+        Mode::PRIVATE,
+    )
+    .unwrap();
+    assert_eq!(
+        SealedFile::open(&mut b, &key(), &EPOCH, &name(), Mode::PRIVATE, Some(&rem)).unwrap_err(),
+        FormatError::RememberedFileId
+    );
 }
 
 #[test]
 fn block_length_and_buffer_errors() {
-    let (c, _) = FileCipher::create(&key(), &EPOCH, &FILE).unwrap();
-    let mut out = vec![0u8; PHYS_BLOCK_SIZE];
+    let (c, _) = FileCipher::create(&key(), &EPOCH, &FILE, &name()).unwrap();
+    let mut out = vec![0u8; 8192];
     let n = [0u8; 12];
     assert_eq!(
         c.seal_block(0, n, &[], &mut out),
@@ -191,47 +300,43 @@ fn block_length_and_buffer_errors() {
         Err(FormatError::InvalidBlockLength { len: 8193 })
     );
     assert_eq!(
-        c.seal_block(0, n, &[0; 100], &mut out[..127]),
+        c.seal_block(0, n, &[0; 100], &mut out[..99]),
         Err(FormatError::BufferTooSmall {
-            needed: 128,
-            got: 127
+            needed: 100,
+            got: 99
         })
     );
-    let len = c.seal_block(4, n, &[9; 100], &mut out).unwrap();
+    let tag = c.seal_block(4, n, &[9; 100], &mut out).unwrap();
     let mut plain = [0u8; 8192];
     assert_eq!(
-        c.open_block(4, &out[..len], &mut plain[..99]),
+        c.open_block(4, &n, &tag, &out[..100], &mut plain[..99]),
         Err(FormatError::BufferTooSmall {
             needed: 100,
             got: 99
         })
     );
     assert_eq!(
-        c.open_block(4, &out[..28], &mut plain),
-        Err(FormatError::TruncatedBlock { index: 4, len: 28 })
+        c.open_block(4, &n, &tag, &[], &mut plain),
+        Err(FormatError::InvalidBlockLength { len: 0 })
     );
     assert_eq!(
-        c.open_block(4, &[0; PHYS_BLOCK_SIZE + 1], &mut plain),
-        Err(FormatError::TruncatedBlock {
-            index: 4,
-            len: PHYS_BLOCK_SIZE + 1
-        })
+        c.open_block_in_place(4, &n, &tag, &mut [0; 8193]),
+        Err(FormatError::InvalidBlockLength { len: 8193 })
     );
-    assert_eq!(
-        c.open_block(4, &[], &mut plain),
-        Err(FormatError::TruncatedBlock { index: 4, len: 0 })
-    );
+    // Control.
+    assert_eq!(c.open_block(4, &n, &tag, &out[..100], &mut plain), Ok(100));
 }
 
 #[test]
 fn block_auth_failed_zeroes_output() {
-    let (c, _) = FileCipher::create(&key(), &EPOCH, &FILE).unwrap();
-    let mut out = vec![0u8; PHYS_BLOCK_SIZE];
-    let len = c.seal_block(2, [3; 12], &[0xAA; 500], &mut out).unwrap();
-    out[20] ^= 1;
+    let (c, _) = FileCipher::create(&key(), &EPOCH, &FILE, &name()).unwrap();
+    let mut ct = vec![0u8; 500];
+    let nonce = [3; 12];
+    let tag = c.seal_block(2, nonce, &[0xAA; 500], &mut ct).unwrap();
+    ct[20] ^= 1;
     let mut plain = [0x77u8; 8192];
     assert_eq!(
-        c.open_block(2, &out[..len], &mut plain),
+        c.open_block(2, &nonce, &tag, &ct, &mut plain),
         Err(FormatError::BlockAuthFailed { index: 2 })
     );
     assert!(
@@ -242,9 +347,15 @@ fn block_auth_failed_zeroes_output() {
         plain[500..].iter().all(|&b| b == 0x77),
         "bytes past the block touched"
     );
+    let mut inplace = ct.clone();
+    assert_eq!(
+        c.open_block_in_place(2, &nonce, &tag, &mut inplace),
+        Err(FormatError::BlockAuthFailed { index: 2 })
+    );
+    assert!(inplace.iter().all(|&b| b == 0));
 }
 
-/// A nonce source that never recovers, to reach the exhaustion error in a write.
+/// A nonce source that never recovers, to reach the exhaustion error.
 struct Strict(NonceSequence);
 
 impl NonceSource for Strict {
@@ -254,31 +365,36 @@ impl NonceSource for Strict {
 }
 
 #[test]
-fn nonce_space_exhausted() {
+fn nonce_space_exhausted_changes_nothing() {
     let mut s = NonceSequence::with_counter([1; 8], u32::MAX);
     s.next().unwrap();
     assert_eq!(s.next(), Err(FormatError::NonceSpaceExhausted));
 
-    let mut io = VecIo::default();
-    let mut f = SealedFile::create(&mut io, &key(), &EPOCH, &FILE).unwrap();
-    let mut strict = Strict(NonceSequence::with_counter([1; 8], u32::MAX));
-    assert_eq!(f.write_at(&mut io, &mut strict, b"ab", 0), Ok(2));
-    assert_eq!(
-        f.write_at(&mut io, &mut strict, b"cd", 2),
-        Err(FormatError::NonceSpaceExhausted)
-    );
-    assert_eq!(
-        f.set_len(&mut io, &mut strict, 1),
-        Err(FormatError::NonceSpaceExhausted)
-    );
-    // The failed writes changed nothing; a fresh stream continues.
-    let mut buf = [0u8; 10];
-    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(2));
-    assert_eq!(&buf[..2], b"ab");
-    strict.0.reseed([2; 8]);
-    assert_eq!(f.write_at(&mut io, &mut strict, b"cd", 2), Ok(2));
-    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(4));
-    assert_eq!(&buf[..4], b"abcd");
+    for mode in [Mode::Shared, Mode::PRIVATE] {
+        let mut io = VecIo::default();
+        let mut nonces = NonceSequence::new([1; 8]);
+        let mut f = create(&mut io, &mut nonces, mode);
+        f.write_at(&mut io, &mut nonces, b"ab", 0).unwrap();
+        f.flush(&mut io, &mut nonces).unwrap();
+        let mut strict = Strict(NonceSequence::with_counter([2; 8], u32::MAX));
+        strict.0.next().unwrap();
+        assert_eq!(
+            f.write_at(&mut io, &mut strict, b"cd", 2),
+            Err(FormatError::NonceSpaceExhausted)
+        );
+        assert_eq!(
+            f.set_len(&mut io, &mut strict, 1),
+            Err(FormatError::NonceSpaceExhausted)
+        );
+        // The failed calls changed nothing; a fresh stream continues.
+        let mut buf = [0u8; 10];
+        assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(2));
+        assert_eq!(&buf[..2], b"ab");
+        strict.0.reseed([3; 8]);
+        assert_eq!(f.write_at(&mut io, &mut strict, b"cd", 2), Ok(2));
+        assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(4));
+        assert_eq!(&buf[..4], b"abcd");
+    }
 }
 
 #[test]
@@ -289,15 +405,13 @@ fn offset_too_large() {
     );
     let mut io = VecIo::default();
     let mut nonces = NonceSequence::new([1; 8]);
-    let mut f = SealedFile::create(&mut io, &key(), &EPOCH, &FILE).unwrap();
-    assert_eq!(
-        f.write_at(&mut io, &mut nonces, b"x", MAX_LOGICAL_SIZE),
-        Err(FormatError::OffsetTooLarge)
-    );
-    assert_eq!(
-        f.write_at(&mut io, &mut nonces, b"x", u64::MAX),
-        Err(FormatError::OffsetTooLarge)
-    );
+    let mut f = create(&mut io, &mut nonces, Mode::PRIVATE);
+    for off in [MAX_LOGICAL_SIZE, u64::MAX] {
+        assert_eq!(
+            f.write_at(&mut io, &mut nonces, b"x", off),
+            Err(FormatError::OffsetTooLarge)
+        );
+    }
     assert_eq!(
         f.set_len(&mut io, &mut nonces, MAX_LOGICAL_SIZE + 1),
         Err(FormatError::OffsetTooLarge)
@@ -306,7 +420,7 @@ fn offset_too_large() {
     let mut buf = [0u8; 4];
     assert_eq!(f.read_at(&mut io, &mut buf, u64::MAX - 1), Ok(0));
     assert_eq!(f.read_at(&mut io, &mut buf, MAX_LOGICAL_SIZE), Ok(0));
-    assert_eq!(io.data.len(), 64);
+    assert_eq!(io.data.len(), PAGE_SIZE);
 }
 
 /// I/O errors of the caller's type pass through unchanged.
@@ -350,38 +464,54 @@ impl PhysicalIo for FailingIo {
 }
 
 #[test]
-fn caller_io_errors_pass_through_and_drop_the_cache() {
-    let mut io = FailingIo {
-        inner: VecIo::default(),
-        fail_writes: false,
-    };
-    let mut nonces = NonceSequence::new([1; 8]);
-    let mut f = SealedFile::create(&mut io, &key(), &EPOCH, &FILE).unwrap();
-    f.write_at(&mut io, &mut nonces, &[5; 300], 0).unwrap();
-    io.fail_writes = true;
-    assert_eq!(
-        f.write_at(&mut io, &mut nonces, &[6; 10], 10),
-        Err(MyError::Disk)
-    );
-    assert_eq!(f.set_len(&mut io, &mut nonces, 10), Err(MyError::Disk));
-    // The cache must not keep the unwritten bytes: reads show the disk.
-    let mut buf = [0u8; 300];
-    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(300));
-    assert!(buf.iter().all(|&b| b == 5));
-    io.inner.data.truncate(64 + 100);
-    assert_eq!(f.len(&mut io), Ok(100 - 28));
-    io.inner.data.truncate(64 + 20);
-    assert_eq!(
-        f.len(&mut io),
-        Err(MyError::Format(FormatError::CorruptPhysicalSize {
-            physical_len: 84
-        }))
-    );
+fn caller_io_errors_pass_through_and_leave_the_file_readable() {
+    for mode in [Mode::Shared, Mode::Private { cache_groups: 2 }] {
+        let mut io = FailingIo {
+            inner: VecIo::default(),
+            fail_writes: false,
+        };
+        let mut nonces = NonceSequence::new([1; 8]);
+        let mut f =
+            SealedFile::create(&mut io, &mut nonces, &key(), &EPOCH, &FILE, &name(), mode).unwrap();
+        f.write_at(&mut io, &mut nonces, &[5; 300], 0).unwrap();
+        f.flush(&mut io, &mut nonces).unwrap();
+        io.fail_writes = true;
+        assert_eq!(
+            f.write_at(&mut io, &mut nonces, &[6; 10], 10),
+            Err(MyError::Disk)
+        );
+        assert_eq!(f.set_len(&mut io, &mut nonces, 10), Err(MyError::Disk));
+        assert_eq!(
+            f.write_at(&mut io, &mut nonces, &[6; 10], 5 * 8192),
+            Err(MyError::Disk)
+        );
+        // Neither the plaintext cache nor the metadata kept the unwritten
+        // bytes: reads show the disk.
+        let mut buf = [0u8; 300];
+        assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(300));
+        assert!(buf.iter().all(|&b| b == 5));
+        assert_eq!(f.len(&mut io), Ok(300));
+        // A failed write-back stays dirty and succeeds later.
+        if mode != Mode::Shared {
+            io.fail_writes = false;
+            f.write_at(&mut io, &mut nonces, &[7; 10], 0).unwrap();
+            io.fail_writes = true;
+            assert_eq!(f.flush(&mut io, &mut nonces), Err(MyError::Disk));
+            assert!(f.is_dirty());
+            io.fail_writes = false;
+            f.flush(&mut io, &mut nonces).unwrap();
+            assert!(!f.is_dirty());
+        }
+        drop(f);
+        let mut g = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+        assert_eq!(g.read_at(&mut io, &mut buf, 0), Ok(300));
+    }
 }
 
 #[test]
-fn messages_never_carry_secrets() {
+fn messages_never_carry_secrets_or_names() {
     let all = [
+        FormatError::EmptyFile,
         FormatError::BadMagic,
         FormatError::UnsupportedVersion(9),
         FormatError::UnsupportedHeaderLength(9),
@@ -389,14 +519,26 @@ fn messages_never_carry_secrets() {
         FormatError::ForeignEpoch,
         FormatError::ZeroFileId,
         FormatError::HeaderAuthFailed,
-        FormatError::BlockAuthFailed { index: 3 },
         FormatError::TruncatedHeader { physical_len: 3 },
         FormatError::CorruptPhysicalSize { physical_len: 3 },
-        FormatError::TruncatedBlock { index: 3, len: 3 },
+        FormatError::Truncated { group: 3 },
+        FormatError::SizeMismatch { physical_len: 3 },
+        FormatError::MetadataAuthFailed { group: 3 },
+        FormatError::MetadataReplayed { group: 3 },
+        FormatError::BlockAuthFailed { index: 3 },
+        FormatError::RememberedFileId,
+        FormatError::RememberedLength {
+            remembered: 3,
+            found: 2,
+        },
+        FormatError::Unflushed,
+        FormatError::NameTooLong { len: 300 },
+        FormatError::InvalidArgument("x"),
         FormatError::InvalidBlockLength { len: 3 },
         FormatError::BufferTooSmall { needed: 3, got: 2 },
         FormatError::NonceSpaceExhausted,
         FormatError::OffsetTooLarge,
+        FormatError::OutOfMemory,
         FormatError::RandomFailed,
         FormatError::CryptoFailure,
     ];
@@ -412,12 +554,15 @@ fn messages_never_carry_secrets() {
         assert!(longest_hex_run < 8, "{msg}");
         assert!(!format!("{e:?}").contains("5c5c"), "{e:?}");
     }
-    // Secret-holding types redact themselves.
+    // Secret-holding types redact themselves; names are not printed.
     let k = key();
     assert_eq!(format!("{k:?}"), "EpochKey(<redacted>)");
-    let (c, _) = FileCipher::create(&k, &EPOCH, &FILE).unwrap();
+    let (c, _) = FileCipher::create(&k, &EPOCH, &FILE, &name()).unwrap();
     assert!(!format!("{c:?}").contains("92"), "{c:?}");
+    assert!(!format!("{:?}", name()).contains("16400"));
     let mut io = VecIo::default();
-    let f = SealedFile::create(&mut io, &k, &EPOCH, &FILE).unwrap();
-    assert!(format!("{f:?}").starts_with("SealedFile"));
+    let mut nonces = NonceSequence::new([1; 8]);
+    let f = create(&mut io, &mut nonces, Mode::PRIVATE);
+    let s = format!("{f:?} {:?}", f.remembered().unwrap());
+    assert!(s.starts_with("SealedFile") && !s.contains("16400"), "{s}");
 }

@@ -2,8 +2,8 @@
 //! stable Rust, so they cannot rot between cargo-fuzz runs.
 
 use ephcrypt_format::fuzzing::{
-    fuzz_file_ops, fuzz_header, fuzz_header_bytes, fuzz_open_block, fuzz_read_file,
-    fuzz_sealed_block, fuzz_tamper_block,
+    fuzz_file_ops, fuzz_header, fuzz_header_bytes, fuzz_metadata, fuzz_metadata_page,
+    fuzz_open_block, fuzz_read_file, fuzz_sealed_block, fuzz_tamper_block,
 };
 
 /// Small deterministic PRNG (xorshift64*), so failures reproduce.
@@ -95,9 +95,32 @@ fn tamper_entry_point() {
 }
 
 #[test]
+fn metadata_entry_point() {
+    let mut rng = Rng(0x1357_9bdf_2468_ace0);
+    fuzz_metadata(&[]);
+    for (group, count, final_group) in [
+        (0u64, 0u16, true),
+        (0, 5, true),
+        (1, 256, false),
+        (3, 1, true),
+    ] {
+        let mut seed = vec![group as u8];
+        seed.extend_from_slice(&fuzz_metadata_page(group, count, final_group));
+        fuzz_metadata(&seed); // genuine: must open
+        for _ in 0..300 {
+            fuzz_metadata(&rng.mutate(&seed));
+        }
+    }
+    for _ in 0..300 {
+        let len = rng.below(9000);
+        fuzz_metadata(&rng.bytes(len));
+    }
+}
+
+#[test]
 fn file_ops_entry_point() {
     let mut rng = Rng(0x7777_1111_2222_9999);
-    for _ in 0..400 {
+    for _ in 0..300 {
         let len = rng.below(120);
         fuzz_file_ops(&rng.bytes(len));
     }
@@ -107,12 +130,18 @@ fn file_ops_entry_point() {
 fn read_file_entry_point() {
     let mut rng = Rng(0x0123_4567_89ab_cdef);
     fuzz_read_file(&[]);
-    for _ in 0..1500 {
+    // Untouched regions (the genuine file) and genuine-length garbage.
+    fuzz_read_file(&[1]);
+    fuzz_read_file(&[2]);
+    for _ in 0..1000 {
+        let sel = rng.below(3) as u8;
         let len = match rng.below(3) {
             0 => rng.below(64),
-            1 => 8220 + rng.below(64),
-            _ => rng.below(20_000),
+            1 => 3 * 8192 + 500,
+            _ => rng.below(40_000),
         };
-        fuzz_read_file(&rng.bytes(len));
+        let mut data = vec![sel];
+        data.extend_from_slice(&rng.bytes(len));
+        fuzz_read_file(&data);
     }
 }

@@ -1,21 +1,26 @@
-//! How `SealedFile` uses the physical file: no read-modify-write for whole
-//! blocks, one size query per operation (none for reads), the block cache,
-//! fresh nonces, sealed gaps, lazy headers.
+//! How `SealedFile` uses the physical file (FORMAT.md §7, §8): in private
+//! mode one 8 KiB block write is one data pwrite and metadata goes back only
+//! on eviction and flush; in shared mode every call starts with one size
+//! query and writes its metadata through; reads never write; the plaintext
+//! cache; fresh nonces; sealed gaps; eager page 0.
 
 use ephcrypt_format::{
-    EpochKey, FormatError, NonceSequence, PhysicalIo, SealedFile, VecIo, HEADER_LEN,
-    PHYS_BLOCK_SIZE,
+    data_offset, meta_offset, EpochKey, FileName, FormatError, Mode, NonceSequence, PhysicalIo,
+    SealedFile, VecIo, BLOCK_SIZE, PAGE_SIZE,
 };
 
 const EK: [u8; 32] = [0x71; 32];
 const EPOCH: [u8; 16] = [0xE7; 16];
 const FILE: [u8; 16] = [0xF7; 16];
-const B: usize = 8192;
+const B: usize = BLOCK_SIZE;
+const G: usize = 256;
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 struct Counts {
-    reads: usize,
-    writes: usize,
+    data_reads: usize,
+    meta_reads: usize,
+    data_writes: usize,
+    meta_writes: usize,
     set_lens: usize,
     lens: usize,
 }
@@ -32,14 +37,28 @@ impl CountingIo {
     }
 }
 
+fn is_meta(off: u64) -> bool {
+    off.is_multiple_of(257 * PAGE_SIZE as u64)
+}
+
 impl PhysicalIo for CountingIo {
     type Error = FormatError;
     fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
-        self.n.reads += 1;
+        if is_meta(off) && buf.len() == PAGE_SIZE {
+            self.n.meta_reads += 1;
+        } else {
+            self.n.data_reads += 1;
+        }
         self.inner.read_at(buf, off)
     }
     fn write_all_at(&mut self, buf: &[u8], off: u64) -> Result<(), FormatError> {
-        self.n.writes += 1;
+        if is_meta(off) {
+            assert_eq!(buf.len(), PAGE_SIZE, "metadata pages are written whole");
+            self.n.meta_writes += 1;
+        } else {
+            assert_eq!(off % PAGE_SIZE as u64, 0, "data blocks start 8 KiB-aligned");
+            self.n.data_writes += 1;
+        }
         self.inner.write_all_at(buf, off)
     }
     fn set_len(&mut self, len: u64) -> Result<(), FormatError> {
@@ -52,90 +71,212 @@ impl PhysicalIo for CountingIo {
     }
 }
 
-fn setup() -> (CountingIo, NonceSequence, SealedFile) {
+fn name() -> FileName<'static> {
+    FileName::new(1, b"pgsql_tmp77.0").unwrap()
+}
+
+fn setup(mode: Mode) -> (CountingIo, NonceSequence, SealedFile) {
     let mut io = CountingIo::default();
-    let f = SealedFile::create(&mut io, &EpochKey::from_bytes(EK), &EPOCH, &FILE).unwrap();
+    let mut nonces = NonceSequence::new([3; 8]);
+    let f = SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &EpochKey::from_bytes(EK),
+        &EPOCH,
+        &FILE,
+        &name(),
+        mode,
+    )
+    .unwrap();
     io.take();
-    (io, NonceSequence::new([3; 8]), f)
+    (io, nonces, f)
+}
+
+fn reopen(io: &mut CountingIo, mode: Mode) -> SealedFile {
+    SealedFile::open(io, &EpochKey::from_bytes(EK), &EPOCH, &name(), mode, None).unwrap()
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_add(seed) | 1).collect()
 }
 
+fn counts(data_writes: usize) -> Counts {
+    Counts {
+        data_writes,
+        ..Counts::default()
+    }
+}
+
 #[test]
-fn whole_block_writes_never_read() {
-    let (mut io, mut nonces, mut f) = setup();
+fn create_writes_page_0_and_open_reads_header_page_0_and_size() {
+    let mut io = CountingIo::default();
+    let mut nonces = NonceSequence::new([3; 8]);
+    let key = EpochKey::from_bytes(EK);
+    SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &key,
+        &EPOCH,
+        &FILE,
+        &name(),
+        Mode::PRIVATE,
+    )
+    .unwrap();
+    assert_eq!(io.inner.data.len(), PAGE_SIZE);
+    assert_eq!(
+        io.take(),
+        Counts {
+            meta_writes: 1,
+            lens: 1,
+            ..Counts::default()
+        }
+    );
+    reopen(&mut io, Mode::PRIVATE);
+    // 64-byte header read + page 0, and one size query (the length).
+    let c = io.take();
+    assert_eq!(
+        (
+            c.meta_reads,
+            c.data_reads,
+            c.lens,
+            c.data_writes,
+            c.meta_writes
+        ),
+        (1, 1, 1, 0, 0)
+    );
+}
+
+#[test]
+fn private_block_writes_are_one_data_pwrite_each() {
+    let (mut io, mut nonces, mut f) = setup(Mode::PRIVATE);
     f.write_at(&mut io, &mut nonces, &pattern(3 * B, 1), 0)
         .unwrap();
-    assert_eq!(
-        io.take(),
-        Counts {
-            reads: 0,
-            writes: 3,
-            set_lens: 0,
-            lens: 1
-        }
-    );
+    assert_eq!(io.take(), counts(3));
+    // Rewrite of a whole block, and appends, to the end of group 0.
     f.write_at(&mut io, &mut nonces, &pattern(B, 2), B as u64)
         .unwrap();
-    assert_eq!(
-        io.take(),
-        Counts {
-            reads: 0,
-            writes: 1,
-            set_lens: 0,
-            lens: 1
-        }
-    );
-    // Appending whole blocks at EOF.
-    f.write_at(&mut io, &mut nonces, &pattern(B, 3), 3 * B as u64)
+    assert_eq!(io.take(), counts(1));
+    for i in 3..G {
+        f.write_at(&mut io, &mut nonces, &pattern(B, 3), (i * B) as u64)
+            .unwrap();
+    }
+    assert_eq!(io.take(), counts(G - 3));
+    // Starting group 1: still no metadata I/O (both pages are cached).
+    f.write_at(&mut io, &mut nonces, &pattern(B, 4), (G * B) as u64)
         .unwrap();
+    assert_eq!(io.take(), counts(1));
+    assert_eq!(f.len(&mut io), Ok((G * B + B) as u64));
+    assert_eq!(io.take(), Counts::default(), "len is from memory");
+    // flush writes one page per dirty group, once.
+    f.flush(&mut io, &mut nonces).unwrap();
     assert_eq!(
         io.take(),
         Counts {
-            reads: 0,
-            writes: 1,
-            set_lens: 0,
-            lens: 1
+            meta_writes: 2,
+            ..Counts::default()
         }
     );
+    f.flush(&mut io, &mut nonces).unwrap();
+    assert_eq!(io.take(), Counts::default(), "flush is idempotent");
     // A partial write of an existing block is read-modify-write.
-    f.invalidate_cache();
+    f.invalidate();
     f.write_at(&mut io, &mut nonces, b"xy", 5).unwrap();
     assert_eq!(
         io.take(),
         Counts {
-            reads: 1,
-            writes: 1,
-            set_lens: 0,
-            lens: 1
+            data_reads: 1,
+            data_writes: 1,
+            ..Counts::default()
         }
     );
 }
 
 #[test]
-fn one_size_query_per_operation_and_none_for_reads() {
-    let (mut io, mut nonces, mut f) = setup();
-    f.write_at(&mut io, &mut nonces, b"abc", 10 * B as u64 + 7)
-        .unwrap(); // gap fill
-    assert_eq!(io.take().lens, 1);
-    f.set_len(&mut io, &mut nonces, 3 * B as u64 + 1).unwrap();
-    assert_eq!(io.take().lens, 1);
-    f.set_len(&mut io, &mut nonces, 20 * B as u64).unwrap();
-    assert_eq!(io.take().lens, 1);
-    assert_eq!(f.len(&mut io), Ok(20 * B as u64));
-    assert_eq!(io.take().lens, 1);
-    let mut buf = vec![0u8; 5 * B];
-    f.read_at(&mut io, &mut buf, 100).unwrap();
-    assert_eq!(io.take().lens, 0);
-    f.read_at(&mut io, &mut buf, 100 * B as u64).unwrap();
-    assert_eq!(io.take().lens, 0);
+fn shared_calls_start_from_disk_and_write_through() {
+    let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), 0).unwrap();
+    // Size query + page of the last group, the data block, the page.
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            meta_reads: 1,
+            data_writes: 1,
+            meta_writes: 1,
+            ..Counts::default()
+        }
+    );
+    // Another process can read it at once.
+    let mut other = reopen(&mut io, Mode::Shared);
+    let mut buf = vec![0u8; B];
+    io.take();
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(buf, pattern(B, 1));
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            meta_reads: 1,
+            data_reads: 1,
+            ..Counts::default()
+        }
+    );
+    // ...and sees the next write without being told.
+    f.write_at(&mut io, &mut nonces, &pattern(B, 2), 0).unwrap();
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(buf, pattern(B, 2));
+    f.set_len(&mut io, &mut nonces, 100).unwrap();
+    assert_eq!(other.len(&mut io), Ok(100));
+    // Nothing stays dirty between calls.
+    assert!(!f.is_dirty());
+}
+
+#[test]
+fn private_eviction_writes_back_the_least_recently_used_page() {
+    let mode = Mode::Private { cache_groups: 2 };
+    let (mut io, mut nonces, mut f) = setup(mode);
+    // Three groups through two slots.
+    f.set_len(&mut io, &mut nonces, (3 * G * B) as u64).unwrap();
+    let c = io.take();
+    assert_eq!(c.data_writes, 3 * G);
+    assert_eq!(c.meta_writes, 1, "group 0 evicted when group 2 started");
+    // Touching group 0 again evicts the least recently used (group 1).
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), 0).unwrap();
+    let c = io.take();
+    assert_eq!((c.meta_reads, c.meta_writes, c.data_writes), (1, 1, 1));
+    f.flush(&mut io, &mut nonces).unwrap();
+    assert_eq!(io.take().meta_writes, 2);
+}
+
+#[test]
+fn reads_never_write_even_when_every_slot_is_dirty() {
+    let mode = Mode::Private { cache_groups: 2 };
+    let (mut io, mut nonces, mut f) = setup(mode);
+    f.set_len(&mut io, &mut nonces, (3 * G * B) as u64).unwrap();
+    f.flush(&mut io, &mut nonces).unwrap();
+    // Dirty groups 1 and 2, then read group 0 (not cached).
+    f.write_at(&mut io, &mut nonces, b"a", (G * B) as u64)
+        .unwrap();
+    f.write_at(&mut io, &mut nonces, b"b", (2 * G * B) as u64)
+        .unwrap();
+    io.take();
+    let mut buf = [0u8; 10];
+    for _ in 0..3 {
+        f.invalidate();
+        assert_eq!(f.read_at(&mut io, &mut buf, 100), Ok(10));
+    }
+    let c = io.take();
+    assert_eq!((c.data_writes, c.meta_writes, c.set_lens), (0, 0, 0));
+    assert_eq!(
+        c.meta_reads, 3,
+        "group 0 is read into the scratch page each time"
+    );
+    assert!(f.is_dirty());
 }
 
 #[test]
 fn unaligned_sequential_reads_open_each_block_once() {
-    let (mut io, mut nonces, mut f) = setup();
+    let (mut io, mut nonces, mut f) = setup(Mode::PRIVATE);
     let data = pattern(10 * B, 4);
     f.write_at(&mut io, &mut nonces, &data, 0).unwrap();
     io.take();
@@ -145,132 +286,182 @@ fn unaligned_sequential_reads_open_each_block_once() {
         assert_eq!(f.read_at(&mut io, &mut buf, off as u64), Ok(B));
         assert_eq!(buf, data[off..off + B]);
     }
-    // Blocks 0..=9, one physical read each.
-    assert_eq!(io.take().reads, 10);
+    // Blocks 0..=9, one physical read each; metadata from memory.
+    assert_eq!(
+        io.take(),
+        Counts {
+            data_reads: 10,
+            ..Counts::default()
+        }
+    );
     // Aligned reads go straight into the caller's buffer; block 9 is still
     // cached from the last unaligned read.
     for i in 0..10 {
         assert_eq!(f.read_at(&mut io, &mut buf, (i * B) as u64), Ok(B));
         assert_eq!(buf, data[i * B..(i + 1) * B]);
     }
-    assert_eq!(io.take().reads, 9);
+    assert_eq!(io.take().data_reads, 9);
 }
 
 #[test]
 fn small_appends_hit_the_cache() {
-    let (mut io, mut nonces, mut f) = setup();
-    let mut off = 0u64;
-    let mut model = Vec::new();
-    for i in 0..400 {
-        let rec = pattern(37 + i % 50, i as u8);
-        f.write_at(&mut io, &mut nonces, &rec, off).unwrap();
-        off += rec.len() as u64;
-        model.extend_from_slice(&rec);
+    for mode in [Mode::PRIVATE, Mode::Shared] {
+        let (mut io, mut nonces, mut f) = setup(mode);
+        let mut off = 0u64;
+        let mut model = Vec::new();
+        for i in 0..400 {
+            let rec = pattern(37 + i % 50, i as u8);
+            f.write_at(&mut io, &mut nonces, &rec, off).unwrap();
+            off += rec.len() as u64;
+            model.extend_from_slice(&rec);
+        }
+        let c = io.take();
+        if mode == Mode::Shared {
+            // Shared calls trust no cached plaintext: each append re-reads
+            // the partial block it extends.
+            assert!(c.data_reads > 300, "{c:?}");
+        } else {
+            assert_eq!(c.data_reads, 0, "appends re-read a block: {c:?}");
+        }
+        let mut buf = vec![0u8; model.len()];
+        f.invalidate();
+        assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(model.len()));
+        assert_eq!(buf, model);
     }
-    let c = io.take();
-    assert_eq!(c.reads, 0, "appends re-read a block: {c:?}");
-    let mut buf = vec![0u8; model.len()];
-    f.invalidate_cache();
-    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(model.len()));
-    assert_eq!(buf, model);
 }
 
 #[test]
 fn every_write_of_a_block_takes_a_fresh_nonce() {
-    let (mut io, mut nonces, mut f) = setup();
-    let nonce_of = |io: &CountingIo, i: usize| {
-        let s = HEADER_LEN + i * PHYS_BLOCK_SIZE;
-        io.inner.data[s..s + 12].to_vec()
-    };
+    let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    let entry0 = |io: &CountingIo| io.inner.data[128..128 + 28].to_vec();
+    let mac = |io: &CountingIo| io.inner.data[8164..8176].to_vec();
     let mut seen = std::collections::HashSet::new();
     for round in 0..5u8 {
         // Same data at the same offset: still a new nonce, new ciphertext.
         f.write_at(&mut io, &mut nonces, &[7; B], 0).unwrap();
-        assert!(seen.insert(nonce_of(&io, 0)), "round {round}");
+        assert!(seen.insert(entry0(&io)), "round {round}");
+        assert!(seen.insert(mac(&io)), "round {round} page");
         f.write_at(&mut io, &mut nonces, &[7; 10], 20).unwrap();
-        assert!(seen.insert(nonce_of(&io, 0)), "round {round} rmw");
+        assert!(seen.insert(entry0(&io)), "round {round} rmw");
+        assert!(seen.insert(mac(&io)), "round {round} rmw page");
     }
 }
 
 #[test]
 fn gaps_are_sealed_zero_blocks_not_holes() {
-    let (mut io, mut nonces, mut f) = setup();
-    f.write_at(&mut io, &mut nonces, b"head", 0).unwrap();
-    f.write_at(&mut io, &mut nonces, b"tail", 5 * B as u64 + 10)
+    for mode in [Mode::PRIVATE, Mode::Shared] {
+        let (mut io, mut nonces, mut f) = setup(mode);
+        f.write_at(&mut io, &mut nonces, b"head", 0).unwrap();
+        f.write_at(
+            &mut io,
+            &mut nonces,
+            b"tail",
+            (G + 5) as u64 * B as u64 + 10,
+        )
         .unwrap();
-    assert_eq!(
-        io.inner.data.len(),
-        HEADER_LEN + 5 * PHYS_BLOCK_SIZE + 14 + 28
-    );
-    for chunk in io.inner.data[HEADER_LEN..].chunks(PHYS_BLOCK_SIZE) {
-        assert!(
-            chunk.iter().any(|&b| b != 0),
-            "an all-zero physical block was written"
+        f.flush(&mut io, &mut nonces).unwrap();
+        assert_eq!(io.inner.data.len() as u64, data_offset((G + 5) as u64) + 14);
+        for chunk in io.inner.data.chunks(PAGE_SIZE) {
+            assert!(
+                chunk.iter().any(|&b| b != 0),
+                "an all-zero physical page was written"
+            );
+        }
+        let mut buf = vec![0xFFu8; (G + 6) * B];
+        assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok((G + 5) * B + 14));
+        assert_eq!(&buf[..4], b"head");
+        assert!(buf[4..(G + 5) * B + 10].iter().all(|&b| b == 0));
+        assert_eq!(&buf[(G + 5) * B + 10..(G + 5) * B + 14], b"tail");
+        // Extending truncate: same rule.
+        f.set_len(&mut io, &mut nonces, ((G + 8) * B) as u64)
+            .unwrap();
+        f.flush(&mut io, &mut nonces).unwrap();
+        for chunk in io.inner.data.chunks(PAGE_SIZE) {
+            assert!(chunk.iter().any(|&b| b != 0));
+        }
+    }
+}
+
+#[test]
+fn truncation_reseals_cuts_and_keeps_page_0() {
+    for mode in [Mode::PRIVATE, Mode::Shared] {
+        let (mut io, mut nonces, mut f) = setup(mode);
+        let data = pattern((G + 3) * B, 5);
+        f.write_at(&mut io, &mut nonces, &data, 0).unwrap();
+        let mut buf = vec![0u8; 3 * B];
+        // Put block 1 into the cache, then cut inside it.
+        assert_eq!(f.read_at(&mut io, &mut buf[..10], B as u64 + 3), Ok(10));
+        f.set_len(&mut io, &mut nonces, B as u64 + 100).unwrap();
+        assert_eq!(io.inner.data.len(), 2 * PAGE_SIZE + 100);
+        assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(B + 100));
+        assert_eq!(buf[..B + 100], data[..B + 100]);
+        assert_eq!(f.read_at(&mut io, &mut buf, B as u64 + 100), Ok(0));
+        // Cut at a block boundary, regrow: zeros.
+        f.set_len(&mut io, &mut nonces, B as u64).unwrap();
+        assert_eq!(f.read_at(&mut io, &mut buf, B as u64), Ok(0));
+        f.set_len(&mut io, &mut nonces, B as u64 + 5).unwrap();
+        assert_eq!(f.read_at(&mut io, &mut buf, B as u64), Ok(5));
+        assert_eq!(&buf[..5], &[0; 5]);
+        // To 0: page 0 stays, and the file reopens as empty.
+        f.set_len(&mut io, &mut nonces, 0).unwrap();
+        f.flush(&mut io, &mut nonces).unwrap();
+        assert_eq!(io.inner.data.len(), PAGE_SIZE);
+        drop(f);
+        let mut g = reopen(&mut io, mode);
+        assert_eq!(g.len(&mut io), Ok(0));
+        assert_eq!(g.read_at(&mut io, &mut buf, 0), Ok(0));
+        assert_eq!(meta_offset(0), 0);
+    }
+}
+
+/// File-set members: handles in different processes take turns writing
+/// (appends, rewrites, a truncate, across the group boundary) and reading;
+/// each sees the others' writes at its next call.
+#[test]
+fn shared_handles_take_turns() {
+    let (mut io, mut nonces, a) = setup(Mode::Shared);
+    let mut handles = [
+        a,
+        reopen(&mut io, Mode::Shared),
+        reopen(&mut io, Mode::Shared),
+    ];
+    let mut model: Vec<u8> = Vec::new();
+    let mut other_nonces = NonceSequence::new([4; 8]);
+    for step in 0..40usize {
+        let h = step % 3;
+        let nonces = if h == 1 {
+            &mut other_nonces
+        } else {
+            &mut nonces
+        };
+        let off = match step % 4 {
+            0 => model.len(),                         // append
+            1 => (step * 977) % (model.len().max(1)), // rewrite inside
+            2 => G * B - 100 + step,                  // around the boundary
+            _ => model.len() / 2,
+        };
+        let data = pattern(B + step, step as u8);
+        handles[h]
+            .write_at(&mut io, nonces, &data, off as u64)
+            .unwrap();
+        if model.len() < off + data.len() {
+            model.resize(off + data.len(), 0);
+        }
+        model[off..off + data.len()].copy_from_slice(&data);
+        if step == 30 {
+            handles[h]
+                .set_len(&mut io, nonces, (G * B + 5) as u64)
+                .unwrap();
+            model.truncate(G * B + 5);
+        }
+        let r = (h + 1) % 3;
+        assert_eq!(
+            handles[r].len(&mut io),
+            Ok(model.len() as u64),
+            "step {step}"
         );
+        let mut buf = vec![0u8; model.len()];
+        assert_eq!(handles[r].read_at(&mut io, &mut buf, 0), Ok(model.len()));
+        assert!(buf == model, "step {step}");
     }
-    let mut buf = vec![0xFFu8; 6 * B];
-    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(5 * B + 14));
-    assert_eq!(&buf[..4], b"head");
-    assert!(buf[4..5 * B + 10].iter().all(|&b| b == 0));
-    assert_eq!(&buf[5 * B + 10..5 * B + 14], b"tail");
-    // Extending truncate: same rule.
-    f.set_len(&mut io, &mut nonces, 8 * B as u64).unwrap();
-    for chunk in io.inner.data[HEADER_LEN..].chunks(PHYS_BLOCK_SIZE) {
-        assert!(chunk.iter().any(|&b| b != 0));
-    }
-    assert_eq!(f.read_at(&mut io, &mut buf[..4], 5 * B as u64 + 10), Ok(4));
-    assert_eq!(&buf[..4], b"tail");
-}
-
-#[test]
-fn empty_file_gets_its_header_lazily() {
-    let key = EpochKey::from_bytes(EK);
-    let mut io = CountingIo::default();
-    let mut nonces = NonceSequence::new([4; 8]);
-    let mut f = SealedFile::open_or_init(&mut io, &key, &EPOCH, &FILE).unwrap();
-    let mut buf = [0u8; 10];
-    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(0));
-    assert_eq!(f.len(&mut io), Ok(0));
-    f.set_len(&mut io, &mut nonces, 0).unwrap();
-    assert_eq!(f.write_at(&mut io, &mut nonces, b"", 0), Ok(0));
-    assert!(io.inner.data.is_empty(), "read-only use must not write");
-    f.write_at(&mut io, &mut nonces, b"hello", 0).unwrap();
-    assert_eq!(io.inner.data.len(), HEADER_LEN + 5 + 28);
-    let mut g = SealedFile::open(&mut io, &key, &EPOCH).unwrap();
-    assert_eq!(g.cipher().file_id(), FILE);
-    assert_eq!(g.read_at(&mut io, &mut buf, 0), Ok(5));
-    // Truncate to 0 keeps the header; an extending set_len on an empty file writes it.
-    g.set_len(&mut io, &mut nonces, 0).unwrap();
-    assert_eq!(io.inner.data.len(), HEADER_LEN);
-    io.inner.data.clear(); // e.g. O_TRUNC by another open
-    g.set_len(&mut io, &mut nonces, 3).unwrap();
-    assert_eq!(io.inner.data.len(), HEADER_LEN + 3 + 28);
-    let mut h = SealedFile::open(&mut io, &key, &EPOCH).unwrap();
-    assert_eq!(h.read_at(&mut io, &mut buf, 0), Ok(3));
-    assert_eq!(&buf[..3], &[0, 0, 0]);
-    // An existing file is opened, not re-initialised, by open_or_init.
-    let mut k = SealedFile::open_or_init(&mut io, &key, &EPOCH, &[9; 16]).unwrap();
-    assert_eq!(k.cipher().file_id(), FILE);
-    assert_eq!(k.len(&mut io), Ok(3));
-}
-
-#[test]
-fn truncate_mid_block_reseals_and_keeps_reading_right() {
-    let (mut io, mut nonces, mut f) = setup();
-    let data = pattern(3 * B, 5);
-    f.write_at(&mut io, &mut nonces, &data, 0).unwrap();
-    let mut buf = vec![0u8; 3 * B];
-    // Put block 1 into the cache, then cut inside it.
-    assert_eq!(f.read_at(&mut io, &mut buf[..10], B as u64 + 3), Ok(10));
-    f.set_len(&mut io, &mut nonces, B as u64 + 100).unwrap();
-    assert_eq!(io.inner.data.len(), HEADER_LEN + PHYS_BLOCK_SIZE + 128);
-    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(B + 100));
-    assert_eq!(buf[..B + 100], data[..B + 100]);
-    assert_eq!(f.read_at(&mut io, &mut buf, B as u64 + 100), Ok(0));
-    // Cut at a block boundary drops the cached block.
-    f.set_len(&mut io, &mut nonces, B as u64).unwrap();
-    assert_eq!(f.read_at(&mut io, &mut buf, B as u64), Ok(0));
-    f.set_len(&mut io, &mut nonces, B as u64 + 5).unwrap();
-    assert_eq!(f.read_at(&mut io, &mut buf, B as u64), Ok(5));
-    assert_eq!(&buf[..5], &[0; 5]);
 }

@@ -1,19 +1,24 @@
 //! Property test: random sequences of writes (any offset and length, past EOF,
-//! rewrites), reads, truncates/extends, size queries, reopens and cache drops,
-//! applied to a plain `Vec<u8>` and to the encrypted file; every observable
-//! result must be identical (see `fuzzing::check_file_ops`).
+//! rewrites, across the 2 MiB group boundary), reads, truncates/extends, size
+//! queries, flushes, reopens with and without remembered state and cache
+//! drops, in both metadata modes, applied to a plain `Vec<u8>` and to the
+//! encrypted file; every observable result must be identical (see
+//! `fuzzing::check_file_ops`).
 
 use ephcrypt_format::fuzzing::{check_file_ops, FileOp};
-use ephcrypt_format::BLOCK_SIZE;
+use ephcrypt_format::{Mode, BLOCK_SIZE, GROUP_BLOCKS};
 use proptest::prelude::*;
 
 const B: u64 = BLOCK_SIZE as u64;
+const G: u64 = GROUP_BLOCKS as u64 * B;
 
 fn offset() -> impl Strategy<Value = u64> {
     prop_oneof![
         0..6 * B,
         // Near block boundaries, where the edge cases are.
         (0..6u64, 0..7u64).prop_map(|(k, d)| (k * B + d).saturating_sub(3)),
+        // Around the end of group 0 / start of group 1.
+        (0..5u64, 0..7u64).prop_map(|(k, d)| (G - 2 * B + k * B + d).saturating_sub(3)),
         Just(0),
     ]
 }
@@ -33,17 +38,27 @@ fn op() -> impl Strategy<Value = FileOp> {
         4 => (offset(), length()).prop_map(|(off, len)| FileOp::Read { off, len }),
         2 => offset().prop_map(FileOp::SetLen),
         1 => Just(FileOp::Len),
+        1 => Just(FileOp::Flush),
         1 => Just(FileOp::Reopen),
-        1 => Just(FileOp::InvalidateCache),
+        1 => Just(FileOp::ReopenFresh),
+        1 => Just(FileOp::Invalidate),
+    ]
+}
+
+fn mode() -> impl Strategy<Value = Mode> {
+    prop_oneof![
+        Just(Mode::Shared),
+        Just(Mode::Private { cache_groups: 2 }),
+        Just(Mode::PRIVATE),
     ]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
-    fn encrypted_file_behaves_like_a_vec(ops in prop::collection::vec(op(), 1..40), start_empty in any::<bool>()) {
-        check_file_ops(&ops, start_empty);
+    fn encrypted_file_behaves_like_a_vec(ops in prop::collection::vec(op(), 1..32), mode in mode()) {
+        check_file_ops(&ops, mode);
     }
 }
 
@@ -71,6 +86,9 @@ fn postgres_like_patterns() {
             seed: i as u8,
         });
         off += len as u64;
+        if i % 50 == 49 {
+            ops.push(FileOp::Reopen);
+        }
     }
     ops.push(FileOp::Read {
         off: 0,
@@ -86,6 +104,71 @@ fn postgres_like_patterns() {
         off: 0,
         len: 11 * BLOCK_SIZE,
     });
-    check_file_ops(&ops, false);
-    check_file_ops(&ops, true);
+    for mode in [
+        Mode::Shared,
+        Mode::Private { cache_groups: 2 },
+        Mode::PRIVATE,
+    ] {
+        check_file_ops(&ops, mode);
+    }
+}
+
+/// Several groups: gap extension over three groups with two cache slots
+/// (forces write-back on eviction), random rewrites, truncation into an
+/// earlier group, regrowth.
+#[test]
+fn multi_group_patterns() {
+    let mut ops = vec![
+        FileOp::Write {
+            off: 3 * G + 5,
+            len: 100,
+            seed: 3,
+        },
+        FileOp::Read {
+            off: G - 10,
+            len: 20,
+        },
+    ];
+    for k in [0u64, 2, 1, 3, 0, 2] {
+        ops.push(FileOp::Write {
+            off: k * G + 7 * B + 11,
+            len: BLOCK_SIZE,
+            seed: k as u8,
+        });
+        ops.push(FileOp::Read {
+            off: k * G + 7 * B,
+            len: 2 * BLOCK_SIZE,
+        });
+    }
+    ops.extend([
+        FileOp::Reopen,
+        FileOp::Read {
+            off: 0,
+            len: 3 * BLOCK_SIZE,
+        },
+        FileOp::SetLen(G + 3),
+        FileOp::Reopen,
+        FileOp::SetLen(G),
+        FileOp::ReopenFresh,
+        FileOp::Write {
+            off: 2 * G - 1,
+            len: 2,
+            seed: 7,
+        },
+        FileOp::Reopen,
+        FileOp::SetLen(0),
+        FileOp::Reopen,
+        FileOp::Write {
+            off: 5,
+            len: 5,
+            seed: 1,
+        },
+    ]);
+    for mode in [
+        Mode::Shared,
+        Mode::Private { cache_groups: 2 },
+        Mode::PRIVATE,
+    ] {
+        check_file_ops(&ops, mode);
+    }
 }

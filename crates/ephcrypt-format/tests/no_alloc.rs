@@ -1,13 +1,14 @@
-//! The read and write paths run inside libc shims: they must not allocate.
-//! A counting global allocator (this test binary only) checks every Rust-side
+//! The read and write paths run inside libc shims: they must not allocate
+//! after create/open, in either metadata mode (FORMAT.md §8). A counting
+//! global allocator (this test binary only) checks every Rust-side
 //! allocation; AWS-LC's own C code does not allocate for AES-GCM seal/open.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use ephcrypt_format::{
-    EpochKey, FileCipher, FormatError, NonceSequence, PhysicalIo, SealedFile, BLOCK_SIZE,
-    PHYS_BLOCK_SIZE,
+    EpochKey, FileCipher, FileName, FormatError, Mode, NonceSequence, PhysicalIo, SealedFile,
+    BLOCK_SIZE, PAGE_SIZE,
 };
 
 thread_local! {
@@ -87,46 +88,71 @@ impl PhysicalIo for FixedIo {
     }
 }
 
-#[test]
-fn read_write_truncate_and_block_ops_do_not_allocate() {
+const B: u64 = BLOCK_SIZE as u64;
+const G: u64 = 256 * B;
+
+fn exercise(mode: Mode) -> usize {
     let key = EpochKey::from_bytes([0x33; 32]);
     let epoch = [1u8; 16];
+    let name = FileName::new(1, b"pgsql_tmp9.1").unwrap();
     let mut io = FixedIo {
-        data: vec![0; 64 + 40 * PHYS_BLOCK_SIZE],
+        data: vec![0; 4 * 257 * PAGE_SIZE],
         len: 0,
     };
     let mut nonces = NonceSequence::new([8; 8]);
-    let mut file = SealedFile::create(&mut io, &key, &epoch, &[2; 16]).unwrap();
+    let mut file =
+        SealedFile::create(&mut io, &mut nonces, &key, &epoch, &[2; 16], &name, mode).unwrap();
     let data = vec![0x5Au8; 4 * BLOCK_SIZE + 300];
     let mut buf = vec![0u8; 3 * BLOCK_SIZE];
-    let (cipher, _) = FileCipher::create(&key, &epoch, &[3; 16]).unwrap();
-    let mut phys = [0u8; PHYS_BLOCK_SIZE];
+    let (cipher, _) = FileCipher::create(&key, &epoch, &[3; 16], &name).unwrap();
+    let mut ct = [0u8; BLOCK_SIZE];
     let mut plain = [0u8; BLOCK_SIZE];
+    let mut page = [0u8; PAGE_SIZE];
 
-    let n = allocations_in(|| {
+    allocations_in(|| {
         file.write_at(&mut io, &mut nonces, &data, 0).unwrap(); // whole blocks + tail
         file.write_at(&mut io, &mut nonces, b"small", 100).unwrap(); // RMW
         file.write_at(&mut io, &mut nonces, b"append", data.len() as u64)
             .unwrap();
-        file.write_at(&mut io, &mut nonces, b"gap", 9 * BLOCK_SIZE as u64 + 5)
+        file.write_at(&mut io, &mut nonces, b"gap", 9 * B + 5)
             .unwrap();
+        // Across groups: gap fill into group 2, evictions, write-backs.
+        file.write_at(&mut io, &mut nonces, b"far", 2 * G + 7)
+            .unwrap();
+        file.write_at(&mut io, &mut nonces, &data, G - 100).unwrap();
         file.read_at(&mut io, &mut buf, 17).unwrap();
         file.read_at(&mut io, &mut buf, 0).unwrap();
-        file.invalidate_cache();
+        file.read_at(&mut io, &mut buf, G + 3).unwrap();
+        file.invalidate();
         file.read_at(&mut io, &mut buf, 8000).unwrap();
-        file.set_len(&mut io, &mut nonces, 2 * BLOCK_SIZE as u64 + 7)
-            .unwrap();
-        file.set_len(&mut io, &mut nonces, 12 * BLOCK_SIZE as u64)
-            .unwrap();
+        file.set_len(&mut io, &mut nonces, G + 2 * B + 7).unwrap();
+        file.set_len(&mut io, &mut nonces, 2 * B + 7).unwrap();
+        file.set_len(&mut io, &mut nonces, 3 * G).unwrap();
+        file.flush(&mut io, &mut nonces).unwrap();
         file.len(&mut io).unwrap();
-        let m = cipher
-            .seal_block(4, nonces.next().unwrap(), &data[..BLOCK_SIZE], &mut phys)
+        let tag = cipher
+            .seal_block(4, nonces.next().unwrap(), &data[..BLOCK_SIZE], &mut ct)
             .unwrap();
-        cipher.open_block(4, &phys[..m], &mut plain).unwrap();
-        phys[20] ^= 1;
-        cipher.open_block(4, &phys[..m], &mut plain).unwrap_err();
-    });
-    assert_eq!(n, 0, "the read/write path allocated {n} times");
+        cipher
+            .open_block(4, &[0; 12], &tag, &ct, &mut plain)
+            .unwrap_err();
+        cipher
+            .seal_metadata(1, nonces.next().unwrap(), &mut page)
+            .unwrap();
+        cipher.open_metadata(1, &page).unwrap_err();
+    })
+}
+
+#[test]
+fn read_write_truncate_flush_and_block_ops_do_not_allocate() {
+    for mode in [
+        Mode::Shared,
+        Mode::PRIVATE,
+        Mode::Private { cache_groups: 2 },
+    ] {
+        let n = exercise(mode);
+        assert_eq!(n, 0, "{mode:?}: the read/write path allocated {n} times");
+    }
     // The harness can see allocations at all.
     assert!(allocations_in(|| drop(std::hint::black_box(vec![1u8; 10]))) > 0);
 }

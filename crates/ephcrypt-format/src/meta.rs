@@ -1,0 +1,185 @@
+//! The metadata page of a group (FORMAT.md §3.2): byte offsets and plain
+//! accessors on an 8 KiB page image. The MAC lives in `block.rs`.
+
+use crate::layout::{
+    BLOCK_SIZE, ENTRY_LEN, GROUP_BLOCKS, HEADER_LEN, NONCE_LEN, PAGE_SIZE, TAG_LEN,
+};
+
+/// A metadata page image.
+pub type Page = [u8; PAGE_SIZE];
+
+/// Offset of the group index (u64).
+pub const OFF_GROUP: usize = HEADER_LEN;
+/// Offset of the block count (u16).
+pub const OFF_COUNT: usize = 72;
+/// Offset of the last block's length (u16).
+pub const OFF_LAST_LEN: usize = 74;
+/// Offset of the flags byte.
+pub const OFF_FLAGS: usize = 76;
+/// Offset of entry 0.
+pub const OFF_ENTRIES: usize = 128;
+/// End of the entries.
+pub const END_ENTRIES: usize = OFF_ENTRIES + GROUP_BLOCKS * ENTRY_LEN;
+/// Offset of the MAC nonce; everything before it is the MAC's AAD.
+pub const OFF_MAC_NONCE: usize = PAGE_SIZE - NONCE_LEN - TAG_LEN;
+/// Offset of the MAC tag.
+pub const OFF_MAC_TAG: usize = PAGE_SIZE - TAG_LEN;
+/// `flags` bit: this is the file's last group.
+pub const FLAG_FINAL: u8 = 1;
+
+const _: () = assert!(END_ENTRIES <= OFF_MAC_NONCE);
+
+/// The record of a group, as stored in its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupState {
+    /// Data blocks in the group, 0..=256.
+    pub count: u16,
+    /// Plaintext length of its last block (0 iff `count` = 0).
+    pub last_len: u16,
+    /// The file's last group.
+    pub final_group: bool,
+}
+
+impl GroupState {
+    /// One of the three valid states of FORMAT.md §3.2.
+    #[must_use]
+    pub const fn is_valid(&self, group: u64) -> bool {
+        let full = GROUP_BLOCKS as u16;
+        let b = BLOCK_SIZE as u16;
+        if !self.final_group {
+            self.count == full && self.last_len == b
+        } else if self.count == 0 {
+            group == 0 && self.last_len == 0
+        } else {
+            self.count <= full && self.last_len >= 1 && self.last_len <= b
+        }
+    }
+
+    /// As a `(count, last_len, final)` tuple, for comparisons.
+    #[must_use]
+    pub const fn tuple(&self) -> (u16, u16, bool) {
+        (self.count, self.last_len, self.final_group)
+    }
+}
+
+/// A fresh page for `group`: the header copy, the group index, everything
+/// else zero (count 0, not final).
+pub fn init(page: &mut Page, header: &[u8; HEADER_LEN], group: u64) {
+    page.fill(0);
+    page[..HEADER_LEN].copy_from_slice(header);
+    page[OFF_GROUP..OFF_GROUP + 8].copy_from_slice(&group.to_le_bytes());
+}
+
+/// The group index stored in the page.
+#[must_use]
+pub fn group(page: &Page) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&page[OFF_GROUP..OFF_GROUP + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// The stored record; `None` if the flags byte has unknown bits.
+#[must_use]
+pub fn state(page: &Page) -> Option<GroupState> {
+    let flags = page[OFF_FLAGS];
+    if flags & !FLAG_FINAL != 0 {
+        return None;
+    }
+    Some(GroupState {
+        count: u16::from_le_bytes([page[OFF_COUNT], page[OFF_COUNT + 1]]),
+        last_len: u16::from_le_bytes([page[OFF_LAST_LEN], page[OFF_LAST_LEN + 1]]),
+        final_group: flags & FLAG_FINAL != 0,
+    })
+}
+
+/// Store a record; zero the entries at and past its count (so that the page
+/// holds nothing about blocks that no longer exist).
+pub fn set_state(page: &mut Page, s: GroupState) {
+    page[OFF_COUNT..OFF_COUNT + 2].copy_from_slice(&s.count.to_le_bytes());
+    page[OFF_LAST_LEN..OFF_LAST_LEN + 2].copy_from_slice(&s.last_len.to_le_bytes());
+    page[OFF_FLAGS] = if s.final_group { FLAG_FINAL } else { 0 };
+    let used = OFF_ENTRIES + usize::from(s.count) * ENTRY_LEN;
+    page[used..END_ENTRIES].fill(0);
+}
+
+/// Entry `j`: nonce and tag of the group's `j`-th data block.
+#[must_use]
+pub fn entry(page: &Page, j: usize) -> ([u8; NONCE_LEN], [u8; TAG_LEN]) {
+    let at = OFF_ENTRIES + j * ENTRY_LEN;
+    let mut nonce = [0u8; NONCE_LEN];
+    let mut tag = [0u8; TAG_LEN];
+    nonce.copy_from_slice(&page[at..at + NONCE_LEN]);
+    tag.copy_from_slice(&page[at + NONCE_LEN..at + ENTRY_LEN]);
+    (nonce, tag)
+}
+
+/// Store entry `j`.
+pub fn set_entry(page: &mut Page, j: usize, nonce: &[u8; NONCE_LEN], tag: &[u8; TAG_LEN]) {
+    let at = OFF_ENTRIES + j * ENTRY_LEN;
+    page[at..at + NONCE_LEN].copy_from_slice(nonce);
+    page[at + NONCE_LEN..at + ENTRY_LEN].copy_from_slice(tag);
+}
+
+/// The stored MAC tag: the page's digest (FORMAT.md §5.5).
+#[must_use]
+pub fn mac_tag(page: &Page) -> [u8; TAG_LEN] {
+    let mut t = [0u8; TAG_LEN];
+    t.copy_from_slice(&page[OFF_MAC_TAG..]);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_format_md() {
+        assert_eq!(END_ENTRIES, 7296);
+        assert_eq!(OFF_MAC_NONCE, 8164);
+        assert_eq!(OFF_MAC_TAG, 8176);
+    }
+
+    #[test]
+    fn accessors_round_trip_and_set_state_clears_stale_entries() {
+        let mut p = [0xAAu8; PAGE_SIZE];
+        init(&mut p, &[7; HEADER_LEN], 5);
+        assert_eq!(group(&p), 5);
+        assert_eq!(&p[..64], &[7; 64]);
+        assert!(p[64 + 8..].iter().all(|&b| b == 0));
+        for j in 0..3 {
+            set_entry(&mut p, j, &[j as u8 + 1; 12], &[0x10 + j as u8; 16]);
+        }
+        let s = GroupState {
+            count: 3,
+            last_len: 100,
+            final_group: true,
+        };
+        set_state(&mut p, s);
+        assert_eq!(state(&p), Some(s));
+        assert_eq!(entry(&p, 2), ([3; 12], [0x12; 16]));
+        set_state(&mut p, GroupState { count: 1, ..s });
+        assert_eq!(entry(&p, 1), ([0; 12], [0; 16]));
+        assert_eq!(entry(&p, 0), ([1; 12], [0x10; 16]));
+        p[OFF_FLAGS] = 2;
+        assert_eq!(state(&p), None);
+    }
+
+    #[test]
+    fn valid_states() {
+        let st = |count, last_len, final_group| GroupState {
+            count,
+            last_len,
+            final_group,
+        };
+        assert!(st(0, 0, true).is_valid(0));
+        assert!(!st(0, 0, true).is_valid(1));
+        assert!(st(256, 8192, false).is_valid(3));
+        assert!(!st(255, 8192, false).is_valid(3));
+        assert!(!st(256, 100, false).is_valid(3));
+        assert!(st(1, 1, true).is_valid(3));
+        assert!(st(256, 8192, true).is_valid(3));
+        assert!(!st(257, 8192, true).is_valid(3));
+        assert!(!st(3, 0, true).is_valid(0));
+        assert!(!st(3, 8193, true).is_valid(0));
+    }
+}
