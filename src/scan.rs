@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use ephcrypt_classify::walk::{covered_entries, EntryKind, Tablespaces};
 
-use ephcrypt_classify::ArtifactClass;
+use ephcrypt_classify::{classify_named, ArtifactClass};
 use ephcrypt_format::{
-    physical_to_logical_size, EpochKey, FileCipher, FormatError, Header, HEADER_LEN,
+    physical_to_logical_size, EpochKey, FileCipher, FileName, FormatError, Header, HEADER_LEN,
+    MAX_NAME_LEN,
 };
 use pgrx::prelude::*;
 
@@ -70,10 +71,12 @@ pub struct ScannedFile {
     pub status: FileStatus,
 }
 
-/// Status of a file from its first bytes, size and the current epoch.
+/// Status of a file from its first bytes, size, canonical name and the
+/// current epoch.
 pub fn status_of(
     head: &[u8],
     size: u64,
+    name: Option<&FileName<'_>>,
     key: Option<&EpochKey>,
     epoch_id: &[u8; 16],
 ) -> FileStatus {
@@ -85,13 +88,13 @@ pub fn status_of(
         Err(_) => FileStatus::Unreadable,
         Ok(h) if &h.epoch_id != epoch_id => FileStatus::EncryptedStale,
         Ok(_) => {
-            let Some(key) = key else {
+            let (Some(key), Some(name)) = (key, name) else {
                 return FileStatus::Unreadable;
             };
             let Ok(header) = <&[u8; HEADER_LEN]>::try_from(&head[..HEADER_LEN]) else {
                 return FileStatus::Unreadable;
             };
-            if FileCipher::open(key, epoch_id, header).is_err()
+            if FileCipher::open(key, epoch_id, name, header).is_err()
                 || physical_to_logical_size(size).is_err()
             {
                 FileStatus::Unreadable
@@ -127,6 +130,7 @@ pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
     let page = epoch::key_page();
     let key = page.and_then(|p| p.epoch_key());
     let epoch_id = page.map(|p| p.epoch_id()).unwrap_or([0; 16]);
+    let dir_bytes = data_dir.as_os_str().as_encoded_bytes();
     let mut out = Vec::new();
     for found in covered_entries(data_dir, Tablespaces::Follow) {
         let rel = found
@@ -135,9 +139,15 @@ pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
             .unwrap_or(&found.path)
             .display()
             .to_string();
+        let mut name_buf = [0u8; MAX_NAME_LEN];
+        let name =
+            classify_named(found.path.as_os_str().as_encoded_bytes(), dir_bytes).and_then(|c| {
+                let n = c.name.write_to(&mut name_buf)?;
+                FileName::new(c.class.index() as u8, &name_buf[..n]).ok()
+            });
         let (status, size) = match found.kind {
             EntryKind::Regular(_) => match read_head(&found.path) {
-                Ok((head, size)) => (status_of(&head, size, key, &epoch_id), size),
+                Ok((head, size)) => (status_of(&head, size, name.as_ref(), key, &epoch_id), size),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => (FileStatus::Unexpected, 0),
                 Err(_) => (FileStatus::Unreadable, 0),
@@ -208,36 +218,51 @@ mod tests {
     fn status_of_classifies_headers() {
         let key = EpochKey::from_bytes([7; 32]);
         let epoch = [1u8; 16];
-        let (_, header) = FileCipher::create(&key, &epoch, &[9; 16]).unwrap();
+        let name = FileName::new(0, b"pgsql_tmp1.0").unwrap();
+        let other_name = FileName::new(0, b"pgsql_tmp1.1").unwrap();
+        let (_, header) = FileCipher::create(&key, &epoch, &[9; 16], &name).unwrap();
+        let ok = |h: &[u8], size, n: Option<&FileName<'_>>, k: &EpochKey, e: &[u8; 16]| {
+            status_of(h, size, n, Some(k), e)
+        };
         assert_eq!(
-            status_of(&header, 64, Some(&key), &epoch),
+            ok(&header, 8192, Some(&name), &key, &epoch),
             FileStatus::EncryptedCurrent
         );
         assert_eq!(
-            status_of(&header, 64, Some(&key), &[2; 16]),
+            ok(&header, 8192, Some(&name), &key, &[2; 16]),
             FileStatus::EncryptedStale
         );
         let other = EpochKey::from_bytes([8; 32]);
         assert_eq!(
-            status_of(&header, 64, Some(&other), &epoch),
+            ok(&header, 8192, Some(&name), &other, &epoch),
             FileStatus::Unreadable,
             "forged epoch id"
+        );
+        assert_eq!(
+            ok(&header, 8192, Some(&other_name), &key, &epoch),
+            FileStatus::Unreadable,
+            "moved under another name"
         );
         let mut bad = header;
         bad[40] ^= 1;
         assert_eq!(
-            status_of(&bad, 64, Some(&key), &epoch),
+            ok(&bad, 8192, Some(&name), &key, &epoch),
             FileStatus::Unreadable
         );
         assert_eq!(
-            status_of(b"hello plaintext", 15, Some(&key), &epoch),
+            ok(b"hello plaintext", 15, Some(&name), &key, &epoch),
             FileStatus::Plaintext
         );
-        assert_eq!(status_of(b"", 0, Some(&key), &epoch), FileStatus::Empty);
+        assert_eq!(ok(b"", 0, Some(&name), &key, &epoch), FileStatus::Empty);
         assert_eq!(
-            status_of(&header, 64 + 5, Some(&key), &epoch),
+            ok(&header, 100, Some(&name), &key, &epoch),
             FileStatus::Unreadable,
-            "impossible size"
+            "impossible size (inside page 0)"
+        );
+        assert_eq!(
+            status_of(&header, 8192, None, Some(&key), &epoch),
+            FileStatus::Unreadable,
+            "no canonical name"
         );
     }
 }

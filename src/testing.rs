@@ -217,13 +217,21 @@ mod tests {
         std::fs::write(&planted, b"tenant plaintext").unwrap();
         let stale = tmp.join("pgsql_tmp999999.1");
         let other_key = ephcrypt_format::EpochKey::from_bytes([3; 32]);
+        let stale_name = ephcrypt_format::FileName::new(0, b"pgsql_tmp999999.1").unwrap();
         let (_, header) =
-            ephcrypt_format::FileCipher::create(&other_key, &[5; 16], &[6; 16]).unwrap();
+            ephcrypt_format::FileCipher::create(&other_key, &[5; 16], &[6; 16], &stale_name)
+                .unwrap();
         std::fs::write(&stale, header).unwrap();
         let forged = tmp.join("pgsql_tmp999999.2");
         let page = crate::epoch::key_page().unwrap();
-        let (_, mut forged_header) =
-            ephcrypt_format::FileCipher::create(&other_key, &page.epoch_id(), &[6; 16]).unwrap();
+        let forged_name = ephcrypt_format::FileName::new(0, b"pgsql_tmp999999.2").unwrap();
+        let (_, mut forged_header) = ephcrypt_format::FileCipher::create(
+            &other_key,
+            &page.epoch_id(),
+            &[6; 16],
+            &forged_name,
+        )
+        .unwrap();
         forged_header[60] ^= 1;
         std::fs::write(&forged, forged_header).unwrap();
         // Non-regular entries at covered names: never followed, reported.

@@ -94,17 +94,25 @@ class Poller:
         scan_once(self.data_dir, self.marker, self.result)
 
 
+PAGE = 8192
+GROUP = 256
+
+
+def data_offset(i: int) -> int:
+    """Physical offset of data block i in format v2 (docs/FORMAT.md §3)."""
+    return (i + i // GROUP + 1) * PAGE
+
+
 def tamper_blocks(path: Path, every: int = 1) -> int:
-    """Flip one byte inside the ciphertext of every `every`-th physical block.
+    """Flip one byte inside the ciphertext of every `every`-th data block.
     Returns how many blocks were changed."""
-    header, phys_block = 64, 8220
     size = path.stat().st_size
     changed = 0
     with open(path, "r+b") as f:
         k = 0
-        while header + k * phys_block + 12 + 100 < size:
+        while data_offset(k) + 100 < size:
             if k % every == 0:
-                off = header + k * phys_block + 12 + 100
+                off = data_offset(k) + 100
                 f.seek(off)
                 b = f.read(1)
                 f.seek(off)

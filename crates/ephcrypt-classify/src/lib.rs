@@ -188,6 +188,17 @@ impl CanonicalName<'_> {
         self.len() == 0
     }
 
+    /// Write `dir/file` into `buf` without allocating; the length written,
+    /// or `None` if it does not fit.
+    pub fn write_to(&self, buf: &mut [u8]) -> Option<usize> {
+        let mut n = 0usize;
+        for piece in self.pieces() {
+            buf.get_mut(n..n + piece.len())?.copy_from_slice(piece);
+            n += piece.len();
+        }
+        Some(n)
+    }
+
     /// The name as an owned byte string (for tests and diagnostics).
     pub fn to_vec(&self) -> Vec<u8> {
         self.pieces().concat()
@@ -526,6 +537,10 @@ mod tests {
         let n = classify_named(b"base/16384/t3_5", DD).unwrap().name;
         assert_eq!(n.len(), b"16384/t3_5".len());
         assert!(!n.is_empty());
+        let mut buf = [0u8; 16];
+        assert_eq!(n.write_to(&mut buf), Some(10));
+        assert_eq!(&buf[..10], b"16384/t3_5");
+        assert_eq!(n.write_to(&mut [0u8; 9]), None, "too small a buffer");
     }
 
     fn c(path: &str) -> Option<ArtifactClass> {

@@ -224,10 +224,21 @@ fn short_header(bytes: &[u8]) -> FormatError {
     }
 }
 
-fn boxed<const N: usize>() -> Box<[u8; N]> {
+/// A zeroed vector of `n` items, or [`FormatError::OutOfMemory`]: the shims
+/// call this inside libc calls, where an allocation failure must become an
+/// errno, never an abort.
+fn try_vec<T: Clone>(n: usize, value: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| FormatError::OutOfMemory)?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+fn boxed<const N: usize>() -> Result<Box<[u8; N]>> {
     // Through a Vec so that no N-byte temporary lands on the stack.
-    match vec![0u8; N].into_boxed_slice().try_into() {
-        Ok(b) => b,
+    match try_vec(N, 0u8)?.into_boxed_slice().try_into() {
+        Ok(b) => Ok(b),
         Err(_) => unreachable!("length is N by construction"),
     }
 }
@@ -286,19 +297,19 @@ impl SealedFile {
         Ok(Self {
             cipher,
             mode,
-            phys: boxed(),
-            cache: boxed(),
+            phys: boxed()?,
+            cache: boxed()?,
             cache_index: None,
             cache_len: 0,
-            pages: vec![0u8; slots * PAGE_SIZE].into_boxed_slice(),
-            slots: vec![
+            pages: try_vec(slots * PAGE_SIZE, 0u8)?.into_boxed_slice(),
+            slots: try_vec(
+                slots,
                 Slot {
                     group: 0,
                     state: SlotState::Free,
                     last_use: 0,
-                };
-                slots
-            ]
+                },
+            )?
             .into_boxed_slice(),
             tick: 0,
             len: None,
@@ -495,10 +506,15 @@ impl SealedFile {
         if self.is_dirty() {
             return Err(FormatError::Unflushed);
         }
+        let mut digests = Vec::new();
+        digests
+            .try_reserve_exact(self.digests.len())
+            .map_err(|_| FormatError::OutOfMemory)?;
+        digests.extend_from_slice(&self.digests);
         Ok(Remembered {
             file_id: self.cipher.file_id(),
             len: self.len.unwrap_or(0),
-            digests: self.digests.clone(),
+            digests,
         })
     }
 

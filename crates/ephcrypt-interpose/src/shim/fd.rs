@@ -8,11 +8,10 @@
 
 use std::ffi::{c_int, c_uint, c_void};
 
-use ephcrypt_format::physical_to_logical_size;
 use libc::{iovec, off_t, size_t, ssize_t, FILE};
 
 use super::real::{errno, real, set_errno, Errno};
-use super::table::{forget_stale, is_ours, with_file, FileState, Guard, OwnTail};
+use super::table::{forget_stale, is_ours, with_file, Guard, OwnTail};
 use super::writeback;
 use crate::stats::{self, Counter};
 
@@ -546,8 +545,9 @@ pub(crate) unsafe extern "C" fn shim_fstat(fd: c_int, buf: *mut libc::stat) -> c
         }
         // SAFETY: the real fstat filled *buf.
         let st = unsafe { &mut *buf };
-        if let FileState::Sealed(_) = f.state {
-            st.st_size = physical_to_logical_size(st.st_size as u64)? as off_t;
+        if let Ok((s, mut io)) = f.parts(fd) {
+            // The authenticated length, not a function of the physical size.
+            st.st_size = s.len(&mut io)? as off_t;
         }
         Ok(0)
     })
@@ -566,8 +566,10 @@ pub(crate) fn statx_ours(fd: c_int, flags: c_int, mask: c_uint, buf: *mut libc::
         }
         // SAFETY: the real statx filled *buf.
         let st = unsafe { &mut *buf };
-        if matches!(f.state, FileState::Sealed(_)) && st.stx_mask & libc::STATX_SIZE != 0 {
-            st.stx_size = physical_to_logical_size(st.stx_size)?;
+        if st.stx_mask & libc::STATX_SIZE != 0 {
+            if let Ok((s, mut io)) = f.parts(fd) {
+                st.stx_size = s.len(&mut io)?;
+            }
         }
         Ok(0)
     })
@@ -640,15 +642,32 @@ pub(crate) unsafe extern "C" fn shim_fallocate(
 // ---------------------------------------------------------------------------
 // Sync and close.
 
-/// Seal what `fd` holds (errno set on failure).
-fn seal_held(fd: c_int) -> bool {
-    !is_ours(fd) || with_file(fd, -1, OwnTail::Seal, |_, _| Ok(0)) == 0
+/// Make our `fd` complete on disk before a sync: seal what it holds and
+/// write its metadata back (errno set on failure; the file is poisoned).
+fn sync_ours(fd: c_int) -> bool {
+    if !is_ours(fd) {
+        return true;
+    }
+    let r = Guard::acquire().and_then(|mut g| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            g.seal_all_held(fd)?;
+            g.sync(fd)
+        }))
+        .unwrap_or(Err(Errno(libc::EIO)))
+    });
+    match r {
+        Ok(()) => true,
+        Err(Errno(e)) => {
+            set_errno(e);
+            false
+        }
+    }
 }
 
 /// # Safety
 /// libc `fsync` contract.
 pub(crate) unsafe extern "C" fn shim_fsync(fd: c_int) -> c_int {
-    if !seal_held(fd) {
+    if !sync_ours(fd) {
         return -1;
     }
     // SAFETY: pass-through.
@@ -658,7 +677,7 @@ pub(crate) unsafe extern "C" fn shim_fsync(fd: c_int) -> c_int {
 /// # Safety
 /// libc `fdatasync` contract.
 pub(crate) unsafe extern "C" fn shim_fdatasync(fd: c_int) -> c_int {
-    if !seal_held(fd) {
+    if !sync_ours(fd) {
         return -1;
     }
     // SAFETY: pass-through.

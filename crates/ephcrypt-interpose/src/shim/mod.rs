@@ -24,6 +24,7 @@ mod nonces;
 mod path;
 mod poison;
 mod real;
+mod remember;
 mod table;
 mod writeback;
 

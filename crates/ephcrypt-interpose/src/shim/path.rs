@@ -10,8 +10,8 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
-use ephcrypt_classify::Classified;
-use ephcrypt_format::{physical_to_logical_size, SealedFile};
+use ephcrypt_classify::{ArtifactClass, Classified};
+use ephcrypt_format::{physical_to_logical_size, FileName, Mode, SealedFile, MAX_NAME_LEN};
 use libc::{mode_t, off_t, FILE};
 
 use super::config::{self, covered};
@@ -243,33 +243,129 @@ unsafe fn open_covered(
     } else {
         None
     };
-    let state = open_state(fd, st.st_size as u64);
+    // SAFETY: the caller's NUL-terminated path.
+    let path_bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    let path_copy = match copy_bytes(path_bytes) {
+        Ok(p) => p,
+        Err(Errno(e)) => return close_with(e),
+    };
+    let mut shared = classified.shared;
+    let created = flags & libc::O_CREAT != 0;
+    let writable = real_flags & libc::O_ACCMODE != libc::O_RDONLY;
+    let mut mode = mode_for(classified);
+    if !shared {
+        let others = guard.fds_of(id);
+        if !others.fds().is_empty() {
+            // This process has the file open already. A second writer would
+            // keep its own metadata cache: refuse (PostgreSQL never does
+            // this). A reader gets the disk's view: the other fds write
+            // their metadata back now and after every operation from here on.
+            if writable {
+                return close_with(libc::EBUSY);
+            }
+            for &other in others.fds() {
+                if let Err(Errno(e)) = guard.sync(other) {
+                    return close_with(e);
+                }
+                if let Some(f) = guard.file(other) {
+                    f.aliased = true;
+                }
+            }
+            shared = true;
+            mode = Mode::Shared;
+        }
+    }
+    // Taken out for the open and put back whatever happens: a failed open
+    // must not let a retry trust the disk instead.
+    let remembered = if shared {
+        None
+    } else {
+        guard.registry().remove_entry(path_bytes)
+    };
+    let private_alias = !classified.shared;
+    // A 0-byte file is new when this open made it so (O_TRUNC) or created
+    // it; a file this process wrote before and finds empty lost its data.
+    let fresh = st.st_size == 0
+        && writable
+        && (flags & libc::O_TRUNC != 0 || (created && remembered.is_none()));
+    let remembered = if fresh { None } else { remembered };
+    let mut nonces = guard.nonces();
+    let state = open_state(
+        fd,
+        st.st_size as u64,
+        classified,
+        mode,
+        fresh,
+        remembered.as_ref().map(|(_, r)| r),
+        &mut nonces,
+    );
+    if let Some((k, r)) = remembered {
+        // The map still has room for the entry it just gave up.
+        guard.registry().insert(k, r);
+    }
     stats::add(class, Counter::FilesOpened, 1);
     match state {
-        FileState::Sealed(_) if st.st_size == 0 => stats::add(class, Counter::FilesCreated, 1),
+        FileState::Sealed(_) if fresh => stats::add(class, Counter::FilesCreated, 1),
         FileState::Sealed(_) => {}
         FileState::Poisoned(libc::EIO) => stats::add(class, Counter::AuthFailures, 1),
         FileState::Poisoned(_) => stats::add(class, Counter::IoErrors, 1),
     }
-    let shared = classified.shared;
     let file = OpenFile {
         class,
         state,
         id,
-        // fstat above ran after any O_TRUNC; a private file changes size
-        // only through this process.
+        // Private files change size only through this process.
         known_len: (!shared).then_some(st.st_size as u64),
         pos: 0,
         append: append_buf,
         shared,
+        path: path_copy,
+        aliased: false,
     };
     if let Err(Errno(e)) = guard.insert(fd, file) {
         return close_with(e);
     }
+    if private_alias {
+        if let Err(Errno(e)) = guard.add_alias(id, fd) {
+            guard.forget(fd);
+            return close_with(e);
+        }
+    }
     Ok(fd)
 }
 
-fn open_state(fd: c_int, physical_len: u64) -> FileState {
+/// A heap copy of `b`, or ENOMEM.
+fn copy_bytes(b: &[u8]) -> Result<Box<[u8]>, Errno> {
+    let mut v: Vec<u8> = Vec::new();
+    v.try_reserve_exact(b.len())
+        .map_err(|_| Errno(libc::ENOMEM))?;
+    v.extend_from_slice(b);
+    Ok(v.into_boxed_slice())
+}
+
+/// Metadata mode per kind of file (FORMAT.md §8): file-set members are
+/// shared; temp relations are read and rewritten at random (local buffer
+/// eviction), so they cache more metadata pages; temp files and spill files
+/// are written and read sequentially.
+fn mode_for(c: &Classified<'_>) -> Mode {
+    if c.shared {
+        Mode::Shared
+    } else if c.class == ArtifactClass::TempRelations {
+        Mode::Private { cache_groups: 8 }
+    } else {
+        Mode::Private { cache_groups: 2 }
+    }
+}
+
+fn open_state(
+    fd: c_int,
+    physical_len: u64,
+    classified: &Classified<'_>,
+    mode: Mode,
+    fresh: bool,
+    remembered: Option<&ephcrypt_format::Remembered>,
+    nonces: &mut super::nonces::ProcessNonces<'_>,
+) -> FileState {
     let Some(page) = secmem::current() else {
         return FileState::Poisoned(libc::EIO);
     };
@@ -277,20 +373,25 @@ fn open_state(fd: c_int, physical_len: u64) -> FileState {
         return FileState::Poisoned(libc::EIO);
     };
     let epoch_id = page.epoch_id();
+    // The canonical name, contiguous, on the stack.
+    let mut buf = [0u8; MAX_NAME_LEN];
+    let Some(n) = classified.name.write_to(&mut buf) else {
+        return FileState::Poisoned(libc::ENAMETOOLONG);
+    };
+    let Ok(name) = FileName::new(classified.class.index() as u8, &buf[..n]) else {
+        return FileState::Poisoned(libc::ENAMETOOLONG);
+    };
     let mut len = Some(physical_len);
     let mut io = FdIo { fd, len: &mut len };
-    let opened = if physical_len == 0 {
-        // New (or O_TRUNC'd) file: its header is written by the first write,
-        // so a read-only open never writes.
+    let opened = if fresh {
         let Ok(file_id) = os_random::<16>() else {
             return FileState::Poisoned(libc::EIO);
         };
-        if file_id == [0; 16] {
-            return FileState::Poisoned(libc::EIO); // never happens (2^-128)
-        }
-        SealedFile::open_or_init(&mut io, key, &epoch_id, &file_id)
+        SealedFile::create(&mut io, nonces, key, &epoch_id, &file_id, &name, mode)
     } else {
-        SealedFile::open(&mut io, key, &epoch_id)
+        // A 0-byte file that should have content (or was never written):
+        // `open` reports EmptyFile, which is EIO for every data access.
+        SealedFile::open(&mut io, key, &epoch_id, &name, mode, remembered)
     };
     match opened {
         Ok(s) => FileState::Sealed(s),
@@ -464,11 +565,15 @@ pub(crate) unsafe extern "C" fn shim_unlink(path: *const c_char) -> c_int {
     };
     // SAFETY: pass-through.
     let rc = unsafe { (real().unlink)(path) };
-    if rc == 0 {
-        if let Some(id) = id {
-            if let Ok(_g) = Guard::acquire() {
+    // SAFETY: the caller's path.
+    if rc == 0 && unsafe { covered(path) }.is_some() {
+        if let Ok(mut g) = Guard::acquire() {
+            if let Some(id) = id {
                 poison::clear(id);
             }
+            // SAFETY: a NUL-terminated path (covered() read it).
+            g.registry()
+                .remove(unsafe { CStr::from_ptr(path) }.to_bytes());
         }
     }
     rc

@@ -19,12 +19,13 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use ephcrypt_classify::ArtifactClass;
-use ephcrypt_format::SealedFile;
+use ephcrypt_format::{Remembered, SealedFile};
 
 use super::fdio::FdIo;
 use super::nonces::{ProcessNonces, NONCES};
 use super::poison::{self, FileId};
 use super::real::{set_errno, Errno};
+use super::remember::{self, REGISTRY};
 use super::writeback::{self, AppendBuf};
 use crate::stats::{self, Counter};
 
@@ -40,7 +41,36 @@ static FD_TABLE: [AtomicPtr<OpenFile>; MAX_TRACKED_FDS] =
 
 static LOCK: AtomicBool = AtomicBool::new(false);
 
+/// Most fds one process may hold on one private covered file at once (one
+/// writer and readers; PostgreSQL holds one).
+pub(crate) const MAX_ALIASES: usize = 4;
+
+/// The fds this process has open on one private covered file.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Aliases {
+    fds: [c_int; MAX_ALIASES],
+    n: usize,
+}
+
+impl Aliases {
+    pub(crate) fn fds(&self) -> &[c_int] {
+        &self.fds[..self.n]
+    }
+}
+
+type AliasMap = std::collections::HashMap<FileId, Aliases>;
+
+struct AliasCell(std::cell::UnsafeCell<Option<AliasMap>>);
+
+// SAFETY: only reached through the guard, with the process lock held.
+unsafe impl Sync for AliasCell {}
+
+static ALIASES: AliasCell = AliasCell(std::cell::UnsafeCell::new(None));
+
 /// What we know about an open covered file.
+// The entry itself lives on the heap once per open file; boxing the large
+// variant would only add an allocation and an indirection.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum FileState {
     Sealed(SealedFile),
     /// Opened, but its content cannot be used (foreign epoch, corrupt or
@@ -66,6 +96,13 @@ pub(crate) struct OpenFile {
     /// Member of a shared file set: other processes may write it, so no
     /// cached plaintext or length survives between two calls.
     pub(crate) shared: bool,
+    /// The path it was opened by (private files: the key of what this
+    /// process remembers about it after close).
+    pub(crate) path: Box<[u8]>,
+    /// A private file that this process also has open read-only through
+    /// another fd: its metadata is written through after every operation,
+    /// so the other handle (shared mode) reads what this one wrote.
+    pub(crate) aliased: bool,
 }
 
 impl OpenFile {
@@ -156,6 +193,81 @@ impl Guard {
         unsafe { Some((&mut *entry(fd), ProcessNonces(NONCES.get_mut()))) }
     }
 
+    /// What this process remembers about its closed private files.
+    pub(crate) fn registry(&mut self) -> &mut std::collections::HashMap<Box<[u8]>, Remembered> {
+        // SAFETY: the registry is only reached through the (unique, mutably
+        // borrowed) guard.
+        remember::map(unsafe { REGISTRY.get_mut() })
+    }
+
+    fn aliases(&mut self) -> &mut AliasMap {
+        // SAFETY: only reached through the (unique, mutably borrowed) guard.
+        unsafe { &mut *ALIASES.0.get() }.get_or_insert_with(AliasMap::new)
+    }
+
+    /// The fds this process has open on private file `id`.
+    pub(crate) fn fds_of(&mut self, id: FileId) -> Aliases {
+        self.aliases().get(&id).copied().unwrap_or_default()
+    }
+
+    /// Note that `fd` is open on private file `id`.
+    pub(crate) fn add_alias(&mut self, id: FileId, fd: c_int) -> Result<(), Errno> {
+        let m = self.aliases();
+        if !m.contains_key(&id) {
+            m.try_reserve(1).map_err(|_| Errno(libc::ENOMEM))?;
+        }
+        let a = m.entry(id).or_default();
+        if a.n == MAX_ALIASES {
+            return Err(Errno(libc::EMFILE));
+        }
+        a.fds[a.n] = fd;
+        a.n += 1;
+        Ok(())
+    }
+
+    fn remove_alias(&mut self, id: FileId, fd: c_int) {
+        let m = self.aliases();
+        let Some(a) = m.get_mut(&id) else {
+            return;
+        };
+        if let Some(i) = a.fds[..a.n].iter().position(|&f| f == fd) {
+            a.fds.copy_within(i + 1..a.n, i);
+            a.n -= 1;
+        }
+        let left = *a;
+        if left.n == 0 {
+            m.remove(&id);
+        } else if left.n == 1 {
+            if let Some(f) = self.file(left.fds[0]) {
+                f.aliased = false;
+            }
+        }
+    }
+
+    /// The nonce stream alone.
+    pub(crate) fn nonces(&mut self) -> ProcessNonces<'_> {
+        // SAFETY: only reachable through the unique, mutably borrowed guard.
+        ProcessNonces(unsafe { NONCES.get_mut() })
+    }
+
+    /// Seal what `fd` holds and write its metadata back, so that the file
+    /// on disk is complete (fsync, close). On failure the file is poisoned.
+    pub(crate) fn sync(&mut self, fd: c_int) -> Result<(), Errno> {
+        self.seal_held(fd)?;
+        let Some((file, mut nonces)) = self.file_and_nonces(fd) else {
+            return Ok(());
+        };
+        let result = match file.parts(fd) {
+            Ok((s, mut io)) => s.flush(&mut io, &mut nonces),
+            Err(_) => Ok(()), // poisoned: nothing to write back
+        };
+        if let Err(e) = result {
+            file.poison(e);
+            stats::add(file.class, Counter::IoErrors, 1);
+        }
+        result
+    }
+
     /// Track `fd` with `file`. A stale entry for the same number (the fd was
     /// closed behind our back) is forgotten first.
     pub(crate) fn insert(&mut self, fd: c_int, file: OpenFile) -> Result<(), Errno> {
@@ -211,7 +323,14 @@ impl Guard {
         if !is_ours(fd) {
             return Ok(());
         }
-        let result = self.seal_held(fd);
+        let mut result = self.sync(fd);
+        if result.is_ok() {
+            result = self.remember(fd);
+        }
+        let id = self.file(fd).map(|f| f.id);
+        if let Some(id) = id {
+            self.remove_alias(id, fd);
+        }
         let p = FD_TABLE[fd as usize].swap(ptr::null_mut(), Ordering::Relaxed);
         writeback::clear_dirty(fd);
         // SAFETY: unlinked from the table just now, under the guard.
@@ -220,12 +339,38 @@ impl Guard {
         result
     }
 
+    /// Keep what a private file's next open must find (after [`Self::sync`]).
+    fn remember(&mut self, fd: c_int) -> Result<(), Errno> {
+        let Some(file) = self.file(fd) else {
+            return Ok(());
+        };
+        let FileState::Sealed(s) = &file.state else {
+            return Ok(());
+        };
+        if file.shared {
+            return Ok(());
+        }
+        let state = s.remembered().map_err(Errno::from)?;
+        // A raw pointer to the path: the registry borrow below needs the
+        // guard again; the entry is not freed before close finishes.
+        let path: *const [u8] = &*file.path;
+        // SAFETY: `path` points into the live entry of `fd`, which only
+        // `close` frees, after this returns.
+        let path = unsafe { &*path };
+        // SAFETY: as in `registry`.
+        remember::insert(unsafe { REGISTRY.get_mut() }, path, state)
+    }
+
     /// Drop the state of `fd` without writing anything: the number now
     /// names another file (closed behind our back and reused). Whatever the
     /// old file still held is lost, so it is poisoned.
     pub(crate) fn forget(&mut self, fd: c_int) {
         if !is_ours(fd) {
             return;
+        }
+        let id = self.file(fd).map(|f| f.id);
+        if let Some(id) = id {
+            self.remove_alias(id, fd);
         }
         let p = FD_TABLE[fd as usize].swap(ptr::null_mut(), Ordering::Relaxed);
         writeback::clear_dirty(fd);
@@ -330,12 +475,19 @@ pub(crate) fn with_file<R>(
                 // plaintext, no cached length.
                 file.known_len = None;
                 if let FileState::Sealed(s) = &mut file.state {
-                    s.invalidate_cache();
-                    s.forget_versions();
+                    s.invalidate();
                 }
             }
             let class = file.class;
-            let r = op(file, &mut nonces);
+            let mut r = op(file, &mut nonces);
+            if r.is_ok() && file.aliased {
+                // Another fd of this process reads the file from disk.
+                if let Ok((s, mut io)) = file.parts(fd) {
+                    if let Err(e) = s.flush(&mut io, &mut nonces) {
+                        r = Err(e);
+                    }
+                }
+            }
             if r.is_err() {
                 // After a failure the physical length is unknown (a write
                 // may have been partial).
@@ -413,10 +565,18 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let key = EpochKey::from_bytes([3; 32]);
         let mut len = Some(0);
-        let sealed =
-            SealedFile::open_or_init(&mut FdIo { fd, len: &mut len }, &key, &[1; 16], &[2; 16])
-                .unwrap();
         let mut g = Guard::acquire().unwrap();
+        let name = ephcrypt_format::FileName::new(2, b"s/xid-1-lsn-0-1.spill").unwrap();
+        let sealed = SealedFile::create(
+            &mut FdIo { fd, len: &mut len },
+            &mut g.nonces(),
+            &key,
+            &[1; 16],
+            &[2; 16],
+            &name,
+            ephcrypt_format::Mode::PRIVATE,
+        )
+        .unwrap();
         g.insert(
             fd,
             OpenFile {
@@ -427,6 +587,8 @@ mod tests {
                 pos: 0,
                 append: Some(AppendBuf::try_new().unwrap()),
                 shared: false,
+                path: Box::new(*b"test"),
+                aliased: false,
             },
         )
         .unwrap();
