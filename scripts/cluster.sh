@@ -25,7 +25,7 @@ install_extension() {
     as_root mv -f "$libdir/.pg_ephcrypt.so.new" "$libdir/pg_ephcrypt.so"
     as_root install -m 0644 "$(find "$stage" -name 'pg_ephcrypt.control' | head -1)" "$sharedir/extension/"
     local sql
-    for sql in $(find "$stage" -name 'pg_ephcrypt--*.sql'); do
+    for sql in $(find "$stage" -name 'pg_ephcrypt--*.sql') "$ROOT"/sql/released/pg_ephcrypt--*.sql; do
         as_root install -m 0644 "$sql" "$sharedir/extension/"
     done
 }

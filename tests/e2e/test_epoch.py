@@ -113,3 +113,22 @@ def test_logger_and_clean_shutdown_with_logging_collector():
     assert "database system is shut down" in logs
     assert "terminated by signal" not in logs
     assert "was terminated" not in logs
+
+
+def test_extension_updates_from_0_1_0():
+    """ALTER EXTENSION pg_ephcrypt UPDATE from the 0.1.0 install script
+    (sql/released/) to the current version; control: no path to a version
+    that does not exist."""
+    c = Cluster("upgrade").init().start()
+    try:
+        c.sql("CREATE EXTENSION pg_ephcrypt VERSION '0.1.0'")
+        assert c.sql("SELECT extversion FROM pg_extension WHERE extname = 'pg_ephcrypt'") == "0.1.0"
+        c.sql("ALTER EXTENSION pg_ephcrypt UPDATE")
+        assert c.sql("SELECT extversion FROM pg_extension WHERE extname = 'pg_ephcrypt'") == "0.2.0"
+        assert c.sql("SELECT version FROM pg_ephcrypt_status()") == "0.2.0"
+        assert int(c.sql("SELECT count(*) FROM pg_ephcrypt_stats")) == 3
+        with pytest.raises(SqlError) as err:
+            c.sql("ALTER EXTENSION pg_ephcrypt UPDATE TO '9.9.9'")
+        assert err.value.sqlstate == "22023", err.value.stderr
+    finally:
+        c.stop()

@@ -1,0 +1,8 @@
+-- pg_ephcrypt 0.1.0 -> 0.2.0.
+--
+-- 0.2.0 writes transient files in format v2 (docs/FORMAT.md); files of 0.1.0
+-- are refused ("unsupported version"), and none needs migrating: no transient
+-- file outlives its key epoch, and a server restart (needed to load the new
+-- library) starts a new epoch. The SQL objects are unchanged: pg_ephcrypt_scan()
+-- may now report the status 'unexpected', and attestation documents carry an
+-- `unexpected_files` count, both without a catalog change.
