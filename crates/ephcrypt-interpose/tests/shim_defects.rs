@@ -357,3 +357,61 @@ fn calls_that_would_bypass_the_layout_are_refused_on_our_fds() {
     close(fd);
     close(pfd);
 }
+
+// --- format v2 through the shims: what the writing process remembers --------
+
+#[test]
+fn a_private_file_cut_or_removed_while_closed_is_an_error_at_reopen() {
+    let (dir, _, _g) = setup();
+    let data = payload(3 * 8192 + 100, 11);
+    for (i, damage) in ["remove", "empty", "cut", "swap"].iter().enumerate() {
+        let p = dir.join(format!("base/5/t3_{}", 17000 + i));
+        let other = dir.join(format!("base/5/t3_{}", 17100 + i));
+        for q in [&p, &other] {
+            let fd = open(q, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL);
+            assert!(fd >= 0);
+            assert_eq!(write_all(fd, &data), data.len() as isize);
+            assert_eq!(close(fd), 0);
+        }
+        // Control: reopening the untouched file reads it back.
+        assert_eq!(fs::read(&p).unwrap(), data);
+        match *damage {
+            "remove" => {
+                // SAFETY: a raw unlink no shim sees.
+                let c = cpath(&p);
+                assert_eq!(unsafe { libc::syscall(libc::SYS_unlink, c.as_ptr()) }, 0);
+            }
+            "empty" => raw_truncate(&p, 0),
+            "cut" => raw_truncate(&p, 2 * 8192),
+            "swap" => {
+                let bytes = raw_bytes(&other);
+                raw_truncate(&p, 0);
+                raw_write_at(&p, 0, &bytes);
+            }
+            _ => unreachable!(),
+        }
+        let fd = open(&p, libc::O_RDWR);
+        let mut buf = vec![0u8; 8192];
+        if fd >= 0 {
+            // SAFETY: valid buffer; through the GOT.
+            let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            assert_eq!(n, -1, "{damage}: read after reopen");
+            assert_eq!(errno(), libc::EIO, "{damage}");
+            close(fd);
+        } else {
+            assert_eq!(errno(), libc::EIO, "{damage}: open");
+        }
+    }
+    // Control: a covered path this process never wrote is a plain ENOENT.
+    assert_eq!(open(&dir.join("base/5/t3_19999"), libc::O_RDWR), -1);
+    assert_eq!(errno(), libc::ENOENT);
+}
+
+fn raw_truncate(p: &Path, len: i64) {
+    let c = cpath(p);
+    // SAFETY: a raw syscall with a valid path.
+    assert_eq!(
+        unsafe { libc::syscall(libc::SYS_truncate, c.as_ptr(), len) },
+        0
+    );
+}

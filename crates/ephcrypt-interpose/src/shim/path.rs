@@ -207,7 +207,17 @@ unsafe fn open_covered(
     // SAFETY: the caller's path with adjusted flags.
     let fd = unsafe { real_open(via, path, real_flags, mode) };
     if fd < 0 {
-        return Err(Errno(errno()));
+        let e = errno();
+        // A private file this process wrote and did not unlink is gone: it
+        // was removed behind our back (a relation segment, say), and
+        // PostgreSQL would take the missing file for a shorter relation.
+        // SAFETY: the caller's NUL-terminated path.
+        let p = unsafe { CStr::from_ptr(path) }.to_bytes();
+        if e == libc::ENOENT && !classified.shared && guard.registry().contains_key(p) {
+            stats::add(classified.class, Counter::AuthFailures, 1);
+            return Err(Errno(libc::EIO));
+        }
+        return Err(Errno(e));
     }
     let close_with = |e: c_int| -> Result<c_int, Errno> {
         // SAFETY: closing the fd we just opened (not tracked yet).
