@@ -10,6 +10,7 @@ mod errors;
 mod gucs;
 mod interpose;
 mod scan;
+mod server;
 mod stats;
 mod status;
 mod time;

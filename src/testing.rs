@@ -303,6 +303,27 @@ mod tests {
     }
 
     #[pg_test]
+    fn every_patched_slot_still_holds_its_shim_after_a_workload() {
+        // Calls of every kind through the patched slots: a spilling sort, a
+        // temp table larger than temp_buffers, stat and unlink of temp files.
+        Spi::run("SET LOCAL work_mem = '64kB'").unwrap();
+        Spi::run("SELECT count(*) FROM (SELECT md5(g::text) FROM generate_series(1, 50000) g ORDER BY 1) s")
+            .unwrap();
+        Spi::run("SET LOCAL temp_buffers = '800kB'").unwrap();
+        Spi::run(
+            "CREATE TEMP TABLE lazy_t AS SELECT g, md5(g::text) m FROM generate_series(1, 20000) g",
+        )
+        .unwrap();
+        Spi::run("SELECT count(*) FROM lazy_t").unwrap();
+        // In a lazily bound server (the PyPI builds) the dynamic linker would
+        // have rewritten any slot whose PLT stub ran after the patch.
+        let (slots, lazy) = ephcrypt_interpose::shim::verify_installed()
+            .unwrap_or_else(|e| panic!("a patched slot was undone: {e}"));
+        assert!(slots >= 10, "{slots} slots patched");
+        pgrx::log!("pg_ephcrypt: {slots} patched slots verified, {lazy} were lazy-binding stubs");
+    }
+
+    #[pg_test]
     fn stats_count_sealed_bytes_of_a_spill() {
         let before: i64 =
             Spi::get_one("SELECT bytes_sealed FROM pg_ephcrypt_stats WHERE class = 'temp_files'")
