@@ -8,12 +8,12 @@
 //! costs of FORMAT.md §3.4 come on top) vs the raw seal / open.
 //!
 //! Shared mode is measured three ways in the same interleaved loop:
-//! "after" (cached pages revalidated by their 28-byte MAC trailer; write-back
-//! of the changed bytes or of the whole page), and "before" (the handle's
-//! pages dropped before every call with `invalidate()`, which reproduces the
-//! old behaviour: full page read and GMAC check per call). The same sets run
-//! once more over a real file in the temp directory (page cache, real
-//! `pread`/`pwrite`/`fstat`), against raw AES plus the same plain syscall.
+//! "after" (cached pages revalidated by their 28-byte MAC trailer) and
+//! "before" (the handle's pages dropped before every call with
+//! `invalidate()`, which reproduces the old behaviour: full page read and
+//! GMAC check per call). The same sets run once more over real files (page
+//! cache, real `pread`/`pwrite`/`fstat`) in `$EPHCRYPT_BENCH_DIR` (default:
+//! the temp directory), against raw AES plus the same plain syscall.
 
 use std::fs::File;
 use std::hint::black_box;
@@ -41,7 +41,7 @@ fn key() -> EpochKey {
     EpochKey::from_bytes([0x42; 32])
 }
 
-/// A real file in the temp directory (page cache): positional syscalls.
+/// A real file in the bench directory (page cache): positional syscalls.
 struct FileIo {
     file: File,
     path: PathBuf,
@@ -51,11 +51,15 @@ fn io_err(_: std::io::Error) -> FormatError {
     FormatError::InvalidArgument("I/O error")
 }
 
+fn bench_dir() -> PathBuf {
+    std::env::var_os("EPHCRYPT_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from)
+}
+
 impl FileIo {
     fn new() -> Self {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("ephcrypt-bench-{}-{n}", std::process::id()));
+        let path = bench_dir().join(format!("ephcrypt-bench-{}-{n}", std::process::id()));
         let file = File::options()
             .read(true)
             .write(true)
@@ -134,8 +138,6 @@ struct Ops {
     ct_tag: Vec<u8>,
     private: (VecIo, SealedFile),
     shared: (VecIo, SealedFile),
-    /// Shared, whole-page write-back.
-    shared_full: (VecIo, SealedFile),
     /// Shared, pages dropped before every call (the old behaviour).
     shared_old: (VecIo, SealedFile),
     real: RealFiles,
@@ -146,7 +148,6 @@ struct Ops {
 struct RealFiles {
     private: (FileIo, SealedFile),
     shared: (FileIo, SealedFile),
-    shared_full: (FileIo, SealedFile),
     shared_old: (FileIo, SealedFile),
     /// A plain file for the raw baselines (8 KiB at 8 KiB-aligned offsets).
     plain: FileIo,
@@ -184,12 +185,10 @@ impl Ops {
             ct_tag,
             private: file(Mode::PRIVATE),
             shared: file(Mode::Shared),
-            shared_full: file(Mode::Shared),
             shared_old: file(Mode::Shared),
             real: RealFiles {
                 private: file_on(FileIo::new(), Mode::PRIVATE),
                 shared: file_on(FileIo::new(), Mode::Shared),
-                shared_full: file_on(FileIo::new(), Mode::Shared),
                 shared_old: file_on(FileIo::new(), Mode::Shared),
                 plain: {
                     let p = FileIo::new();
@@ -276,7 +275,6 @@ impl Ops {
     fn shared_write(&mut self) {
         let off = self.block();
         let (io, f) = &mut self.shared;
-        f.set_ranged_write_back(true);
         f.write_at(io, &mut self.nonces, black_box(&self.plain), off)
             .unwrap();
     }
@@ -288,18 +286,9 @@ impl Ops {
         black_box(&self.buf);
     }
 
-    fn shared_write_full(&mut self) {
-        let off = self.block();
-        let (io, f) = &mut self.shared_full;
-        f.set_ranged_write_back(false);
-        f.write_at(io, &mut self.nonces, black_box(&self.plain), off)
-            .unwrap();
-    }
-
     fn shared_write_before(&mut self) {
         let off = self.block();
         let (io, f) = &mut self.shared_old;
-        f.set_ranged_write_back(false);
         f.invalidate();
         f.write_at(io, &mut self.nonces, black_box(&self.plain), off)
             .unwrap();
@@ -330,24 +319,11 @@ impl Ops {
 
     fn real_shared_write(&mut self) {
         let off = self.block();
-        self.real.shared.1.set_ranged_write_back(true);
         Self::real_write(&mut self.real.shared, &mut self.nonces, &self.plain, off);
-    }
-
-    fn real_shared_write_full(&mut self) {
-        let off = self.block();
-        self.real.shared_full.1.set_ranged_write_back(false);
-        Self::real_write(
-            &mut self.real.shared_full,
-            &mut self.nonces,
-            &self.plain,
-            off,
-        );
     }
 
     fn real_shared_write_before(&mut self) {
         let off = self.block();
-        self.real.shared_old.1.set_ranged_write_back(false);
         self.real.shared_old.1.invalidate();
         Self::real_write(
             &mut self.real.shared_old,
@@ -595,11 +571,7 @@ fn print_ratios(quick: bool) {
         (
             "shared write_at, VecIo",
             &[
-                ("after: revalidate, ranged write-back", Ops::shared_write),
-                (
-                    "after: revalidate, whole-page write",
-                    Ops::shared_write_full,
-                ),
+                ("after: trailer revalidation", Ops::shared_write),
                 (
                     "before: page read + verify per call",
                     Ops::shared_write_before,
@@ -610,7 +582,7 @@ fn print_ratios(quick: bool) {
         (
             "shared read_at, VecIo",
             &[
-                ("after: revalidate", Ops::shared_read),
+                ("after: trailer revalidation", Ops::shared_read),
                 (
                     "before: page read + verify per call",
                     Ops::shared_read_before,
@@ -623,17 +595,13 @@ fn print_ratios(quick: bool) {
         print_set(&mut ops, title, set, rounds, iters);
     }
     println!("  (VecIo: memcpy, no syscalls)");
-    let dir = std::env::temp_dir();
+    let dir = bench_dir();
     let real: [(&str, &[(&str, Op)]); 2] = [
         (
             "write_at, real file (page cache)",
             &[
                 ("private", Ops::real_private_write),
-                ("shared after: ranged write-back", Ops::real_shared_write),
-                (
-                    "shared after: whole-page write",
-                    Ops::real_shared_write_full,
-                ),
+                ("shared after", Ops::real_shared_write),
                 ("shared before", Ops::real_shared_write_before),
                 ("raw seal + plain pwrite", Ops::raw_seal_pwrite),
             ],

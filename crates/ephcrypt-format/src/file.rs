@@ -12,8 +12,8 @@ use crate::keys::{EpochKey, FileName};
 use crate::layout::{
     block_index, block_plain_len, checked_range_end, data_offset, expected_group_state, group_of,
     groups_for_len, logical_to_physical_size, meta_offset, physical_shape, slot_in_group,
-    BlockSpans, PhysicalShape, BLOCK_SIZE, ENTRY_LEN, GROUP_BLOCKS, HEADER_LEN, MAX_LOGICAL_SIZE,
-    NONCE_LEN, PAGE_SIZE, TAG_LEN,
+    BlockSpans, PhysicalShape, BLOCK_SIZE, GROUP_BLOCKS, HEADER_LEN, MAX_LOGICAL_SIZE, NONCE_LEN,
+    PAGE_SIZE, TAG_LEN,
 };
 use crate::meta::{self, GroupState, Page, OFF_MAC_NONCE};
 use crate::nonce::NonceSource;
@@ -165,41 +165,6 @@ struct Slot {
     group: u64,
     state: SlotState,
     last_use: u64,
-    /// What a dirty page changed since it was last the disk's.
-    changed: Changed,
-}
-
-/// The bytes of a dirty page that differ from the disk's copy (shared mode
-/// writes back only these, then the MAC trailer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Changed {
-    /// The whole page (a new group's page, or not known).
-    whole: bool,
-    /// The group record (count, last length, flags).
-    record: bool,
-    /// Entries `[lo, hi)` as page byte offsets (empty if `lo >= hi`).
-    lo: u16,
-    hi: u16,
-}
-
-impl Changed {
-    const NONE: Self = Self {
-        whole: false,
-        record: false,
-        lo: u16::MAX,
-        hi: 0,
-    };
-    const WHOLE: Self = Self {
-        whole: true,
-        ..Self::NONE
-    };
-
-    fn bytes(&mut self, lo: usize, hi: usize) {
-        if lo < hi {
-            self.lo = self.lo.min(lo as u16);
-            self.hi = self.hi.max(hi as u16);
-        }
-    }
 }
 
 /// Where a block's plaintext comes from (the cache is a field of `self`, so
@@ -235,8 +200,6 @@ pub struct SealedFile {
     len: Option<u64>,
     /// Private mode: one digest per group (`groups_for_len(len)` entries).
     digests: Vec<[u8; TAG_LEN]>,
-    /// Shared mode: write back only the changed bytes of a page.
-    ranged_write_back: bool,
 }
 
 impl core::fmt::Debug for SealedFile {
@@ -354,14 +317,12 @@ impl SealedFile {
                     group: 0,
                     state: SlotState::Free,
                     last_use: 0,
-                    changed: Changed::NONE,
                 },
             )?
             .into_boxed_slice(),
             tick: 0,
             len: None,
             digests: Vec::new(),
-            ranged_write_back: false,
         })
     }
 
@@ -411,7 +372,6 @@ impl SealedFile {
             group: 0,
             state: SlotState::Dirty,
             last_use: 0,
-            changed: Changed::WHOLE,
         };
         f.write_back(io, nonces, s)?;
         Ok(f)
@@ -477,7 +437,6 @@ impl SealedFile {
             group: 0,
             state: SlotState::Clean,
             last_use: 0,
-            changed: Changed::NONE,
         };
         let len = f.establish_len(io)?;
         if expected_group_state(len, 0) != Some(state0.tuple()) {
@@ -512,13 +471,6 @@ impl SealedFile {
     #[must_use]
     pub const fn cipher(&self) -> &FileCipher {
         &self.cipher
-    }
-
-    /// Experiment (bench only): shared write-back of changed byte ranges
-    /// (`true`) or of whole pages (the default).
-    #[doc(hidden)]
-    pub fn set_ranged_write_back(&mut self, on: bool) {
-        self.ranged_write_back = on;
     }
 
     /// The mode chosen at create/open.
@@ -892,12 +844,23 @@ impl SealedFile {
         }
         io.set_len(logical_to_physical_size(new_len)?)?;
         // Commit (no failure from here on).
+        let page = page_at(&mut self.pages, s);
         if let Some((k, nonce, tag)) = resealed {
-            self.set_entry(s, slot_in_group(k), &nonce, &tag);
+            meta::set_entry(page, slot_in_group(k), &nonce, &tag);
             self.cache_index = Some(k);
             self.cache_len = cut_len;
         }
-        self.set_group_state(s, group, new_len);
+        if let Some((count, last_len, final_group)) = expected_group_state(new_len, group) {
+            meta::set_state(
+                page,
+                GroupState {
+                    count,
+                    last_len,
+                    final_group,
+                },
+            );
+        }
+        self.mark(s, group, SlotState::Dirty);
         for slot in self.slots.iter_mut() {
             if slot.state != SlotState::Free && slot.group > group {
                 slot.state = SlotState::Free;
@@ -1007,14 +970,17 @@ impl SealedFile {
             }
             let header = *self.cipher.header_bytes();
             meta::init(page_at(&mut self.pages, target), &header, group);
-            self.slots[target].group = group;
-            self.slots[target].changed = Changed::WHOLE;
             self.set_group_state(prev, group - 1, new_len);
             if self.is_private() {
                 self.digests.push(UNKNOWN);
             }
         }
-        self.set_entry(target, slot_in_group(index), &nonce, &tag);
+        meta::set_entry(
+            page_at(&mut self.pages, target),
+            slot_in_group(index),
+            &nonce,
+            &tag,
+        );
         self.set_group_state(target, group, new_len);
         self.len = Some(new_len);
         Ok(())
@@ -1024,47 +990,24 @@ impl SealedFile {
     /// bytes, and mark it dirty.
     fn set_group_state(&mut self, s: usize, group: u64, len: u64) {
         if let Some((count, last_len, final_group)) = expected_group_state(len, group) {
-            let new = GroupState {
-                count,
-                last_len,
-                final_group,
-            };
-            let page = page_at(&mut self.pages, s);
-            let old = meta::state(page);
-            if old != Some(new) {
-                meta::set_state(page, new);
-                let changed = &mut self.slots[s].changed;
-                changed.record = true;
-                // set_state zeroes the entries past the new count.
-                let old_count = old.map_or(GROUP_BLOCKS, |o| usize::from(o.count));
-                changed.bytes(
-                    meta::OFF_ENTRIES + usize::from(count) * ENTRY_LEN,
-                    meta::OFF_ENTRIES + old_count.min(GROUP_BLOCKS) * ENTRY_LEN,
-                );
-            }
+            meta::set_state(
+                page_at(&mut self.pages, s),
+                GroupState {
+                    count,
+                    last_len,
+                    final_group,
+                },
+            );
         }
         self.mark(s, group, SlotState::Dirty);
     }
 
-    /// Store entry `j` in slot `s`'s page (the caller marks it dirty).
-    fn set_entry(&mut self, s: usize, j: usize, nonce: &[u8; NONCE_LEN], tag: &[u8; TAG_LEN]) {
-        meta::set_entry(page_at(&mut self.pages, s), j, nonce, tag);
-        let at = meta::OFF_ENTRIES + j * ENTRY_LEN;
-        self.slots[s].changed.bytes(at, at + ENTRY_LEN);
-    }
-
     fn mark(&mut self, s: usize, group: u64, state: SlotState) {
         self.tick += 1;
-        let changed = if state == SlotState::Dirty && self.slots[s].group == group {
-            self.slots[s].changed
-        } else {
-            Changed::NONE
-        };
         self.slots[s] = Slot {
             group,
             state,
             last_use: self.tick,
-            changed,
         };
     }
 
@@ -1248,28 +1191,11 @@ impl SealedFile {
         s: usize,
     ) -> Result<(), I::Error> {
         let group = self.slots[s].group;
-        let changed = self.slots[s].changed;
         let nonce = nonces.next_nonce()?;
         let page = page_at(&mut self.pages, s);
         let tag = self.cipher.seal_metadata(group, nonce, page)?;
-        let at = meta_offset(group);
-        if self.mode == Mode::Shared && self.ranged_write_back && !changed.whole {
-            // The rest of the page is the disk's (loaded or revalidated in
-            // this call): write the changed bytes, then the trailer.
-            if changed.record {
-                let r = meta::OFF_COUNT..meta::OFF_FLAGS + 1;
-                io.write_all_at(&page[r.clone()], at + r.start as u64)?;
-            }
-            if changed.lo < changed.hi {
-                let r = usize::from(changed.lo)..usize::from(changed.hi);
-                io.write_all_at(&page[r.clone()], at + r.start as u64)?;
-            }
-            io.write_all_at(&page[OFF_MAC_NONCE..], at + OFF_MAC_NONCE as u64)?;
-        } else {
-            io.write_all_at(&page[..], at)?;
-        }
+        io.write_all_at(&page[..], meta_offset(group))?;
         self.slots[s].state = SlotState::Clean;
-        self.slots[s].changed = Changed::NONE;
         if let Some(d) = self.digests.get_mut(digest_index(group)) {
             *d = tag;
         }
