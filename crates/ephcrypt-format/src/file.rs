@@ -77,7 +77,9 @@ pub enum Mode {
         cache_groups: u8,
     },
     /// Other processes may read and write the file meanwhile: every call
-    /// starts from the disk, and writes go through before returning.
+    /// re-establishes the length from the disk and uses a cached metadata
+    /// page only after finding its MAC trailer unchanged on disk (else it
+    /// reloads and verifies the page); writes go through before returning.
     Shared,
 }
 
@@ -530,7 +532,8 @@ impl SealedFile {
     }
 
     /// Authenticated logical size (FORMAT.md §7.1). Private: from memory;
-    /// shared: one size query and one metadata page.
+    /// shared: one size query and the final group's metadata page (its
+    /// 28-byte MAC trailer if the handle holds a verified copy).
     ///
     /// # Errors
     /// Shared mode: the length errors of [`Self::open`]; I/O errors.
