@@ -487,20 +487,25 @@ impl SealedFile {
         self.slots.iter().any(|s| s.state == SlotState::Dirty)
     }
 
-    /// Forget cached plaintext; in shared mode also every cached metadata
-    /// page and the length, so that the next call reloads and verifies every
-    /// page it needs in full. (Every call of a shared handle drops the
-    /// plaintext and the length itself and keeps its pages only as stale
-    /// copies, used once their MAC trailer is found unchanged on disk.)
-    /// Dirty metadata of a private handle is kept: it is the only copy.
+    /// Forget cached plaintext; in shared mode also the length, and keep
+    /// the verified metadata pages only as stale copies, which the next call
+    /// uses only after finding their MAC trailers unchanged on disk (else it
+    /// reloads and verifies them, FORMAT.md §8.1). Every call of a shared
+    /// handle does this itself first. Dirty metadata of a private handle is
+    /// kept: it is the only copy.
     pub fn invalidate(&mut self) {
         self.cache_index = None;
         self.cache_len = 0;
         if self.mode == Mode::Shared {
-            for s in self.slots.iter_mut() {
-                s.state = SlotState::Free;
-            }
             self.len = None;
+            for s in self.slots.iter_mut() {
+                s.state = match s.state {
+                    SlotState::Clean | SlotState::Stale => SlotState::Stale,
+                    // A page a failed write-through left dirty is not the
+                    // disk's.
+                    SlotState::Free | SlotState::Dirty => SlotState::Free,
+                };
+            }
         }
     }
 
@@ -662,20 +667,12 @@ impl SealedFile {
         self.end_call(io, nonces, result)
     }
 
-    /// Shared mode: drop the plaintext and the length, keep verified pages
-    /// as stale copies (a page a failed write-through left dirty is not the
-    /// disk's: dropped), and re-establish the length from disk.
+    /// Shared mode: [`Self::invalidate`] (plaintext and length dropped,
+    /// verified pages kept as stale copies) and re-establish the length from
+    /// disk.
     fn begin_call<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
         if self.mode == Mode::Shared {
-            self.cache_index = None;
-            self.cache_len = 0;
-            self.len = None;
-            for s in self.slots.iter_mut() {
-                s.state = match s.state {
-                    SlotState::Clean | SlotState::Stale => SlotState::Stale,
-                    SlotState::Free | SlotState::Dirty => SlotState::Free,
-                };
-            }
+            self.invalidate();
             return self.establish_len(io);
         }
         match self.len {
