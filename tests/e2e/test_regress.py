@@ -4,7 +4,7 @@ against a preloaded cluster."""
 import subprocess
 from pathlib import Path
 
-from cluster import BUILD, PG_CONFIG, ROOT, Cluster
+from cluster import E2E, PG_CONFIG, ROOT, Cluster
 
 REGRESS_DIR = ROOT / "tests" / "regress"
 
@@ -16,7 +16,7 @@ def pg_regress() -> Path:
 
 def test_sql_regression_suite():
     c = Cluster("regress").init().start()
-    out = BUILD / "regress"
+    out = E2E / "regress-out"
     out.mkdir(parents=True, exist_ok=True)
     try:
         c.sql("CREATE DATABASE ephcrypt_regress")

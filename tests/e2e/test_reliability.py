@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from cluster import BUILD, PG_USER, Cluster, SqlError, kill9
+from cluster import E2E, PG_USER, Cluster, SqlError, kill9
 from ondisk import MAGIC, Poller, covered_files
 
 MARKER = b"MARKER-"
@@ -128,7 +128,7 @@ def test_kill9_postmaster_mid_spill(control):
 def test_enospc_on_tiny_temp_tablespace(control):
     _, expected = control
     c = Cluster("rel_nospc", conf=CONF).init().start()
-    mnt = BUILD / "e2e" / "rel_nospc_tmpfs"
+    mnt = E2E / "rel_nospc_tmpfs"
     mnt.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
     try:
