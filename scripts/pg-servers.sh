@@ -200,7 +200,7 @@ build_debian_pg18() {
     (
         cd "$src"
         DEB_BUILD_OPTIONS="nocheck parallel=$(nproc)" DEB_BUILD_PROFILES=nocheck \
-            dpkg-buildpackage -B -uc -us >"$work/build.log" 2>&1 || {
+            dpkg-buildpackage -B -uc -us -j"$(nproc)" >"$work/build.log" 2>&1 || {
             tail -50 "$work/build.log" >&2
             echo "dpkg-buildpackage failed; log: $work/build.log" >&2
             exit 1
