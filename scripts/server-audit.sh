@@ -15,8 +15,7 @@ echo "|---|---|---|---|---|---|"
 for t in $TARGETS; do
     cfg="$(target_pg_config "$t")"
     bin="$("$cfg" --bindir)/postgres"
-    ld="$(target_ld_library_path "$t")"
-    version="$(LD_LIBRARY_PATH="$ld" "$bin" --version | sed 's/^postgres (PostgreSQL) //')"
+    version="$("$bin" --version | sed 's/^postgres (PostgreSQL) //')"
     flags="$(readelf -d "$bin" | awk '/\(FLAGS\)/ {$1=$2=""; f=f "FLAGS:" $0 ";"} /\(FLAGS_1\)/ {$1=$2=$3=""; f=f " FLAGS_1:" $0} END {print f}' | tr -s ' ')"
     case "$flags" in *BIND_NOW* | *" NOW"*) binding="BIND_NOW (${flags# })" ;; *) binding="lazy (${flags# })" ;; esac
     if readelf -lW "$bin" | grep -q GNU_RELRO; then
