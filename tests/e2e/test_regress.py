@@ -4,7 +4,7 @@ against a preloaded cluster."""
 import subprocess
 from pathlib import Path
 
-from cluster import E2E, PG_CONFIG, ROOT, Cluster
+from cluster import E2E, PG_BIN, PG_CONFIG, ROOT, Cluster
 
 REGRESS_DIR = ROOT / "tests" / "regress"
 
@@ -23,7 +23,10 @@ def test_sql_regression_suite():
         tests = sorted(p.stem for p in (REGRESS_DIR / "sql").glob("*.sql"))
         assert tests
         r = subprocess.run(
-            [str(pg_regress()), "--use-existing", f"--host={c.dir}", f"--port={c.port}", "--user=postgres",
+            # --bindir: the wheels' pg_regress would look for psql in their
+            # build prefix (/opt/postgresql/bin) and exit 127.
+            [str(pg_regress()), "--use-existing", f"--bindir={PG_BIN}", f"--host={c.dir}", f"--port={c.port}",
+             "--user=postgres",
              f"--inputdir={REGRESS_DIR}", f"--outputdir={out}", "--dbname=ephcrypt_regress", *tests],
             capture_output=True, text=True,
         )
