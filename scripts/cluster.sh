@@ -20,27 +20,18 @@ as_pg() {
     if [ "$(id -un)" = "$PG_USER" ]; then "$@"; else runuser -u "$PG_USER" -- "$@"; fi
 }
 
-# build_pg_config MAJOR: the pg_config to compile the library for MAJOR
-# against. Both 18 builds take one library (same major, same ABI), compiled
-# against Debian's 18 when it is set up: pgrx-pg-sys reruns bindgen whenever
-# its pg_config changes, so alternating would rebuild everything each time.
-build_pg_config() {
-    if [ "$1" = 18 ] && [ -f "$(deb18_prefix)/.pg_ephcrypt-ready-2" ]; then
-        target_pg_config 18-debian
-    else
-        echo "$PG_CONFIG"
-    fi
-}
-
 # install_extension: build (release) for the current target's major and
-# install into its pkglibdir/sharedir. Any cluster using the library must be
+# install into its pkglibdir/sharedir. pgrx-pg-sys generates its bindings
+# from the pg_config that ~/.pgrx/config.toml lists for that major (not from
+# --pg-config, which picks where to install and stage): both 18 builds get
+# the library compiled against Debian's 18 headers (same major, same ABI). Any cluster using the library must be
 # stopped first: overwriting a loaded .so in place crashes every process
 # that maps it. We install to a new inode (copy + rename) so that even a
 # forgotten cluster keeps its old copy.
 install_extension() {
     local stage="$BUILD/stage-pg$PG_MAJOR_NUM"
     rm -rf "$stage"
-    (cd "$ROOT" && cargo pgrx package --pg-config "$(build_pg_config "$PG_MAJOR_NUM")" \
+    (cd "$ROOT" && cargo pgrx package --pg-config "$PG_CONFIG" \
         --no-default-features --features "pg$PG_MAJOR_NUM" --out-dir "$stage" >/dev/null)
     local libdir sharedir
     libdir="$("$PG_CONFIG" --pkglibdir)"

@@ -25,7 +25,11 @@ DEBIAN_PG18_VERSION=18.6-3
 DEBIAN_PGCOMMON_VERSION=293
 DEBIAN_PGCOMMON_SHA=492aafb571c64da78730dbc0f4e28f51b4d6c2a2cfe49191c47a3d59758317fc
 
-ALL_TARGETS="15 16 17 18-pypi 18-debian"
+# 18-debian before 18-pypi: pgrx-pg-sys reruns its bindgen only when
+# ~/.pgrx/config.toml or PGRX_PG_CONFIG_PATH changes, not PGRX_HOME, so the
+# first pg18 build of a target directory decides which headers both 18 builds
+# are compiled against; this order makes that Debian's, as in the release build.
+ALL_TARGETS="15 16 17 18-debian 18-pypi"
 
 # The cache must be readable by the server's user: as root a system
 # directory (/root is private), otherwise the user's own cache.
@@ -41,12 +45,12 @@ export PG_CACHE
 # pg_major TARGET -> 15 16 17 18 (the pgrx feature is pg<major>)
 pg_major() { echo "${1%%-*}"; }
 
-# expand_targets "15 18 17" -> "15 17 18-pypi 18-debian" (known order, no duplicates)
+# expand_targets "15 18 17" -> "15 17 18-debian 18-pypi" (known order, no duplicates)
 expand_targets() {
     local want=" " w t out=""
     for w in $1; do
         case "$w" in
-            18) want+="18-pypi 18-debian " ;;
+            18) want+="18-debian 18-pypi " ;;
             15 | 16 | 17 | 18-pypi | 18-debian) want+="$w " ;;
             *) echo "unknown PostgreSQL major or build '$w' (majors 15 16 17 18; builds: $ALL_TARGETS)" >&2; return 2 ;;
         esac

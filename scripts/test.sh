@@ -5,7 +5,7 @@
 #   scripts/test.sh pgrx     #[pg_test]s in a preloaded server (cargo pgrx test), per server
 #   scripts/test.sh e2e      end-to-end tests driving real clusters (pytest), per server
 # Servers: PG_MAJORS="16 18" ./scripts/test.sh e2e (majors or build names,
-# see scripts/pg-servers.sh; default all: 15 16 17 18-pypi 18-debian).
+# see scripts/pg-servers.sh; default all: 15 16 17 18-debian 18-pypi).
 # Every requested server runs even after a failure; the summary at the end
 # lists each tier x server with its result and time (also build/test-summary.txt).
 set -euo pipefail
@@ -14,6 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 source "$ROOT/scripts/cluster.sh"
 cd "$ROOT"
 t_setup=$(($(date +%s) - t_setup))
+cpu_setup=$(times | tail -1 | awk '{split($1, u, "m"); split($2, s, "m"); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2]}')
 
 tiers=("$@")
 [ "${#tiers[@]}" -gt 0 ] || tiers=(lint unit pgrx e2e)
@@ -35,8 +36,15 @@ mkdir -p "$LOGS"
 SUMMARY="$BUILD/test-summary.txt"
 results=()
 failed=0
-record() { # tier target status seconds
-    results+=("$(printf '%-5s %-10s %-6s %5ss' "$1" "$2" "$3" "$4")")
+record() { # tier target status seconds cpu-seconds
+    results+=("$(printf '%-5s %-10s %-6s %5ss %6ss' "$1" "$2" "$3" "$4" "$5")")
+}
+# cpu_seconds: user + system time of this shell's finished children so far
+# (the machine may be shared: CPU time says more than wall time then).
+cpu_seconds() {
+    times | tail -1 | awk '{
+        split($1, u, "m"); split($2, s, "m");
+        printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
 }
 
 run_lint() {
@@ -74,19 +82,20 @@ run_e2e() {
 
 # run_tier TIER [TARGET]: run it, log to build/logs, record result and time.
 run_tier() {
-    local tier="$1" target="${2:--}" start rc=0 logf
+    local tier="$1" target="${2:--}" start cpu0 rc=0 logf
     logf="$LOGS/$tier-$target.log"
     start=$(date +%s)
+    cpu0=$(cpu_seconds)
     [ "$target" = - ] || use_target "$target"
     set +e
     (set -e; "run_$tier") 2>&1 | tee "$logf"
     rc=${PIPESTATUS[0]}
     set -e
-    local secs=$(($(date +%s) - start))
+    local secs=$(($(date +%s) - start)) cpu=$(($(cpu_seconds) - cpu0))
     if [ "$rc" = 0 ]; then
-        record "$tier" "$target" ok "$secs"
+        record "$tier" "$target" ok "$secs" "$cpu"
     else
-        record "$tier" "$target" FAILED "$secs"
+        record "$tier" "$target" FAILED "$secs" "$cpu"
         failed=1
         log "tier $tier on $target FAILED (exit $rc); log: $logf"
     fi
@@ -105,8 +114,9 @@ done
 
 {
     echo "pg_ephcrypt test summary ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
-    printf '%-5s %-10s %-6s %6s\n' tier server result time
-    printf '%-5s %-10s %-6s %5ss\n' setup - ok "$t_setup"
+    echo "machine: $(nproc) cores, load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
+    printf '%-5s %-10s %-6s %6s %7s\n' tier server result wall cpu
+    printf '%-5s %-10s %-6s %5ss %6ss\n' setup - ok "$t_setup" "$cpu_setup"
     printf '%s\n' "${results[@]}"
 } | tee "$SUMMARY"
 if [ "$failed" != 0 ]; then
