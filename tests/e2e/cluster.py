@@ -22,7 +22,12 @@ PG_BIN = Path(subprocess.check_output([PG_CONFIG, "--bindir"], text=True).strip(
 # One directory per server build (scripts/cluster.sh: use_target), so runs on
 # different majors never share a cluster directory.
 E2E = Path(os.environ.get("PG_EPHCRYPT_E2E_DIR", str(BUILD / "e2e")))
-PG_MAJOR = int(subprocess.check_output([PG_CONFIG, "--version"], text=True).split()[1].split(".")[0])
+# Extra server settings for every cluster of a run, e.g.
+# PG_EPHCRYPT_E2E_CONF="io_method=sync" to run the suite under 18's
+# synchronous I/O instead of its I/O workers. A test's own settings win.
+EXTRA_CONF = dict(
+    item.split("=", 1) for item in os.environ.get("PG_EPHCRYPT_E2E_CONF", "").split(";") if item.strip()
+)
 PG_USER = os.environ.get("PG_USER") or ("postgres" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name)
 
 
@@ -83,6 +88,7 @@ class Cluster:
         }
         if self.preload:
             settings["shared_preload_libraries"] = "'pg_ephcrypt'"
+        settings.update({k.strip(): v.strip() for k, v in EXTRA_CONF.items()})
         settings.update(self.conf)
         self.append_conf(settings)
         return self
