@@ -41,7 +41,7 @@ dev_version="$(dpkg-query -W -f='${Version}' "postgresql-server-dev-15" 2>/dev/n
 pkgs=(libclang-dev clang pkg-config libssl-dev sudo gdb python3-venv postgresql-contrib binutils patchelf)
 # Building Debian's 18 from source (the build dependencies come later, from
 # the source package itself).
-has_target 18-debian && pkgs+=(dpkg-dev build-essential)
+has_target 18-debian && pkgs+=(dpkg-dev build-essential fakeroot)
 for pkg in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
