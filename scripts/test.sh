@@ -14,7 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 source "$ROOT/scripts/cluster.sh"
 cd "$ROOT"
 t_setup=$(($(date +%s) - t_setup))
-cpu_setup=$(times | tail -1 | awk '{split($1, u, "m"); split($2, s, "m"); printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2]}')
+
 
 tiers=("$@")
 [ "${#tiers[@]}" -gt 0 ] || tiers=(lint unit pgrx e2e)
@@ -39,13 +39,17 @@ failed=0
 record() { # tier target status seconds cpu-seconds
     results+=("$(printf '%-5s %-10s %-6s %5ss %6ss' "$1" "$2" "$3" "$4" "$5")")
 }
-# cpu_seconds: user + system time of this shell's finished children so far
+# cpu_now: CPU_NOW = user + system seconds of this shell's finished children
 # (the machine may be shared: CPU time says more than wall time then).
-cpu_seconds() {
-    times | tail -1 | awk '{
+# `times` must run in this shell, not in a $(...) subshell.
+cpu_now() {
+    times >"$LOGS/.times"
+    CPU_NOW=$(tail -1 "$LOGS/.times" | awk '{
         split($1, u, "m"); split($2, s, "m");
-        printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
+        printf "%d", u[1] * 60 + u[2] + s[1] * 60 + s[2] }')
 }
+cpu_now
+cpu_setup=$CPU_NOW
 
 run_lint() {
     log "tier lint: cargo fmt --check, cargo clippy -D warnings"
@@ -85,13 +89,15 @@ run_tier() {
     local tier="$1" target="${2:--}" start cpu0 rc=0 logf
     logf="$LOGS/$tier-$target.log"
     start=$(date +%s)
-    cpu0=$(cpu_seconds)
+    cpu_now
+    cpu0=$CPU_NOW
     [ "$target" = - ] || use_target "$target"
     set +e
     (set -e; "run_$tier") 2>&1 | tee "$logf"
     rc=${PIPESTATUS[0]}
     set -e
-    local secs=$(($(date +%s) - start)) cpu=$(($(cpu_seconds) - cpu0))
+    cpu_now
+    local secs=$(($(date +%s) - start)) cpu=$((CPU_NOW - cpu0))
     if [ "$rc" = 0 ]; then
         record "$tier" "$target" ok "$secs" "$cpu"
     else
