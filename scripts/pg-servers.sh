@@ -187,7 +187,7 @@ ensure_debian_pg18() {
 build_debian_pg18() {
     local out="$1" work src pgc
     work="$out.work"
-    log "building Debian's postgresql-18 $DEBIAN_PG18_VERSION from forky's source package (once; ~5 minutes)"
+    log "building Debian's postgresql-18 $DEBIAN_PG18_VERSION from forky's source package (once; ~7 minutes on an idle 2-core machine)"
     ensure_forky_deb_src
     rm -rf "$work"
     mkdir -p "$work"
