@@ -2,11 +2,16 @@
 # The main job: set up, build and install pg_ephcrypt, start a throwaway
 # cluster (as a non-root user) with the extension preloaded, show the key
 # status, and stop the cluster on exit, even on error.
+#   PG_MAJOR=18 ./scripts/demo.sh    another server (15 16 17 18, or a build
+#                                    name such as 18-pypi); default 15
 set -euo pipefail
+PG_MAJOR="${PG_MAJOR:-15}"
+source "$(dirname "${BASH_SOURCE[0]}")/pg-servers.sh"
+PG_MAJORS="$(primary_target "$PG_MAJOR")"
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 source "$ROOT/scripts/cluster.sh"
 
-DEMO="$BUILD/demo"
+if [ "$PG_TARGET" = 15 ]; then DEMO="$BUILD/demo"; else DEMO="$BUILD/demo-$PG_TARGET"; fi
 PORT="${DEMO_PORT:-54390}"
 
 stop_cluster "$DEMO"
@@ -16,7 +21,7 @@ install_extension
 trap 'stop_cluster "$DEMO"; log "demo cluster stopped"' EXIT
 new_cluster "$DEMO" "$PORT" yes
 start_cluster "$DEMO"
-log "cluster up in $DEMO/data (user $PG_USER, port $PORT), shared_preload_libraries = 'pg_ephcrypt'"
+log "cluster up in $DEMO/data ($("$PG_BIN/postgres" --version), build $PG_TARGET; user $PG_USER, port $PORT), shared_preload_libraries = 'pg_ephcrypt'"
 
 psql_at "$DEMO" "$PORT" -q -c "CREATE EXTENSION pg_ephcrypt"
 log "key status:"
