@@ -59,7 +59,14 @@ run_lint() {
 
 run_unit() {
     log "tier unit: cargo test (pure crates)"
-    cargo test --quiet -p ephcrypt-format -p ephcrypt-classify -p ephcrypt-got -p ephcrypt-interpose -p ephcrypt-attest
+    # The import audit and the ELF reader also check every server build's
+    # postgres binary.
+    local bins="" t
+    for t in $TARGETS; do
+        bins="$bins:$("$(target_pg_config "$t")" --bindir)/postgres"
+    done
+    PG_EPHCRYPT_POSTGRES_BINARIES="${bins#:}" \
+        cargo test --quiet -p ephcrypt-format -p ephcrypt-classify -p ephcrypt-got -p ephcrypt-interpose -p ephcrypt-attest
 }
 
 run_pgrx() {
