@@ -16,6 +16,8 @@ pub enum EphError {
     Interpose(String),
     #[error("pg_ephcrypt does not support this server: {0}")]
     UnsupportedServer(&'static str),
+    #[error("pg_ephcrypt cannot seal I/O submitted with io_method = io_uring")]
+    IoUring,
     #[error("invalid value for pg_ephcrypt.classes: {0}")]
     BadClasses(String),
     #[error("{message}")]
@@ -35,7 +37,7 @@ impl EphError {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             EphError::KeyMemory(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
-            EphError::Interpose(_) | EphError::UnsupportedServer(_) => {
+            EphError::Interpose(_) | EphError::UnsupportedServer(_) | EphError::IoUring => {
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
             }
             EphError::BadClasses(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -58,6 +60,11 @@ impl EphError {
                 "Transient files would be written in plaintext. Use a supported PostgreSQL build \
                  (non-EXEC_BACKEND, Linux x86_64/aarch64), or set pg_ephcrypt.on_unsupported = warn \
                  to start without encryption."
+            }
+            EphError::IoUring => {
+                "io_uring hands reads and writes to the kernel without a libc call pg_ephcrypt could \
+                 seal: set io_method = worker (the default) or sync, or set \
+                 pg_ephcrypt.on_unsupported = warn to start without encryption."
             }
             EphError::BadClasses(_) => {
                 "Use a comma-separated list of temp_files, temp_relations, logical_spill, or none."
