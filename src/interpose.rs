@@ -50,7 +50,7 @@ fn unsupported(error: EphError) {
 }
 
 /// A server setting as text (`None` if this server has no such setting).
-fn setting(name: &CStr) -> Option<String> {
+pub(crate) fn setting(name: &CStr) -> Option<String> {
     // SAFETY: GetConfigOption with missing_ok = true returns NULL for an
     // unknown name, else a string owned by the GUC machinery that we copy
     // at once; called in the postmaster's single thread.

@@ -9,6 +9,7 @@ mod epoch;
 mod errors;
 mod gucs;
 mod interpose;
+mod memory;
 mod scan;
 mod stats;
 mod status;
@@ -35,6 +36,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     attest::record_loaded_library();
     epoch::init_postmaster();
+    memory::init_postmaster();
 }
 
 /// Required by `cargo pgrx test`.

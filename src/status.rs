@@ -36,6 +36,9 @@ fn pg_ephcrypt_status() -> TableIterator<
         name!(version, &'static str),
         name!(restarts, i64),
         name!(refused_configurations, i64),
+        name!(memory_hygiene, &'static str),
+        name!(dsm_dontdump, bool),
+        name!(core_dumps, &'static str),
     ),
 > {
     epoch::require_preloaded();
@@ -47,6 +50,7 @@ fn pg_ephcrypt_status() -> TableIterator<
         .unwrap_or_else(|| EphError::NoLiveEpoch.raise());
     // SAFETY: reading a PostgreSQL global of this backend.
     let postmaster_pid = unsafe { pg_sys::PostmasterPid };
+    let memory = crate::memory::readback();
     TableIterator::once((
         to_hex(&state.epoch_id),
         created_at,
@@ -61,6 +65,9 @@ fn pg_ephcrypt_status() -> TableIterator<
         env!("CARGO_PKG_VERSION"),
         i64::from(state.restarts),
         i64::try_from(ephcrypt_interpose::stats::refused_configurations()).unwrap_or(i64::MAX),
+        memory.hygiene,
+        memory.dsm_dontdump,
+        memory.core_dumps,
     ))
 }
 

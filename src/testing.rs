@@ -282,9 +282,10 @@ mod tests {
 
     #[pg_test]
     fn shim_functions_are_not_exported_from_the_library() {
-        // Control: the library is loaded RTLD_GLOBAL, so its exports resolve.
+        // Control: the library is loaded RTLD_GLOBAL, so its exports resolve
+        // (pgrx 0.18 names the info function `pg_finfo_<fn>_wrapper`).
         assert!(ephcrypt_got::process_defines_symbol(
-            c"pg_finfo_pg_ephcrypt_status"
+            c"pg_finfo_pg_ephcrypt_status_wrapper"
         ));
         for name in [c"shim_open", c"shim_pread", c"shim_write", c"shim_close"] {
             assert!(
