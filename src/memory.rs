@@ -316,8 +316,7 @@ pub fn readback() -> Readback {
         (true, false) => "dontdump",
         (false, _) => "off",
     };
-    let data_dir = crate::scan::data_dir();
-    let census = mem::dsm_census(&data_dir.to_string_lossy());
+    let census = mem::dsm_census(&resolved_data_dir());
     let dsm_dontdump =
         mem::dsm_marking() != DsmMarking::Off && census.is_ok_and(|c| c.all_dontdump());
     Readback {
@@ -327,11 +326,12 @@ pub fn readback() -> Readback {
     }
 }
 
-/// The server's `DataDir`, as text (tests).
-#[cfg(any(test, feature = "pg_test"))]
-fn data_dir_text() -> String {
-    // SAFETY: DataDir is a valid C string for the life of the backend.
-    unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }
+/// The data directory as the kernel names it in `/proc/self/smaps`
+/// (symlinks resolved), for the `pg_dynshmem` segments.
+fn resolved_data_dir() -> String {
+    let dir = crate::scan::data_dir();
+    std::fs::canonicalize(&dir)
+        .unwrap_or(dir)
         .to_string_lossy()
         .into_owned()
 }
@@ -351,7 +351,7 @@ fn pg_ephcrypt_test_memory_probe() -> TableIterator<
         name!(dumpable, i32),
     ),
 > {
-    let census = mem::dsm_census(&data_dir_text()).unwrap_or_default();
+    let census = mem::dsm_census(&resolved_data_dir()).unwrap_or_default();
     let seg = mem::flags_of_mapping(segment_address())
         .ok()
         .flatten()
@@ -517,7 +517,7 @@ mod tests {
     /// shim does not.
     #[pg_test]
     fn dsm_segments_created_by_postgres_are_dontdump() {
-        let dir = data_dir_text();
+        let dir = resolved_data_dir();
         let before = mem::dsm_census(&dir).unwrap();
         // SAFETY: creating and detaching a DSM segment in a backend with a
         // resource owner (the test's transaction).

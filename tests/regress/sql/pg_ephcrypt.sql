@@ -29,6 +29,9 @@ SELECT length(epoch_id) AS epoch_id_len,
 FROM pg_ephcrypt_status();
 SELECT count(*) FROM pg_ephcrypt_status();
 
+-- Memory hygiene as the kernel reports it (defaults: dontdump, core dumps on).
+SELECT memory_hygiene, dsm_dontdump, core_dumps FROM pg_ephcrypt_status();
+
 -- Counters: one row per class; a spilling sort shows up under temp_files.
 SELECT class, enabled FROM pg_ephcrypt_stats ORDER BY class;
 SET work_mem = '64kB';

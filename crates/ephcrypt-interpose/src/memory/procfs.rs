@@ -130,12 +130,19 @@ pub fn smaps_entry_containing(smaps: &str, addr: usize) -> Option<(Mapping, VmFl
 }
 
 /// Where PostgreSQL's dynamic shared memory segments live: POSIX shared
-/// memory (`dynamic_shared_memory_type = posix`: glibc's `shm_open` puts
-/// `/PostgreSQL.<n>` under `/dev/shm`) or files under
-/// `<data_dir>/pg_dynshmem/` (`mmap`).
+/// memory (`dynamic_shared_memory_type = posix`: `shm_open("/PostgreSQL.<n>")`,
+/// which glibc puts under `/dev/shm`; any directory is accepted, since the
+/// kernel shows the resolved path if `/dev/shm` is a symlink) or files under
+/// `<data_dir>/pg_dynshmem/` (`mmap`; `data_dir` as the kernel resolves it).
+/// Counting a stranger as DSM can only make a census stricter.
 pub fn is_dsm_path(path: &str, data_dir: &str) -> bool {
     let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-    if path.starts_with("/dev/shm/PostgreSQL.") {
+    let name = path.rsplit('/').next().unwrap_or("");
+    if path.starts_with('/')
+        && name
+            .strip_prefix("PostgreSQL.")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    {
         return true;
     }
     let dir = data_dir.trim_end_matches('/');
@@ -318,7 +325,10 @@ VmFlags: rd wr mr mw me ac
         assert_eq!(dsm_census(SMAPS, "/srv/other").mapped, 2);
         assert!(DsmCensus::default().all_dontdump());
         assert!(is_dsm_path("/dev/shm/PostgreSQL.1 (deleted)", ""));
+        assert!(is_dsm_path("/run/shm/PostgreSQL.42", ""));
         assert!(!is_dsm_path("/dev/shm/PostgreSQLx", "/d"));
+        assert!(!is_dsm_path("/dev/shm/PostgreSQL.", "/d"));
+        assert!(!is_dsm_path("/dev/shm/PostgreSQL.1x", "/d"));
         assert!(!is_dsm_path("/d/pg_dynshmem/other", "/d"));
         assert!(!is_dsm_path("/dx/pg_dynshmem/mmap.1", "/d"));
         assert!(!is_dsm_path("/pg_dynshmem/mmap.1", ""));
