@@ -35,7 +35,8 @@ if [ "${#need[@]}" -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
+# PG_CONFIG may name a relocated copy of the server tree (a private install target).
+PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}"
 export PG_CONFIG
 [ -x "$PG_CONFIG" ] || { echo "missing $PG_CONFIG" >&2; exit 1; }
 
