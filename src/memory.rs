@@ -178,14 +178,19 @@ fn apply_to_main_segment() {
         });
         return;
     };
+    let mut marked = false;
     if hygiene != MemoryHygiene::Off {
         match mem::exclude_from_dumps(&segment) {
             Err(e) => unsupported(EphError::MemoryDontDump(format!(
                 "madvise(MADV_DONTDUMP) of the main segment ({}): {e}",
                 describe(&segment)
             ))),
-            Ok(()) if hygiene == MemoryHygiene::DontDumpLock => lock_segment(&segment, before),
-            Ok(()) => {}
+            Ok(()) => {
+                marked = true;
+                if hygiene == MemoryHygiene::DontDumpLock {
+                    lock_segment(&segment, before);
+                }
+            }
         }
     }
     let after = match mem::flags_of_mapping(addr) {
@@ -193,7 +198,7 @@ fn apply_to_main_segment() {
         _ => VmFlags::default(),
     };
     // Trust the kernel, not our calls.
-    if hygiene != MemoryHygiene::Off && !after.dontdump {
+    if marked && !after.dontdump {
         unsupported(EphError::MemoryDontDump(format!(
             "the kernel does not report the main segment ({}) as excluded from core dumps",
             describe(&segment)
