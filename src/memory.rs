@@ -483,7 +483,9 @@ mod tests {
         assert_eq!(doc.0["core_dumps"], "on");
         // The readback follows the kernel: a DSM mapping without dd in this
         // process turns dsm_dontdump false.
-        let name = format!("/PostgreSQL.ephcrypt-test-{}", std::process::id());
+        // Named like PostgreSQL's own segments ("PostgreSQL.<u32>"); O_EXCL
+        // guards against a clash with a real one.
+        let name = format!("/PostgreSQL.99{}", std::process::id());
         let cname = std::ffi::CString::new(name).unwrap();
         // SAFETY: this library's own shm_open/mmap (not interposed), a
         // fresh object of one page, unlinked and unmapped below.
