@@ -6,8 +6,9 @@
 -- library) starts a new epoch.
 --
 -- pg_ephcrypt_status() gains the server's version (server_version,
--- server_version_num): its row type changes, so it is dropped and created
--- again with its grants (the stats view does not depend on it).
+-- server_version_num) and the memory hygiene in force (memory_hygiene,
+-- dsm_dontdump, core_dumps): its row type changes, so it is dropped and
+-- created again with its grants (the stats view does not depend on it).
 -- pg_ephcrypt_scan() may now report the status 'unexpected', and attestation
 -- documents carry `unexpected_files` and the server version, without a
 -- catalog change.
@@ -29,7 +30,10 @@ CREATE FUNCTION "pg_ephcrypt_status"() RETURNS TABLE (
 	"restarts" bigint,
 	"refused_configurations" bigint,
 	"server_version" TEXT,
-	"server_version_num" INT
+	"server_version_num" INT,
+	"memory_hygiene" TEXT,
+	"dsm_dontdump" bool,
+	"core_dumps" TEXT
 )
 STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c

@@ -112,6 +112,7 @@ fn attest(challenge: &[u8]) -> Value {
             pg_sys::PgStartTime,
         )
     };
+    let memory = crate::memory::readback();
     let now_us = now_unix_us();
     let doc = json!({
         "document_version": DOCUMENT_VERSION,
@@ -133,6 +134,9 @@ fn attest(challenge: &[u8]) -> Value {
         "classes": crate::interpose::covered_classes(),
         "interposed_symbols": crate::interpose::interposed_symbols(),
         "on_unsupported": crate::gucs::on_unsupported().name(),
+        "memory_hygiene": memory.hygiene,
+        "dsm_dontdump": memory.dsm_dontdump,
+        "core_dumps": memory.core_dumps,
         "scan_summary": summary,
         "plaintext_files": summary.get("plaintext").copied().unwrap_or(0),
         "unexpected_files": summary.get("unexpected").copied().unwrap_or(0),

@@ -28,6 +28,12 @@ pub enum EphError {
     },
     #[error("could not sign the attestation: {0}")]
     Attestation(String),
+    #[error("pg_ephcrypt cannot keep shared memory out of core dumps: {0}")]
+    MemoryDontDump(String),
+    #[error("pg_ephcrypt cannot lock the main shared memory segment in RAM: {0}")]
+    MemoryLock(String),
+    #[error("pg_ephcrypt cannot disable core dumps: {0}")]
+    CoreDumps(String),
 }
 
 impl EphError {
@@ -43,6 +49,10 @@ impl EphError {
             EphError::BadClasses(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             EphError::BadArgument { code, .. } => *code,
             EphError::Attestation(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            EphError::MemoryDontDump(_) | EphError::CoreDumps(_) => {
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
+            }
+            EphError::MemoryLock(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
         }
     }
 
@@ -71,6 +81,21 @@ impl EphError {
             }
             EphError::BadArgument { hint, .. } => hint,
             EphError::Attestation(_) => "Check the server log; the key epoch may have been wiped.",
+            EphError::MemoryDontDump(_) => {
+                "Use dynamic_shared_memory_type = posix or mmap and a server whose postgres executable \
+                 imports mmap and shm_open; or set pg_ephcrypt.memory_hygiene = off, or \
+                 pg_ephcrypt.on_unsupported = warn to start without this protection."
+            }
+            EphError::MemoryLock(_) => {
+                "Raise the memlock limit of the postgres user to at least the size shown \
+                 (ulimit -l, LimitMEMLOCK= in the systemd unit, or /etc/security/limits.conf), \
+                 or grant CAP_IPC_LOCK; or set pg_ephcrypt.memory_hygiene = dontdump, or \
+                 pg_ephcrypt.on_unsupported = warn to start without the lock."
+            }
+            EphError::CoreDumps(_) => {
+                "Set pg_ephcrypt.core_dumps = on, or pg_ephcrypt.on_unsupported = warn to start \
+                 with core dumps allowed."
+            }
         }
     }
 

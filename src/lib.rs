@@ -9,6 +9,7 @@ mod epoch;
 mod errors;
 mod gucs;
 mod interpose;
+mod memory;
 mod scan;
 mod server;
 mod stats;
@@ -36,6 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     attest::record_loaded_library();
     epoch::init_postmaster();
+    memory::init_postmaster();
 }
 
 /// Required by `cargo pgrx test`.

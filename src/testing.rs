@@ -296,7 +296,8 @@ mod tests {
 
     #[pg_test]
     fn shim_functions_are_not_exported_from_the_library() {
-        // Control: the library is loaded RTLD_GLOBAL, so its exports resolve.
+        // Control: the library is loaded RTLD_GLOBAL, so its exports resolve
+        // (pgrx 0.18 names the info function `pg_finfo_<fn>_wrapper`).
         assert!(ephcrypt_got::process_defines_symbol(
             c"pg_ephcrypt_status_wrapper"
         ));

@@ -128,6 +128,7 @@ def test_extension_updates_from_0_1_0():
         assert c.sql("SELECT version FROM pg_ephcrypt_status()") == "0.2.0"
         # The updated status has the 0.2.0 columns, and its grants.
         assert c.sql("SELECT server_version_num > 0 FROM pg_ephcrypt_status()") == "t"
+        assert c.sql("SELECT memory_hygiene FROM pg_ephcrypt_status()") == "dontdump"
         assert c.sql("SELECT has_function_privilege('pg_monitor', 'pg_ephcrypt_status()', 'EXECUTE')") == "t"
         assert c.sql("SELECT has_function_privilege('public', 'pg_ephcrypt_status()', 'EXECUTE')") == "f"
         assert int(c.sql("SELECT count(*) FROM pg_ephcrypt_stats")) == 3

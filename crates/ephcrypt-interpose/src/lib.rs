@@ -4,11 +4,13 @@
 //! * [`secmem`]: the protected mapping that holds each epoch's key.
 //! * [`shim`]: the libc shims, the import audit and installation.
 //! * [`stats`]: per-class counters in a shared page.
+//! * [`memory`]: PostgreSQL's shared memory out of core dumps and swap.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub use error::InterposeError;
 
 pub mod error;
+pub mod memory;
 pub mod secmem;
 pub mod shim;
 pub mod stats;

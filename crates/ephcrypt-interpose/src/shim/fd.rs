@@ -702,6 +702,7 @@ fn teardown(fd: c_int) -> Result<(), c_int> {
 /// # Safety
 /// libc `close` contract.
 pub(crate) unsafe extern "C" fn shim_close(fd: c_int) -> c_int {
+    crate::memory::forget_fd(fd);
     if !is_ours(fd) {
         // SAFETY: pass-through.
         return unsafe { (real().close)(fd) };
@@ -804,7 +805,9 @@ pub(crate) unsafe extern "C" fn shim_mmap(
         return libc::MAP_FAILED;
     }
     // SAFETY: pass-through.
-    unsafe { (real().mmap)(addr, len, prot, flags, fd, off) }
+    let mapped = unsafe { (real().mmap)(addr, len, prot, flags, fd, off) };
+    // Dynamic shared memory is excluded from core dumps (issue #15).
+    crate::memory::after_mmap(mapped, len, flags, fd)
 }
 
 /// # Safety
@@ -898,7 +901,32 @@ fd_creator!(shim_signalfd => signalfd(fd: c_int, mask: *const libc::sigset_t, fl
 fd_creator!(shim_eventfd => eventfd(init: c_uint, flags: c_int));
 fd_creator!(shim_timerfd_create => timerfd_create(clock: c_int, flags: c_int));
 fd_creator!(shim_inotify_init1 => inotify_init1(flags: c_int));
-fd_creator!(shim_shm_open => shm_open(name: *const libc::c_char, oflag: c_int, mode: libc::mode_t));
+
+/// # Safety
+/// libc `shm_open` contract.
+pub(crate) unsafe extern "C" fn shim_shm_open(
+    name: *const libc::c_char,
+    oflag: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    // SAFETY: pass-through.
+    let fd = unsafe { (real().shm_open)(name, oflag, mode) };
+    forget_stale(fd);
+    if !crate::memory::note_shm_fd(fd) {
+        // Too high to remember: its mapping would not be marked (issue #15).
+        // SAFETY: closing the fd just created for this call; unlinking the
+        // object only if this call created it (O_CREAT|O_EXCL).
+        unsafe {
+            (real().close)(fd);
+            if oflag & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL {
+                libc::shm_unlink(name);
+            }
+        }
+        set_errno(libc::EMFILE);
+        return -1;
+    }
+    fd
+}
 fd_creator!(shim_memfd_create => memfd_create(name: *const libc::c_char, flags: c_uint));
 
 /// Forget stale entries for both ends of a new pair.
