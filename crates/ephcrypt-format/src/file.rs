@@ -581,6 +581,34 @@ impl SealedFile {
         buf: &mut [u8],
         off: u64,
     ) -> Result<usize, I::Error> {
+        self.read_inner(io, None::<&mut crate::nonce::NonceSequence>, buf, off)
+    }
+
+    /// [`Self::read_at`] for a handle that also writes: when every cached
+    /// metadata page is dirty and the read needs another group, the least
+    /// recently used page is written back (with a nonce from `nonces`) so
+    /// that the group stays cached, instead of re-reading it for every
+    /// block (FORMAT.md §8). A handle that never wrote never writes.
+    ///
+    /// # Errors
+    /// As [`Self::read_at`]; nonce and I/O errors of the write-back.
+    pub fn read_at_mut<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+        buf: &mut [u8],
+        off: u64,
+    ) -> Result<usize, I::Error> {
+        self.read_inner(io, Some(nonces), buf, off)
+    }
+
+    fn read_inner<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        mut nonces: Option<&mut N>,
+        buf: &mut [u8],
+        off: u64,
+    ) -> Result<usize, I::Error> {
         let len = self.begin_call(io)?;
         let end = off.saturating_add(buf.len() as u64).min(len);
         if off >= end {
@@ -595,7 +623,8 @@ impl SealedFile {
                 if span.start == 0 && want == plain_len {
                     // The whole block is wanted: decrypt in the caller's
                     // buffer, no copy.
-                    let (nonce, tag) = self.entry_for_read(io, span.index)?;
+                    let (nonce, tag) =
+                        self.entry_for_read(io, span.index, nonces.as_deref_mut())?;
                     let n = io.read_at(dst, data_offset(span.index))?;
                     if n != plain_len {
                         dst.fill(0);
@@ -609,7 +638,7 @@ impl SealedFile {
                     total += want;
                     continue;
                 }
-                self.load_block(io, span.index, plain_len)?;
+                self.load_block(io, span.index, plain_len, nonces.as_deref_mut())?;
             }
             dst.copy_from_slice(&self.cache[span.start..span.end]);
             total += want;
@@ -788,7 +817,7 @@ impl SealedFile {
                     self.cache_index = None;
                 }
             } else {
-                self.load_block(io, span.index, existing)?;
+                self.load_block(io, span.index, existing, Some(&mut *nonces))?;
                 if span.start > existing {
                     self.cache[existing..span.start].fill(0);
                 }
@@ -830,7 +859,8 @@ impl SealedFile {
         if let Some(k) = last {
             let existing = block_plain_len(len, k);
             if cut_len < existing {
-                self.load_block(io, k, existing)?;
+                // Slot `s` is pinned: no write-back that could evict it.
+                self.load_block(io, k, existing, None::<&mut N>)?;
                 let nonce = nonces.next_nonce()?;
                 let tag =
                     self.cipher
@@ -893,7 +923,7 @@ impl SealedFile {
         if partial != 0 && from < to {
             // Zero-pad the old partial last block and re-seal it.
             let index = block_index(from);
-            self.load_block(io, index, partial)?;
+            self.load_block(io, index, partial, Some(&mut *nonces))?;
             let new_len = (to - index * B).min(B) as usize;
             self.cache[partial..new_len].fill(0);
             self.cache_len = new_len;
@@ -1121,12 +1151,14 @@ impl SealedFile {
     }
 
     /// Nonce and tag of block `index`, from a cached page, else loading the
-    /// page into a clean slot, else into the scratch buffer (reads never
-    /// write back).
-    fn entry_for_read<I: PhysicalIo>(
+    /// page into a clean slot, else (given `nonces`: a handle that writes)
+    /// into the slot of the least recently used dirty page after writing it
+    /// back, else into the scratch buffer.
+    fn entry_for_read<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         index: u64,
+        nonces: Option<&mut N>,
     ) -> Result<([u8; NONCE_LEN], [u8; TAG_LEN]), I::Error> {
         let group = group_of(index);
         let j = slot_in_group(index);
@@ -1135,6 +1167,11 @@ impl SealedFile {
             return Ok(meta::entry(page_at(&mut self.pages, s), j));
         }
         if let Some(s) = self.take_clean_slot(None) {
+            self.load_into_slot(io, s, group)?;
+            return Ok(meta::entry(page_at(&mut self.pages, s), j));
+        }
+        if let Some(nonces) = nonces {
+            let s = self.take_slot_for_write(io, nonces, None)?;
             self.load_into_slot(io, s, group)?;
             return Ok(meta::entry(page_at(&mut self.pages, s), j));
         }
@@ -1150,18 +1187,19 @@ impl SealedFile {
 
     /// Make the plaintext cache hold block `index`, which has `plain_len`
     /// bytes (0 = the block does not exist yet: nothing to read).
-    fn load_block<I: PhysicalIo>(
+    fn load_block<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         index: u64,
         plain_len: usize,
+        nonces: Option<&mut N>,
     ) -> Result<(), I::Error> {
         if self.cache_index == Some(index) && self.cache_len == plain_len {
             return Ok(());
         }
         self.cache_index = None;
         if plain_len > 0 {
-            let (nonce, tag) = self.entry_for_read(io, index)?;
+            let (nonce, tag) = self.entry_for_read(io, index, nonces)?;
             let n = io.read_at(&mut self.phys[..plain_len], data_offset(index))?;
             if n != plain_len {
                 return Err(FormatError::Truncated {

@@ -612,3 +612,46 @@ fn shared_handles_take_turns() {
         assert!(buf == model, "step {step}");
     }
 }
+
+#[test]
+fn a_writing_handle_keeps_a_third_group_cached_instead_of_rereading_it_per_block() {
+    let mode = Mode::Private { cache_groups: 2 };
+    let (mut io, mut nonces, mut f) = setup(mode);
+    // Three groups; then dirty groups 1 and 2 (both cache slots) and read
+    // group 0 block by block.
+    let data = pattern(3 * G * B, 5);
+    f.write_at(&mut io, &mut nonces, &data, 0).unwrap();
+    f.flush(&mut io, &mut nonces).unwrap();
+    f.write_at(&mut io, &mut nonces, &pattern(B, 6), (G * B) as u64)
+        .unwrap();
+    f.write_at(&mut io, &mut nonces, &pattern(B, 7), (2 * G * B) as u64)
+        .unwrap();
+    io.take();
+    let mut buf = vec![0u8; B];
+    for i in 1..33 {
+        f.read_at(&mut io, &mut buf, (i * B) as u64).unwrap();
+        assert_eq!(buf, data[i * B..(i + 1) * B]);
+    }
+    let plain = io.take();
+    // Control: the read path that never writes re-reads group 0's page for
+    // every block (both slots are dirty).
+    assert_eq!(plain.meta_reads, 32, "{plain:?}");
+    assert_eq!(plain.meta_writes, 0);
+    for i in 33..65 {
+        f.read_at_mut(&mut io, &mut nonces, &mut buf, (i * B) as u64)
+            .unwrap();
+        assert_eq!(buf, data[i * B..(i + 1) * B]);
+    }
+    let c = io.take();
+    // One dirty page written back, group 0 loaded once, then cached.
+    assert_eq!(c.meta_writes, 1, "{c:?}");
+    assert_eq!(c.meta_reads, 1, "{c:?}");
+    assert_eq!(c.data_reads, 32);
+    // And the file is still whole for a fresh handle.
+    f.flush(&mut io, &mut nonces).unwrap();
+    let mut g = reopen(&mut io, mode);
+    let mut all = vec![0u8; 3 * G * B];
+    assert_eq!(g.read_at(&mut io, &mut all, 0).unwrap(), all.len());
+    assert_eq!(all[..B], data[..B]);
+    assert_eq!(all[G * B..G * B + B], pattern(B, 6)[..]);
+}

@@ -74,11 +74,11 @@ fn einval<R>(fail: R) -> R {
 
 /// Read into `dst` at `off` (the logical position for read()).
 fn read_at(fd: c_int, dst: &mut [u8], off: Option<u64>) -> ssize_t {
-    with_file(fd, -1, OwnTail::Seal, |f, _| {
+    with_file(fd, -1, OwnTail::Seal, |f, nonces| {
         let class = f.class;
         let at = off.unwrap_or(f.pos);
         let (s, mut io) = f.parts(fd)?;
-        let got = s.read_at(&mut io, dst, at)?;
+        let got = s.read_at_mut(&mut io, nonces, dst, at)?;
         if off.is_none() {
             f.pos = at + got as u64;
         }
@@ -89,7 +89,7 @@ fn read_at(fd: c_int, dst: &mut [u8], off: Option<u64>) -> ssize_t {
 
 /// Read into iovecs at `off` (or the position).
 fn read_vectored(fd: c_int, iovs: &[iovec], off: Option<u64>) -> ssize_t {
-    with_file(fd, -1, OwnTail::Seal, |f, _| {
+    with_file(fd, -1, OwnTail::Seal, |f, nonces| {
         let class = f.class;
         let start = off.unwrap_or(f.pos);
         let mut total = 0u64;
@@ -99,7 +99,7 @@ fn read_vectored(fd: c_int, iovs: &[iovec], off: Option<u64>) -> ssize_t {
                 // SAFETY: each iovec describes writable caller memory; the
                 // total was checked against isize::MAX.
                 let dst = unsafe { slice_mut(v.iov_base, v.iov_len) };
-                let got = s.read_at(&mut io, dst, start + total)?;
+                let got = s.read_at_mut(&mut io, nonces, dst, start + total)?;
                 total += got as u64;
                 if got < v.iov_len {
                     break;
