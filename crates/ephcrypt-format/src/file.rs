@@ -194,6 +194,12 @@ pub struct SealedFile {
     cache: Box<[u8; BLOCK_SIZE]>,
     cache_index: Option<u64>,
     cache_len: usize,
+    /// Private mode: the cached block holds bytes not sealed yet (the
+    /// partial tail of the last write, FORMAT.md §8): it is sealed when the
+    /// cache moves to another block, at `flush()` and before `set_len`, so
+    /// that a block written in two pieces (unaligned sequential writes,
+    /// small appends) is sealed once, not twice.
+    cache_dirty: bool,
     /// `slots.len()` metadata pages, back to back.
     pages: Box<[u8]>,
     slots: Box<[Slot]>,
@@ -312,6 +318,7 @@ impl SealedFile {
             cache: boxed()?,
             cache_index: None,
             cache_len: 0,
+            cache_dirty: false,
             pages: try_vec(slots * PAGE_SIZE, 0u8)?.into_boxed_slice(),
             slots: try_vec(
                 slots,
@@ -484,7 +491,7 @@ impl SealedFile {
     /// True if metadata is cached that the disk does not have yet.
     #[must_use]
     pub fn is_dirty(&self) -> bool {
-        self.slots.iter().any(|s| s.state == SlotState::Dirty)
+        self.cache_dirty || self.slots.iter().any(|s| s.state == SlotState::Dirty)
     }
 
     /// Forget cached plaintext; in shared mode also the length, and keep
@@ -494,8 +501,10 @@ impl SealedFile {
     /// handle does this itself first. Dirty metadata of a private handle is
     /// kept: it is the only copy.
     pub fn invalidate(&mut self) {
-        self.cache_index = None;
-        self.cache_len = 0;
+        if !self.cache_dirty {
+            self.cache_index = None;
+            self.cache_len = 0;
+        }
         if self.mode == Mode::Shared {
             self.len = None;
             for s in self.slots.iter_mut() {
@@ -557,6 +566,7 @@ impl SealedFile {
         io: &mut I,
         nonces: &mut N,
     ) -> Result<(), I::Error> {
+        self.clean_cache(io, nonces)?;
         loop {
             let next = (0..self.slots.len())
                 .filter(|&s| self.slots[s].state == SlotState::Dirty)
@@ -638,6 +648,24 @@ impl SealedFile {
                     total += want;
                     continue;
                 }
+                if self.cache_dirty && nonces.is_none() {
+                    // The cache holds another block's unsealed bytes and this
+                    // handle may not write: decrypt around the cache.
+                    let (nonce, tag) = self.entry_for_read(io, span.index, None::<&mut N>)?;
+                    let n = io.read_at(&mut self.phys[..plain_len], data_offset(span.index))?;
+                    if n != plain_len {
+                        return Err(FormatError::Truncated {
+                            group: group_of(span.index),
+                        }
+                        .into());
+                    }
+                    let phys = &mut self.phys[..plain_len];
+                    self.cipher
+                        .open_block_in_place(span.index, &nonce, &tag, phys)?;
+                    dst.copy_from_slice(&self.phys[span.start..span.end]);
+                    total += want;
+                    continue;
+                }
                 self.load_block(io, span.index, plain_len, nonces.as_deref_mut())?;
             }
             dst.copy_from_slice(&self.cache[span.start..span.end]);
@@ -692,7 +720,9 @@ impl SealedFile {
             return Err(FormatError::OffsetTooLarge.into());
         }
         self.begin_call(io)?;
-        let result = self.set_len_inner(io, nonces, new_len);
+        let result = self
+            .clean_cache(io, nonces)
+            .and_then(|()| self.set_len_inner(io, nonces, new_len));
         self.end_call(io, nonces, result)
     }
 
@@ -718,7 +748,7 @@ impl SealedFile {
         nonces: &mut N,
         result: Result<(), I::Error>,
     ) -> Result<(), I::Error> {
-        if result.is_err() {
+        if result.is_err() && !self.cache_dirty {
             self.cache_index = None;
         }
         let flushed = if self.mode == Mode::Shared {
@@ -803,9 +833,28 @@ impl SealedFile {
         }
         for span in BlockSpans::new(off, buf.len()) {
             let data = &buf[span.buf_pos..span.buf_pos + (span.end - span.start)];
-            let existing = block_plain_len(self.current_len(), span.index);
+            let len = self.current_len();
+            let existing = block_plain_len(len, span.index);
+            // The write's partial last block is held unsealed (private mode)
+            // unless it would start a new group: its page does not exist yet.
+            let last = span.buf_pos + data.len() == buf.len();
+            let defer = self.is_private()
+                && last
+                && span.end < BLOCK_SIZE
+                && groups_for_len(len.max(span.index * B + span.end as u64)) == groups_for_len(len);
             if span.start == 0 && span.end >= existing {
                 // Replaces the block's whole content: no read needed.
+                if self.cache_index != Some(span.index) {
+                    self.clean_cache(io, nonces)?;
+                }
+                if defer {
+                    self.cache[..data.len()].copy_from_slice(data);
+                    self.cache_index = Some(span.index);
+                    self.cache_len = data.len();
+                    self.hold_cache(span.index);
+                    continue;
+                }
+                self.cache_dirty = false;
                 self.write_block(io, nonces, span.index, Plain::Buf(data))?;
                 if data.len() < BLOCK_SIZE {
                     // A short last block: likely appended to next (spill
@@ -824,12 +873,49 @@ impl SealedFile {
                 self.cache[span.start..span.end].copy_from_slice(data);
                 let new_len = existing.max(span.end);
                 self.cache_len = new_len;
+                if defer {
+                    self.hold_cache(span.index);
+                    continue;
+                }
                 if let Err(e) = self.write_block(io, nonces, span.index, Plain::Cache(new_len)) {
-                    self.cache_index = None;
+                    if self.is_private() {
+                        // The cache holds bytes earlier writes acknowledged:
+                        // keep them to seal later (flush retries).
+                        self.hold_cache(span.index);
+                    } else {
+                        self.cache_index = None;
+                    }
                     return Err(e);
                 }
+                self.cache_dirty = false;
             }
         }
+        Ok(())
+    }
+
+    /// The cached block `index` now holds unsealed bytes; the logical length
+    /// includes them.
+    fn hold_cache(&mut self, index: u64) {
+        self.cache_dirty = true;
+        let end = index * B + self.cache_len as u64;
+        self.len = Some(self.current_len().max(end));
+    }
+
+    /// Seal the held block, if any (private mode).
+    fn clean_cache<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+    ) -> Result<(), I::Error> {
+        if !self.cache_dirty {
+            return Ok(());
+        }
+        let Some(index) = self.cache_index else {
+            self.cache_dirty = false;
+            return Ok(());
+        };
+        self.write_block(io, nonces, index, Plain::Cache(self.cache_len))?;
+        self.cache_dirty = false;
         Ok(())
     }
 
@@ -928,9 +1014,17 @@ impl SealedFile {
             self.cache[partial..new_len].fill(0);
             self.cache_len = new_len;
             if let Err(e) = self.write_block(io, nonces, index, Plain::Cache(new_len)) {
-                self.cache_index = None;
+                if self.cache_dirty {
+                    // Keep the held bytes to seal later; the failed
+                    // extension does not count.
+                    self.cache_len = partial;
+                    self.hold_cache(index);
+                } else {
+                    self.cache_index = None;
+                }
                 return Err(e);
             }
+            self.cache_dirty = false;
             from = index * B + new_len as u64;
         }
         while from < to {
@@ -1196,6 +1290,15 @@ impl SealedFile {
     ) -> Result<(), I::Error> {
         if self.cache_index == Some(index) && self.cache_len == plain_len {
             return Ok(());
+        }
+        let mut nonces = nonces;
+        if self.cache_dirty {
+            match nonces.as_deref_mut() {
+                Some(n) => self.clean_cache(io, n)?,
+                // Callers without a nonce source read dirty-cache files
+                // around the cache (read_inner) and seal first (set_len).
+                None => return Err(FormatError::Unflushed.into()),
+            }
         }
         self.cache_index = None;
         if plain_len > 0 {

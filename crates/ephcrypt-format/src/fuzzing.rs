@@ -446,12 +446,17 @@ pub fn check_file_ops(ops: &[FileOp], mode: Mode) {
         }
         let len = file.len(&mut io).expect("len");
         assert_eq!(len, model.len() as u64, "step {step} {op:?}: len");
-        assert_eq!(
-            Ok(io.data.len() as u64),
-            logical_to_physical_size(model.len() as u64),
-            "step {step} {op:?}: physical size"
-        );
-        if !file.is_dirty() {
+        // The disk lags a private handle by at most its held (unsealed)
+        // last block; a clean handle matches it exactly.
+        let want = logical_to_physical_size(model.len() as u64).expect("size");
+        let have = io.data.len() as u64;
+        if file.is_dirty() {
+            assert!(
+                have <= want && want - have <= BLOCK_SIZE as u64 + 8192,
+                "step {step} {op:?}: physical size {have}, logical {want}"
+            );
+        } else {
+            assert_eq!(have, want, "step {step} {op:?}: physical size");
             assert_unique_nonces(&io.data, model.len() as u64);
         }
     }

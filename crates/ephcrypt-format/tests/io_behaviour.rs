@@ -188,14 +188,29 @@ fn private_block_writes_are_one_data_pwrite_each() {
     );
     f.flush(&mut io, &mut nonces).unwrap();
     assert_eq!(io.take(), Counts::default(), "flush is idempotent");
-    // A partial write of an existing block is read-modify-write.
+    // A partial write of an existing block is read-modify-write; as the
+    // write's last (partial) block it is held and sealed later, once.
     f.invalidate();
     f.write_at(&mut io, &mut nonces, b"xy", 5).unwrap();
     assert_eq!(
         io.take(),
         Counts {
             data_reads: 1,
+            ..Counts::default()
+        }
+    );
+    f.write_at(&mut io, &mut nonces, b"zw", 9).unwrap();
+    assert_eq!(
+        io.take(),
+        Counts::default(),
+        "the held block takes more bytes"
+    );
+    f.flush(&mut io, &mut nonces).unwrap();
+    assert_eq!(
+        io.take(),
+        Counts {
             data_writes: 1,
+            meta_writes: 1,
             ..Counts::default()
         }
     );
@@ -401,10 +416,11 @@ fn reads_never_write_even_when_every_slot_is_dirty() {
     let (mut io, mut nonces, mut f) = setup(mode);
     f.set_len(&mut io, &mut nonces, (3 * G * B) as u64).unwrap();
     f.flush(&mut io, &mut nonces).unwrap();
-    // Dirty groups 1 and 2, then read group 0 (not cached).
-    f.write_at(&mut io, &mut nonces, b"a", (G * B) as u64)
+    // Dirty groups 1 and 2 (whole blocks: sealed at once), then read group
+    // 0 (not cached).
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), (G * B) as u64)
         .unwrap();
-    f.write_at(&mut io, &mut nonces, b"b", (2 * G * B) as u64)
+    f.write_at(&mut io, &mut nonces, &pattern(B, 2), (2 * G * B) as u64)
         .unwrap();
     io.take();
     let mut buf = [0u8; 10];
@@ -654,4 +670,41 @@ fn a_writing_handle_keeps_a_third_group_cached_instead_of_rereading_it_per_block
     assert_eq!(g.read_at(&mut io, &mut all, 0).unwrap(), all.len());
     assert_eq!(all[..B], data[..B]);
     assert_eq!(all[G * B..G * B + B], pattern(B, 6)[..]);
+}
+
+#[test]
+fn unaligned_sequential_writes_seal_each_block_once() {
+    // A tuplestore writes 8 KiB at unaligned offsets: every block is
+    // written in two pieces. Held partial blocks make that one seal each.
+    let (mut io, mut nonces, mut f) = setup(Mode::PRIVATE);
+    let n = 20;
+    let data = pattern(n * B + 2559, 9);
+    f.write_at(&mut io, &mut nonces, &data[..2559], 0).unwrap();
+    for i in 0..n {
+        let off = 2559 + i * B;
+        f.write_at(&mut io, &mut nonces, &data[off..off + B], off as u64)
+            .unwrap();
+    }
+    let c = io.take();
+    assert_eq!(c.data_writes, n, "{c:?}");
+    assert_eq!(c.data_reads, 0, "the held block is completed from memory");
+    let mut buf = vec![0u8; data.len()];
+    assert_eq!(
+        f.read_at(&mut io, &mut buf, 0),
+        Ok(data.len()),
+        "held bytes are readable"
+    );
+    assert_eq!(buf, data);
+    f.flush(&mut io, &mut nonces).unwrap();
+    let c = io.take();
+    assert_eq!((c.data_writes, c.meta_writes), (1, 1), "{c:?}");
+    // Control: a fresh handle sees all of it on disk.
+    let mut g = reopen(&mut io, Mode::PRIVATE);
+    let mut all = vec![0u8; data.len()];
+    assert_eq!(g.read_at(&mut io, &mut all, 0), Ok(data.len()));
+    assert_eq!(all, data);
+    // Shared handles never hold a block: every write is on disk at once.
+    let (mut io, mut nonces, mut s) = setup(Mode::Shared);
+    s.write_at(&mut io, &mut nonces, &data[..2559], 0).unwrap();
+    assert_eq!(io.take().data_writes, 1);
 }
