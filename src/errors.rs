@@ -26,6 +26,12 @@ pub enum EphError {
     },
     #[error("could not sign the attestation: {0}")]
     Attestation(String),
+    #[error("pg_ephcrypt cannot use the attestation anchor key file \"{path}\": {reason}")]
+    AnchorKey { path: String, reason: String },
+    #[error("pg_ephcrypt cannot protect the attestation instance key: {0}")]
+    AnchorMemory(String),
+    #[error("pg_ephcrypt cannot certify the new key epoch: {0}")]
+    AnchorEpoch(String),
 }
 
 impl EphError {
@@ -40,7 +46,11 @@ impl EphError {
             }
             EphError::BadClasses(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             EphError::BadArgument { code, .. } => *code,
-            EphError::Attestation(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            EphError::Attestation(_) | EphError::AnchorEpoch(_) => {
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
+            }
+            EphError::AnchorKey { .. } => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+            EphError::AnchorMemory(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
         }
     }
 
@@ -64,6 +74,16 @@ impl EphError {
             }
             EphError::BadArgument { hint, .. } => hint,
             EphError::Attestation(_) => "Check the server log; the key epoch may have been wiped.",
+            EphError::AnchorKey { .. } => {
+                "pg_ephcrypt.attestation_anchor_key_file must name an unencrypted Ed25519 private key in \
+                 PKCS#8 PEM (openssl genpkey -algorithm ed25519), owned by the server user with mode 0600 \
+                 (or by root with mode 0640); or set it to '' to run with unanchored attestations."
+            }
+            EphError::AnchorMemory(_) => {
+                "Raise the memlock limit (ulimit -l) of the postgres user by one page, or set \
+                 pg_ephcrypt.attestation_anchor_key_file to '' to run with unanchored attestations."
+            }
+            EphError::AnchorEpoch(_) => "Check the server log; restart the server.",
         }
     }
 

@@ -29,6 +29,8 @@ impl OnUnsupported {
 static CLASSES: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"temp_files,temp_relations,logical_spill"));
 
+static ANCHOR_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 static ON_UNSUPPORTED: GucSetting<OnUnsupported> =
     GucSetting::<OnUnsupported>::new(OnUnsupported::Refuse);
 
@@ -50,6 +52,14 @@ pub fn init() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"pg_ephcrypt.attestation_anchor_key_file",
+        c"Operator's Ed25519 private key (PKCS#8 PEM) that certifies this postmaster's attestation keys; empty: unanchored.",
+        c"Read once at server start and wiped from memory; a relative path is relative to the data directory.",
+        &ANCHOR_KEY_FILE,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY,
+    );
     // SAFETY: called from _PG_init on the main thread with a valid C string.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_ephcrypt".as_ptr()) };
 }
@@ -65,4 +75,12 @@ pub fn classes() -> String {
         .get()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// `pg_ephcrypt.attestation_anchor_key_file`, `None` when unset or empty.
+pub fn attestation_anchor_key_file() -> Option<String> {
+    ANCHOR_KEY_FILE
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
 }

@@ -4,11 +4,13 @@
 
 use pgrx::prelude::*;
 
+mod anchor;
 mod attest;
 mod epoch;
 mod errors;
 mod gucs;
 mod interpose;
+mod lastscan;
 mod scan;
 mod stats;
 mod status;
@@ -33,6 +35,8 @@ pub extern "C-unwind" fn _PG_init() {
         return;
     }
     gucs::init();
+    lastscan::init();
+    anchor::init_postmaster();
     attest::record_loaded_library();
     epoch::init_postmaster();
 }

@@ -226,7 +226,6 @@ fn identity_must_match_the_instance_certificate() {
     for (field, value) in [
         ("system_identifier", json!("1")),
         ("boot_id", json!("another boot")),
-        ("hostname", json!("db-2")),
         ("postmaster_pid", json!(1)),
     ] {
         let mut f = identity();
