@@ -26,7 +26,7 @@ need=()
 # server-dev must match the installed server exactly, or the headers don't match the binary.
 dev_version="$(dpkg-query -W -f='${Version}' "postgresql-server-dev-$PG_MAJOR" 2>/dev/null || true)"
 [ "$dev_version" = "$server_version" ] || need+=("postgresql-server-dev-$PG_MAJOR=$server_version")
-for pkg in libclang-dev clang pkg-config libssl-dev sudo gdb python3-venv postgresql-contrib; do
+for pkg in libclang-dev clang pkg-config libssl-dev sudo gdb python3-venv python3-yaml postgresql-contrib; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

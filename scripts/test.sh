@@ -20,7 +20,7 @@ run_lint() {
 
 run_unit() {
     log "tier unit: cargo test (pure crates)"
-    cargo test --quiet -p ephcrypt-format -p ephcrypt-classify -p ephcrypt-got -p ephcrypt-interpose -p ephcrypt-attest
+    cargo test --quiet -p ephcrypt-format -p ephcrypt-classify -p ephcrypt-got -p ephcrypt-interpose -p ephcrypt-attest -p ephcrypt-audit
 }
 
 run_pgrx() {
