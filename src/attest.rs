@@ -126,6 +126,8 @@ fn attest(challenge: &[u8]) -> Value {
         "algorithm": "AES-256-GCM",
         "memory_protection": protection_name(state.protection),
         "extension_version": env!("CARGO_PKG_VERSION"),
+        "server_version": crate::server::version(),
+        "server_version_num": crate::server::version_num(),
         "library_path": library_path,
         "library_sha256": library_sha256,
         "classes": crate::interpose::covered_classes(),

@@ -49,17 +49,6 @@ fn unsupported(error: EphError) {
     }
 }
 
-/// A server setting as text (`None` if this server has no such setting).
-fn setting(name: &CStr) -> Option<String> {
-    // SAFETY: GetConfigOption with missing_ok = true returns NULL for an
-    // unknown name, else a string owned by the GUC machinery that we copy
-    // at once; called in the postmaster's single thread.
-    unsafe {
-        let v = pg_sys::GetConfigOption(name.as_ptr(), true, false);
-        (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
-    }
-}
-
 /// Patch the executable's GOT so that every covered file is sealed.
 pub fn install_in_postmaster() {
     if let Err(e) = ephcrypt_interpose::stats::init_shared() {
@@ -81,7 +70,7 @@ pub fn install_in_postmaster() {
     }
     // PostgreSQL 18's io_uring submits reads and writes without any libc
     // call we could interpose.
-    let io_uring_in_use = setting(c"io_method").is_some_and(|m| m == "io_uring");
+    let io_uring_in_use = crate::server::setting(c"io_method").is_some_and(|m| m == "io_uring");
     // SAFETY: DataDir is an absolute path set before shared_preload_libraries load.
     let data_dir = unsafe { CStr::from_ptr(pg_sys::DataDir) }
         .to_bytes()

@@ -12,6 +12,7 @@ mod gucs;
 mod interpose;
 mod lastscan;
 mod scan;
+mod server;
 mod stats;
 mod status;
 mod time;

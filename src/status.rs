@@ -36,6 +36,8 @@ fn pg_ephcrypt_status() -> TableIterator<
         name!(version, &'static str),
         name!(restarts, i64),
         name!(refused_configurations, i64),
+        name!(server_version, String),
+        name!(server_version_num, i32),
     ),
 > {
     epoch::require_preloaded();
@@ -61,6 +63,8 @@ fn pg_ephcrypt_status() -> TableIterator<
         env!("CARGO_PKG_VERSION"),
         i64::from(state.restarts),
         i64::try_from(ephcrypt_interpose::stats::refused_configurations()).unwrap_or(i64::MAX),
+        crate::server::version(),
+        crate::server::version_num(),
     ))
 }
 

@@ -82,7 +82,13 @@ mod tests {
         Spi::run("SET LOCAL max_parallel_workers_per_gather = 2").unwrap();
         Spi::run("SET LOCAL parallel_setup_cost = 0").unwrap();
         Spi::run("SET LOCAL parallel_tuple_cost = 0").unwrap();
-        Spi::run("SET LOCAL force_parallel_mode = on").unwrap();
+        // PostgreSQL 16 renamed force_parallel_mode to debug_parallel_query.
+        let knob = if pgrx::pg_sys::PG_VERSION_NUM >= 160000 {
+            "debug_parallel_query"
+        } else {
+            "force_parallel_mode"
+        };
+        Spi::run(&format!("SET LOCAL {knob} = on")).unwrap();
         // Spi::connect + select passes no row limit, so a parallel plan is allowed.
         let rows: Vec<(i32, String)> = Spi::connect(|client| {
             let t = client.select(
@@ -292,7 +298,7 @@ mod tests {
     fn shim_functions_are_not_exported_from_the_library() {
         // Control: the library is loaded RTLD_GLOBAL, so its exports resolve.
         assert!(ephcrypt_got::process_defines_symbol(
-            c"pg_finfo_pg_ephcrypt_status"
+            c"pg_ephcrypt_status_wrapper"
         ));
         for name in [c"shim_open", c"shim_pread", c"shim_write", c"shim_close"] {
             assert!(
@@ -300,6 +306,27 @@ mod tests {
                 "{name:?} is exported"
             );
         }
+    }
+
+    #[pg_test]
+    fn every_patched_slot_still_holds_its_shim_after_a_workload() {
+        // Calls of every kind through the patched slots: a spilling sort, a
+        // temp table larger than temp_buffers, stat and unlink of temp files.
+        Spi::run("SET LOCAL work_mem = '64kB'").unwrap();
+        Spi::run("SELECT count(*) FROM (SELECT md5(g::text) FROM generate_series(1, 50000) g ORDER BY 1) s")
+            .unwrap();
+        Spi::run("SET LOCAL temp_buffers = '800kB'").unwrap();
+        Spi::run(
+            "CREATE TEMP TABLE lazy_t AS SELECT g, md5(g::text) m FROM generate_series(1, 20000) g",
+        )
+        .unwrap();
+        Spi::run("SELECT count(*) FROM lazy_t").unwrap();
+        // In a lazily bound server (the PyPI builds) the dynamic linker would
+        // have rewritten any slot whose PLT stub ran after the patch.
+        let (slots, lazy) = ephcrypt_interpose::shim::verify_installed()
+            .unwrap_or_else(|e| panic!("a patched slot was undone: {e}"));
+        assert!(slots >= 10, "{slots} slots patched");
+        pgrx::log!("pg_ephcrypt: {slots} patched slots verified, {lazy} were lazy-binding stubs");
     }
 
     #[pg_test]

@@ -126,6 +126,10 @@ def test_extension_updates_from_0_1_0():
         c.sql("ALTER EXTENSION pg_ephcrypt UPDATE")
         assert c.sql("SELECT extversion FROM pg_extension WHERE extname = 'pg_ephcrypt'") == "0.2.0"
         assert c.sql("SELECT version FROM pg_ephcrypt_status()") == "0.2.0"
+        # The updated status has the 0.2.0 columns, and its grants.
+        assert c.sql("SELECT server_version_num > 0 FROM pg_ephcrypt_status()") == "t"
+        assert c.sql("SELECT has_function_privilege('pg_monitor', 'pg_ephcrypt_status()', 'EXECUTE')") == "t"
+        assert c.sql("SELECT has_function_privilege('public', 'pg_ephcrypt_status()', 'EXECUTE')") == "f"
         assert int(c.sql("SELECT count(*) FROM pg_ephcrypt_stats")) == 3
         # The objects added in 0.2.0, with the grants of a fresh install.
         assert c.sql("SELECT anchored FROM pg_ephcrypt_anchor_status()") == "f"

@@ -15,7 +15,7 @@ use crate::layout::{
     BlockSpans, PhysicalShape, BLOCK_SIZE, GROUP_BLOCKS, HEADER_LEN, MAX_LOGICAL_SIZE, NONCE_LEN,
     PAGE_SIZE, TAG_LEN,
 };
-use crate::meta::{self, GroupState, Page};
+use crate::meta::{self, GroupState, Page, OFF_MAC_NONCE};
 use crate::nonce::NonceSource;
 
 const B: u64 = BLOCK_SIZE as u64;
@@ -27,8 +27,12 @@ pub const DEFAULT_CACHE_GROUPS: u8 = 4;
 pub const MIN_CACHE_GROUPS: u8 = 2;
 /// Most cached pages of a private handle (512 KiB).
 pub const MAX_CACHE_GROUPS: u8 = 64;
-/// Metadata pages of a shared handle (valid within one call only).
+/// Metadata pages of a shared handle: kept across calls, revalidated by
+/// their MAC trailer at the first use in each call (FORMAT.md §8.1). Two
+/// cover the final group (the length) plus the group of an access.
 const SHARED_SLOTS: usize = 2;
+/// MAC nonce and tag at the end of a metadata page.
+const MAC_TRAILER_LEN: usize = PAGE_SIZE - OFF_MAC_NONCE;
 /// Digests reserved at open: 512 groups = a 1 GiB segment, PostgreSQL's split.
 pub const DIGEST_RESERVE: usize = 512;
 /// "No digest known yet" (a real tag is all zero with probability 2^-128).
@@ -73,7 +77,9 @@ pub enum Mode {
         cache_groups: u8,
     },
     /// Other processes may read and write the file meanwhile: every call
-    /// starts from the disk, and writes go through before returning.
+    /// re-establishes the length from the disk and uses a cached metadata
+    /// page only after finding its MAC trailer unchanged on disk (else it
+    /// reloads and verifies the page); writes go through before returning.
     Shared,
 }
 
@@ -147,7 +153,12 @@ impl core::fmt::Debug for Remembered {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     Free,
+    /// Same as the disk (loaded, revalidated or written in this call; in
+    /// private mode: since it was loaded or written back).
     Clean,
+    /// Shared mode: verified in an earlier call; used only once its MAC
+    /// trailer is found unchanged on disk (FORMAT.md §8.1).
+    Stale,
     Dirty,
 }
 
@@ -476,18 +487,25 @@ impl SealedFile {
         self.slots.iter().any(|s| s.state == SlotState::Dirty)
     }
 
-    /// Forget cached plaintext; in shared mode also every cached metadata
-    /// page and the length, so the next call starts from the disk (every call
-    /// of a shared handle does this itself first). Dirty metadata of a
-    /// private handle is kept: it is the only copy.
+    /// Forget cached plaintext; in shared mode also the length, and keep
+    /// the verified metadata pages only as stale copies, which the next call
+    /// uses only after finding their MAC trailers unchanged on disk (else it
+    /// reloads and verifies them, FORMAT.md §8.1). Every call of a shared
+    /// handle does this itself first. Dirty metadata of a private handle is
+    /// kept: it is the only copy.
     pub fn invalidate(&mut self) {
         self.cache_index = None;
         self.cache_len = 0;
         if self.mode == Mode::Shared {
-            for s in self.slots.iter_mut() {
-                s.state = SlotState::Free;
-            }
             self.len = None;
+            for s in self.slots.iter_mut() {
+                s.state = match s.state {
+                    SlotState::Clean | SlotState::Stale => SlotState::Stale,
+                    // A page a failed write-through left dirty is not the
+                    // disk's.
+                    SlotState::Free | SlotState::Dirty => SlotState::Free,
+                };
+            }
         }
     }
 
@@ -519,7 +537,8 @@ impl SealedFile {
     }
 
     /// Authenticated logical size (FORMAT.md §7.1). Private: from memory;
-    /// shared: one size query and one metadata page.
+    /// shared: one size query and the final group's metadata page (its
+    /// 28-byte MAC trailer if the handle holds a verified copy).
     ///
     /// # Errors
     /// Shared mode: the length errors of [`Self::open`]; I/O errors.
@@ -648,7 +667,9 @@ impl SealedFile {
         self.end_call(io, nonces, result)
     }
 
-    /// Shared mode: drop everything and re-establish the length from disk.
+    /// Shared mode: [`Self::invalidate`] (plaintext and length dropped,
+    /// verified pages kept as stale copies) and re-establish the length from
+    /// disk.
     fn begin_call<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
         if self.mode == Mode::Shared {
             self.invalidate();
@@ -695,7 +716,7 @@ impl SealedFile {
                 last_block * B + last_len as u64,
             ),
         };
-        let state = match self.find_slot(group) {
+        let state = match self.find_slot(io, group, None)? {
             Some(s) => {
                 let page = page_at(&mut self.pages, s);
                 meta::state(page).unwrap_or(GroupState {
@@ -940,6 +961,13 @@ impl SealedFile {
         io.write_all_at(&self.phys[..n], data_offset(index))?;
         // Commit.
         if let Some(prev) = previous {
+            // A stale copy of an earlier page of this group (another handle
+            // cut the file meanwhile) must not shadow the new one.
+            for (s, slot) in self.slots.iter_mut().enumerate() {
+                if s != target && slot.state != SlotState::Free && slot.group == group {
+                    slot.state = SlotState::Free;
+                }
+            }
             let header = *self.cipher.header_bytes();
             meta::init(page_at(&mut self.pages, target), &header, group);
             self.set_group_state(prev, group - 1, new_len);
@@ -983,14 +1011,43 @@ impl SealedFile {
         };
     }
 
-    fn find_slot(&mut self, group: u64) -> Option<usize> {
-        let s = self
+    /// The slot holding group `group`'s page, usable in this call. A stale
+    /// page (shared mode, verified in an earlier call) is revalidated first
+    /// by reading only its 28-byte MAC trailer: unchanged, it is the page on
+    /// disk (every seal takes a fresh nonce) and must still agree with the
+    /// length (`expect`, as a loaded page must); changed or cut short, it is
+    /// dropped and `None` says "load it" (FORMAT.md §8.1).
+    fn find_slot<I: PhysicalIo>(
+        &mut self,
+        io: &mut I,
+        group: u64,
+        expect: Option<(u16, u16, bool)>,
+    ) -> Result<Option<usize>, I::Error> {
+        let Some(s) = self
             .slots
             .iter()
-            .position(|s| s.state != SlotState::Free && s.group == group)?;
+            .position(|s| s.state != SlotState::Free && s.group == group)
+        else {
+            return Ok(None);
+        };
+        if self.slots[s].state == SlotState::Stale {
+            let page = page_at(&mut self.pages, s);
+            let mut trailer = [0u8; MAC_TRAILER_LEN];
+            let n = io.read_at(&mut trailer, meta_offset(group) + OFF_MAC_NONCE as u64)?;
+            if n != MAC_TRAILER_LEN || trailer[..] != page[OFF_MAC_NONCE..] {
+                self.slots[s].state = SlotState::Free;
+                return Ok(None);
+            }
+            let state = meta::state(page).map(|st| st.tuple());
+            if expect.is_some_and(|e| Some(e) != state) {
+                self.slots[s].state = SlotState::Free;
+                return Err(FormatError::MetadataReplayed { group }.into());
+            }
+            self.slots[s].state = SlotState::Clean;
+        }
         self.tick += 1;
         self.slots[s].last_use = self.tick;
-        Some(s)
+        Ok(Some(s))
     }
 
     /// A free slot, else the least recently used clean one; never `pin`.
@@ -1036,7 +1093,8 @@ impl SealedFile {
         group: u64,
         pin: Option<usize>,
     ) -> Result<usize, I::Error> {
-        if let Some(s) = self.find_slot(group) {
+        let expect = expected_group_state(self.current_len(), group);
+        if let Some(s) = self.find_slot(io, group, expect)? {
             return Ok(s);
         }
         let s = self.take_slot_for_write(io, nonces, pin)?;
@@ -1072,7 +1130,8 @@ impl SealedFile {
     ) -> Result<([u8; NONCE_LEN], [u8; TAG_LEN]), I::Error> {
         let group = group_of(index);
         let j = slot_in_group(index);
-        if let Some(s) = self.find_slot(group) {
+        let expect = expected_group_state(self.current_len(), group);
+        if let Some(s) = self.find_slot(io, group, expect)? {
             return Ok(meta::entry(page_at(&mut self.pages, s), j));
         }
         if let Some(s) = self.take_clean_slot(None) {

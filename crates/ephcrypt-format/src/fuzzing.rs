@@ -338,6 +338,10 @@ pub enum FileOp {
     ReopenFresh,
     /// Forget cached plaintext (and, shared, everything).
     Invalidate,
+    /// Shared mode: the following operations go through the other handle
+    /// (another process with its own nonce stream, opened at the first
+    /// switch), until the next switch. Private mode: nothing.
+    Switch,
 }
 
 fn pattern(seed: u8, off: u64, len: usize) -> impl Iterator<Item = u8> {
@@ -372,6 +376,8 @@ pub fn check_file_ops(ops: &[FileOp], mode: Mode) {
     )
     .expect("create");
     let private = mode != Mode::Shared;
+    let mut other: Option<SealedFile> = None;
+    let mut other_nonces = NonceSequence::new(*b"fuzzoth2");
     let mut model: Vec<u8> = Vec::new();
     let mut buf = Vec::new();
     for (step, op) in ops.iter().enumerate() {
@@ -422,6 +428,16 @@ pub fn check_file_ops(ops: &[FileOp], mode: Mode) {
                 file = open_harness(&mut io, mode, rem.as_ref());
             }
             FileOp::Invalidate => file.invalidate(),
+            FileOp::Switch => {
+                if !private {
+                    let mut next = other
+                        .take()
+                        .unwrap_or_else(|| open_harness(&mut io, mode, None));
+                    core::mem::swap(&mut file, &mut next);
+                    other = Some(next);
+                    core::mem::swap(&mut nonces, &mut other_nonces);
+                }
+            }
         }
         let len = file.len(&mut io).expect("len");
         assert_eq!(len, model.len() as u64, "step {step} {op:?}: len");
@@ -437,6 +453,7 @@ pub fn check_file_ops(ops: &[FileOp], mode: Mode) {
     // Finally read everything back through a fresh handle of either mode.
     file.flush(&mut io, &mut nonces).expect("flush");
     drop(file);
+    drop(other);
     for m in [Mode::Shared, Mode::PRIVATE] {
         let mut fresh = open_harness(&mut io, m, None);
         let mut all = vec![0u8; model.len() + 100];
@@ -518,13 +535,11 @@ pub fn fuzz_file_ops(data: &[u8]) {
             6 => FileOp::Reopen,
             7 => FileOp::ReopenFresh,
             8 => FileOp::Flush,
-            _ => {
-                if n % 2 == 0 {
-                    FileOp::Len
-                } else {
-                    FileOp::Invalidate
-                }
-            }
+            _ => match n % 3 {
+                0 => FileOp::Len,
+                1 => FileOp::Invalidate,
+                _ => FileOp::Switch,
+            },
         });
         if ops.len() >= 48 {
             break;

@@ -14,11 +14,15 @@ const EPOCH: [u8; 16] = [0xE7; 16];
 const FILE: [u8; 16] = [0xF7; 16];
 const B: usize = BLOCK_SIZE;
 const G: usize = 256;
+/// MAC nonce and tag at the end of every metadata page.
+const TRAILER: usize = 28;
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 struct Counts {
     data_reads: usize,
     meta_reads: usize,
+    /// 28-byte reads of a metadata page's MAC trailer (nonce || tag).
+    trailer_reads: usize,
     data_writes: usize,
     meta_writes: usize,
     set_lens: usize,
@@ -41,11 +45,17 @@ fn is_meta(off: u64) -> bool {
     off.is_multiple_of(257 * PAGE_SIZE as u64)
 }
 
+fn is_trailer(buf: &[u8], off: u64) -> bool {
+    buf.len() == TRAILER && is_meta(off - (PAGE_SIZE - TRAILER) as u64)
+}
+
 impl PhysicalIo for CountingIo {
     type Error = FormatError;
     fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
         if is_meta(off) && buf.len() == PAGE_SIZE {
             self.n.meta_reads += 1;
+        } else if is_trailer(buf, off) {
+            self.n.trailer_reads += 1;
         } else {
             self.n.data_reads += 1;
         }
@@ -192,43 +202,180 @@ fn private_block_writes_are_one_data_pwrite_each() {
 }
 
 #[test]
-fn shared_calls_start_from_disk_and_write_through() {
+fn shared_calls_revalidate_cached_pages_and_write_through() {
     let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    // Size query + the final page's trailer (page 0 is cached since
+    // create), the data block, the re-sealed page.
+    let write = Counts {
+        lens: 1,
+        trailer_reads: 1,
+        data_writes: 1,
+        meta_writes: 1,
+        ..Counts::default()
+    };
+    let read = Counts {
+        lens: 1,
+        trailer_reads: 1,
+        data_reads: 1,
+        ..Counts::default()
+    };
     f.write_at(&mut io, &mut nonces, &pattern(B, 1), 0).unwrap();
-    // Size query + page of the last group, the data block, the page.
-    assert_eq!(
-        io.take(),
-        Counts {
-            lens: 1,
-            meta_reads: 1,
-            data_writes: 1,
-            meta_writes: 1,
-            ..Counts::default()
-        }
-    );
-    // Another process can read it at once.
+    assert_eq!(io.take(), write);
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), B as u64)
+        .unwrap();
+    assert_eq!(io.take(), write, "its own write-through keeps it valid");
+    // Another process can read it at once; its page 0 is cached from open.
     let mut other = reopen(&mut io, Mode::Shared);
     let mut buf = vec![0u8; B];
     io.take();
     assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
     assert_eq!(buf, pattern(B, 1));
+    assert_eq!(io.take(), read);
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(
+        io.take(),
+        read,
+        "unchanged trailer: the page is not re-read"
+    );
+    // ...and sees the next write without being told: the trailer changed,
+    // so the page is loaded and verified again, once.
+    f.write_at(&mut io, &mut nonces, &pattern(B, 2), 0).unwrap();
+    io.take();
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(buf, pattern(B, 2));
+    assert_eq!(
+        io.take(),
+        Counts {
+            meta_reads: 1,
+            ..read
+        },
+        "another handle's write forces a reload"
+    );
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(io.take(), read);
+    // The writer's own copy is stale now too: its next write reloads.
+    other
+        .write_at(&mut io, &mut nonces, &pattern(B, 3), 0)
+        .unwrap();
+    assert_eq!(io.take(), write);
+    f.write_at(&mut io, &mut nonces, &pattern(B, 4), 0).unwrap();
+    assert_eq!(
+        io.take(),
+        Counts {
+            meta_reads: 1,
+            ..write
+        }
+    );
+    f.set_len(&mut io, &mut nonces, 100).unwrap();
     assert_eq!(
         io.take(),
         Counts {
             lens: 1,
+            trailer_reads: 1,
+            data_reads: 1,
+            data_writes: 1,
+            set_lens: 1,
+            meta_writes: 1,
+            ..Counts::default()
+        }
+    );
+    assert_eq!(other.len(&mut io), Ok(100));
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            trailer_reads: 1,
+            meta_reads: 1,
+            ..Counts::default()
+        }
+    );
+    // Nothing stays dirty between calls.
+    assert!(!f.is_dirty());
+    // invalidate() (the shims call it before every call on a shared file)
+    // keeps the verified pages as stale copies: still one trailer read.
+    other.invalidate();
+    assert_eq!(other.len(&mut io), Ok(100));
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            trailer_reads: 1,
+            ..Counts::default()
+        }
+    );
+}
+
+/// Outside the final group a call revalidates two pages: the final one
+/// (the length) and the one of the block; at the group boundary two pages
+/// change and both are written through.
+#[test]
+fn shared_calls_outside_the_final_group_revalidate_two_pages() {
+    let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    f.set_len(&mut io, &mut nonces, ((G + 2) * B) as u64)
+        .unwrap();
+    let c = io.take();
+    assert_eq!((c.meta_writes, c.data_writes), (2, G + 2));
+    let mut other = reopen(&mut io, Mode::Shared);
+    let mut buf = vec![0u8; B];
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    io.take();
+    for i in [0, 5, G - 1] {
+        assert_eq!(other.read_at(&mut io, &mut buf, (i * B) as u64), Ok(B));
+        assert_eq!(
+            io.take(),
+            Counts {
+                lens: 1,
+                trailer_reads: 2,
+                data_reads: 1,
+                ..Counts::default()
+            },
+            "block {i}"
+        );
+    }
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), (3 * B) as u64)
+        .unwrap();
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            trailer_reads: 2,
+            data_writes: 1,
+            meta_writes: 1,
+            ..Counts::default()
+        }
+    );
+    // Only group 0 changed: only its page is reloaded.
+    assert_eq!(other.read_at(&mut io, &mut buf, (3 * B) as u64), Ok(B));
+    assert_eq!(buf, pattern(B, 1));
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            trailer_reads: 2,
             meta_reads: 1,
             data_reads: 1,
             ..Counts::default()
         }
     );
-    // ...and sees the next write without being told.
-    f.write_at(&mut io, &mut nonces, &pattern(B, 2), 0).unwrap();
-    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    // A write that starts group 2 (the old final group 1 fills up and
+    // becomes non-final): both pages go through.
+    f.set_len(&mut io, &mut nonces, (2 * G * B) as u64).unwrap();
+    io.take();
+    f.write_at(&mut io, &mut nonces, &pattern(B, 2), (2 * G * B) as u64)
+        .unwrap();
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            trailer_reads: 1,
+            data_writes: 1,
+            meta_writes: 2,
+            ..Counts::default()
+        }
+    );
+    assert_eq!(other.len(&mut io), Ok((2 * G * B + B) as u64));
+    assert_eq!(other.read_at(&mut io, &mut buf, (2 * G * B) as u64), Ok(B));
     assert_eq!(buf, pattern(B, 2));
-    f.set_len(&mut io, &mut nonces, 100).unwrap();
-    assert_eq!(other.len(&mut io), Ok(100));
-    // Nothing stays dirty between calls.
-    assert!(!f.is_dirty());
 }
 
 #[test]

@@ -288,3 +288,22 @@ fn bogus_requests_are_errors_not_panics() {
     let plan = PatchPlan::new(&[("ephcrypt_absent", shim), ("ephcrypt_absent", shim)]).unwrap();
     assert_eq!(plan.absent(), ["ephcrypt_absent".to_owned()]);
 }
+
+#[test]
+fn verify_catches_a_slot_the_dynamic_linker_rewrote() {
+    let _g = serial();
+    let real = got::resolve_libc(c"getpid").unwrap();
+    let shim = counting_getpid as extern "C" fn() -> libc::pid_t as usize;
+    REAL_GETPID.store(real, SeqCst);
+    let report = got::patch_executable(&[("getpid", shim)]).unwrap();
+    got::verify(&report).unwrap();
+    // What lazy resolution does to a slot whose stub runs after the patch:
+    // it writes libc's address back.
+    let undone = got::patch_executable(&[("getpid", real)]).unwrap();
+    let err = got::verify(&report).unwrap_err();
+    assert!(
+        matches!(err, GotError::Verify { ref symbol, .. } if symbol == "getpid"),
+        "{err}"
+    );
+    got::verify(&undone).unwrap();
+}

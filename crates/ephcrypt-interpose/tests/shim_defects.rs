@@ -377,9 +377,10 @@ fn a_private_file_cut_or_removed_while_closed_is_an_error_at_reopen() {
         assert_eq!(fs::read(&p).unwrap(), data);
         match *damage {
             "remove" => {
-                // SAFETY: a raw unlink no shim sees.
                 let c = cpath(&p);
-                assert_eq!(unsafe { libc::syscall(libc::SYS_unlink, c.as_ptr()) }, 0);
+                // SAFETY: a raw unlink no shim sees, with a valid path.
+                let rc = unsafe { libc::syscall(libc::SYS_unlink, c.as_ptr()) };
+                assert_eq!(rc, 0);
             }
             "empty" => raw_truncate(&p, 0),
             "cut" => raw_truncate(&p, 2 * 8192),
@@ -410,8 +411,6 @@ fn a_private_file_cut_or_removed_while_closed_is_an_error_at_reopen() {
 fn raw_truncate(p: &Path, len: i64) {
     let c = cpath(p);
     // SAFETY: a raw syscall with a valid path.
-    assert_eq!(
-        unsafe { libc::syscall(libc::SYS_truncate, c.as_ptr(), len) },
-        0
-    );
+    let rc = unsafe { libc::syscall(libc::SYS_truncate, c.as_ptr(), len) };
+    assert_eq!(rc, 0);
 }

@@ -28,6 +28,11 @@ SELECT length(epoch_id) AS epoch_id_len,
        refused_configurations
 FROM pg_ephcrypt_status();
 SELECT count(*) FROM pg_ephcrypt_status();
+-- The server's own version, as the server reports it.
+SELECT server_version = current_setting('server_version') AS version_matches,
+       server_version_num = current_setting('server_version_num')::int AS num_matches,
+       server_version_num / 10000 >= 15 AS supported_major
+FROM pg_ephcrypt_status();
 
 -- Counters: one row per class; a spilling sort shows up under temp_files.
 SELECT class, enabled FROM pg_ephcrypt_stats ORDER BY class;
@@ -55,7 +60,8 @@ SELECT jsonb_typeof(d) AS kind,
        (d->>'plaintext_files')::int AS plaintext_files,
        length(d->>'library_sha256') AS sha256_len,
        d->'classes' AS classes,
-       d ? 'boot_id' AND d ? 'system_identifier' AND d ? 'timestamp' AND d ? 'scan_summary' AS identity
+       d ? 'boot_id' AND d ? 'system_identifier' AND d ? 'timestamp' AND d ? 'scan_summary'
+         AND (d->>'server_version_num')::int = current_setting('server_version_num')::int AS identity
 FROM att;
 SELECT pg_ephcrypt_verify_attestation(d, pk) AS verified_without_challenge,
        pg_ephcrypt_verify_attestation(d, pk, '\x00112233445566778899aabbccddeeff') AS verified_with_challenge,

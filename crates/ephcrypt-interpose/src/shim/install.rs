@@ -2,6 +2,8 @@
 
 use std::ffi::c_int;
 
+use std::sync::OnceLock;
+
 use ephcrypt_got::elf::Executable;
 use ephcrypt_got::PatchReport;
 
@@ -191,5 +193,21 @@ pub fn install(config: Config) -> Result<InstallReport, InterposeError> {
         .collect();
     let patch = ephcrypt_got::patch_executable(&requests)?;
     ephcrypt_got::verify(&patch)?;
+    let _ = INSTALLED.set(patch.clone());
     Ok(InstallReport { patch, allowed })
+}
+
+/// What `install` patched in this process (inherited by fork children).
+static INSTALLED: OnceLock<PatchReport> = OnceLock::new();
+
+/// Re-read every patched slot: each must still hold its shim. In a lazily
+/// bound executable the dynamic linker would rewrite a slot whose PLT stub
+/// ran after the patch; this proves that did not happen. Returns the number
+/// of slots and how many of them held a lazy-binding stub before patching.
+pub fn verify_installed() -> Result<(usize, usize), InterposeError> {
+    let report = INSTALLED.get().ok_or(InterposeError::Unsupported(
+        "the shims are not installed in this process",
+    ))?;
+    ephcrypt_got::verify(report)?;
+    Ok((report.slot_count(), report.lazy_slots()))
 }

@@ -29,7 +29,9 @@ mod table;
 mod writeback;
 
 pub use config::{enabled_classes, set_enabled_classes};
-pub use install::{audit_imports, install, shim_table, shimmed_names, Config, InstallReport};
+pub use install::{
+    audit_imports, install, shim_table, shimmed_names, verify_installed, Config, InstallReport,
+};
 pub use nonces::reseed_pending;
 pub use real::Errno;
 pub use table::{open_covered_files, MAX_TRACKED_FDS};
