@@ -6,10 +6,9 @@ files the audit must report as plaintext."""
 
 import os
 import shutil
-import subprocess
 
 from cluster import Cluster, PG_USER
-from tools import audit, copy_tree, hold_spill, release
+from tools import audit, copy_tree, copy_volume, hold_spill, release
 
 
 def _tablespace(c: Cluster, name: str) -> str:
@@ -60,11 +59,7 @@ def test_copy_of_a_running_cluster_holding_spills():
         # 2. A copy of the volume (data directory and tablespace at their
         #    original paths below a root): everything audited, all sealed
         #    under the live epoch, the same files as the live scan.
-        snap = c.dir / "snap"
-        if snap.exists():
-            shutil.rmtree(snap)
-        snap.mkdir()
-        subprocess.run(["cp", "-a", "--parents", str(c.data), str(c.dir / "ts_audit"), str(snap)], check=True)
+        snap = copy_volume(c.dir / "snap", c.data, c.dir / "ts_audit")
         snap_data = snap / str(c.data).lstrip("/")
         rc, rep, err = audit(snap_data, "--root", str(snap))
         assert rc == 0, (err, rep)
@@ -118,11 +113,7 @@ def test_copy_of_a_running_cluster_holding_spills():
     copy_tree(c.data, clean)
     rc, rep, err = audit(clean)
     assert rc == 1 and rep["findings"] == 1 and rep["entries"] == [], rep
-    snap2 = c.dir / "snap2"
-    if snap2.exists():
-        shutil.rmtree(snap2)
-    snap2.mkdir()
-    subprocess.run(["cp", "-a", "--parents", str(c.data), str(c.dir / "ts_audit"), str(snap2)], check=True)
+    snap2 = copy_volume(c.dir / "snap2", c.data, c.dir / "ts_audit")
     rc, rep, err = audit(snap2 / str(c.data).lstrip("/"), "--root", str(snap2))
     assert rc == 0, (err, rep)
     assert rep["entries"] == [] and rep["result"] == "clean"

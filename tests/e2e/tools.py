@@ -49,6 +49,16 @@ def copy_tree(src: Path, dst: Path) -> None:
     subprocess.run(["cp", "-a", str(src), str(dst)], check=True)
 
 
+def copy_volume(root: Path, *paths: Path) -> Path:
+    """A copy of a volume at `root`: each path copied (cp -a) to
+    root/<its absolute path>, as a snapshot mounted at `root` shows it."""
+    if root.exists():
+        shutil.rmtree(root)
+    for p in paths:
+        copy_tree(p, root / str(p).lstrip("/"))
+    return root
+
+
 def hold_spill(c, sql_before: str = "", marker: str = "TENANT-SECRET") -> subprocess.Popen:
     """A session that holds a spilled sort open (a cursor mid-way through an
     external sort of 100,000 rows at work_mem = 64kB); returns once the sort's

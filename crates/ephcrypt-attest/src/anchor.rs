@@ -410,6 +410,11 @@ fn parse_pkcs8(
         return Err(KeyFileError::OpenSsh);
     }
     let body = pem_body(pem, "PRIVATE KEY").ok_or(KeyFileError::NotPem)?;
+    // An Ed25519 PKCS#8 key is at most 83 bytes (112 base64 characters):
+    // anything longer (an RSA or EC key) is another kind of key.
+    if body.iter().filter(|c| !c.is_ascii_whitespace()).count() > 112 {
+        return Err(KeyFileError::NotEd25519);
+    }
     let n = base64_decode(body, scratch).ok_or(KeyFileError::BadBase64)?;
     let der = &scratch[..n];
     if n == 48 && der[..16] == PKCS8_V1_PREFIX {

@@ -357,6 +357,11 @@ fn key_files() {
         parse(&pem("PRIVATE KEY", &der_x)),
         Err(KeyFileError::NotEd25519)
     );
+    // A longer key (RSA, EC) is not Ed25519 either, whatever its body.
+    assert_eq!(
+        parse(&pem("PRIVATE KEY", &[0x30; 600])),
+        Err(KeyFileError::NotEd25519)
+    );
     assert_eq!(
         parse(&pem("ENCRYPTED PRIVATE KEY", &der_x)),
         Err(KeyFileError::Encrypted)
