@@ -58,6 +58,14 @@ mod page {
     // SAFETY: as above.
     unsafe impl Sync for Page {}
 
+    /// Overwrite with zeros (volatile: not optimized away).
+    pub fn wipe(bytes: &mut [u8]) {
+        for x in bytes {
+            // SAFETY: a valid, aligned u8 of a live slice.
+            unsafe { std::ptr::write_volatile(x, 0) };
+        }
+    }
+
     fn os_error(what: &str) -> String {
         format!("{what}: {}", std::io::Error::last_os_error())
     }
@@ -103,28 +111,24 @@ mod page {
             })
         }
 
-        /// The page's bytes, in the process that mapped it only (children
-        /// do not have the mapping at all).
-        #[allow(clippy::mut_from_ref)]
-        pub fn bytes(&self) -> Option<&mut [u8]> {
+        /// Run `f` on the page's bytes, in the process that mapped it only
+        /// (children do not have the mapping at all): `None` elsewhere.
+        /// The one way to the bytes, so no two mutable views coexist.
+        pub fn with_bytes<R>(&self, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
             // SAFETY: getpid has no preconditions.
             if self.owner != unsafe { libc::getpid() } {
                 return None;
             }
-            // SAFETY: the mapping is LEN bytes, live for the life of the
-            // process, and only this single-threaded process touches it;
-            // callers do not hold two of these slices at once.
-            Some(unsafe { std::slice::from_raw_parts_mut(self.base, LEN) })
+            // SAFETY: the mapping is LEN bytes and lives as long as the
+            // process; the process is single-threaded and `f` cannot reach
+            // `with_bytes` again (callers do not nest it), so this is the
+            // only view of the page while `f` runs.
+            Some(f(unsafe { std::slice::from_raw_parts_mut(self.base, LEN) }))
         }
 
-        /// Overwrite `range` with zeros (volatile: not optimized away).
+        /// Overwrite `range` with zeros.
         pub fn wipe(&self, range: std::ops::Range<usize>) {
-            if let Some(b) = self.bytes() {
-                for x in &mut b[range] {
-                    // SAFETY: a valid, aligned u8 inside the mapping.
-                    unsafe { std::ptr::write_volatile(x, 0) };
-                }
-            }
+            let _ = self.with_bytes(|b| wipe(&mut b[range]));
         }
     }
 }
@@ -170,46 +174,47 @@ fn check_permissions(meta: &std::fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
-/// Read the key file into the page and parse the anchor seed, also in the
-/// page. The file's bytes are wiped before this returns.
-fn load_anchor_seed(page: &page::Page, path: &str) -> Result<(), String> {
-    let bytes = page.bytes().ok_or("not the postmaster")?;
+/// Read the key file into `bytes[FILE]` and parse the anchor seed into
+/// `bytes[ANCHOR_SEED]`. The file's bytes and the scratch are wiped before
+/// this returns, and the seed too on failure.
+fn load_anchor_seed(bytes: &mut [u8], path: &str) -> Result<(), String> {
     let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     check_permissions(&meta)?;
-    let buf = &mut bytes[page::FILE];
+    let (head, rest) = bytes.split_at_mut(page::FILE.start);
+    let buf = &mut rest[..page::FILE.len()];
     let mut n = 0;
+    let mut result = Ok(());
     while n < buf.len() {
         match file.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
-                page.wipe(page::FILE);
-                return Err(format!("cannot read: {e}"));
+                result = Err(format!("cannot read: {e}"));
+                break;
             }
         }
     }
-    let mut probe = [0u8; 1];
-    let too_large = n == buf.len() && matches!(file.read(&mut probe), Ok(k) if k > 0);
-    // SAFETY: a valid u8 on this stack frame (a byte past the limit).
-    unsafe { std::ptr::write_volatile(&mut probe[0], 0) };
-    let result = if too_large {
-        Err(ephcrypt_attest::KeyFileError::TooLarge(buf.len()).to_string())
-    } else {
-        let (file_part, rest) = bytes.split_at_mut(page::FILE.start);
-        let pem = &rest[..n];
-        let (head, scratch_tail) = file_part.split_at_mut(page::SCRATCH.start);
+    if result.is_ok() && n == buf.len() {
+        let mut probe = [0u8; 1];
+        if matches!(file.read(&mut probe), Ok(k) if k > 0) {
+            result = Err(ephcrypt_attest::KeyFileError::TooLarge(buf.len()).to_string());
+        }
+        page::wipe(&mut probe);
+    }
+    if result.is_ok() {
+        let (low, scratch_tail) = head.split_at_mut(page::SCRATCH.start);
         let scratch = &mut scratch_tail[..page::SCRATCH.len()];
-        let seed: &mut [u8; 32] = (&mut head[page::ANCHOR_SEED])
-            .try_into()
-            .map_err(|_| "layout".to_string())?;
-        seed_from_pkcs8_pem(pem, scratch, seed).map_err(|e| e.to_string())
-    };
-    page.wipe(page::FILE);
-    page.wipe(page::SCRATCH);
+        result = match <&mut [u8; 32]>::try_from(&mut low[page::ANCHOR_SEED]) {
+            Ok(seed) => seed_from_pkcs8_pem(&buf[..n], scratch, seed).map_err(|e| e.to_string()),
+            Err(_) => Err("layout".to_string()),
+        };
+    }
+    page::wipe(buf);
+    page::wipe(&mut head[page::SCRATCH]);
     if result.is_err() {
-        page.wipe(page::ANCHOR_SEED);
+        page::wipe(&mut head[page::ANCHOR_SEED]);
     }
     result
 }
@@ -231,58 +236,54 @@ fn random_fill(out: &mut [u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn instance_key(page: &page::Page) -> Result<SigningKey, String> {
-    let bytes = page.bytes().ok_or("not the postmaster")?;
-    let seed: &[u8; 32] = (&bytes[page::INSTANCE_SEED])
-        .try_into()
-        .map_err(|_| "layout".to_string())?;
+/// The signing key whose seed is `bytes[range]`.
+fn key_at(bytes: &[u8], range: std::ops::Range<usize>) -> Result<SigningKey, String> {
+    let seed: &[u8; 32] = bytes[range].try_into().map_err(|_| "layout".to_string())?;
     SigningKey::from_seed_ref(seed).map_err(|e| e.to_string())
 }
 
-/// Create the instance key and its certificate; wipes the anchor key.
+/// Sign the instance certificate with the anchor, both keys in `bytes`.
+fn sign_instance_certificate(bytes: &mut [u8]) -> Result<(String, String), String> {
+    random_fill(&mut bytes[page::INSTANCE_SEED])?;
+    let anchor = key_at(bytes, page::ANCHOR_SEED)?;
+    let instance = key_at(bytes, page::INSTANCE_SEED)?;
+    // SAFETY: reading the control file data the postmaster loaded before it
+    // loads preload libraries.
+    let system_identifier = unsafe { pg_sys::GetSystemIdentifier() };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let fields = json!({
+        "instance_public_key": to_hex(&instance.public_key()),
+        "system_identifier": system_identifier.to_string(),
+        "boot_id": read_trimmed("/proc/sys/kernel/random/boot_id"),
+        "hostname": read_trimmed("/proc/sys/kernel/hostname"),
+        "postmaster_pid": pid,
+        "issued_at": crate::time::iso_utc(crate::time::now_unix_us()),
+    });
+    let Value::Object(fields) = fields else {
+        return Err("fields".to_string());
+    };
+    let cert = sign_certificate(&anchor, CertKind::Instance, fields).map_err(|e| e.to_string())?;
+    let keys = (to_hex(&anchor.public_key()), to_hex(&instance.public_key()));
+    // Both AWS-LC key objects are freed (and cleansed) here.
+    drop(anchor);
+    drop(instance);
+    let _ = INSTANCE_CERT.set(cert);
+    Ok(keys)
+}
+
+/// Load the anchor, create the instance key and its certificate; the anchor
+/// key is wiped whatever happens, the instance key too on failure.
 fn certify_instance(page: &page::Page, path: &str) -> Result<(String, String), String> {
-    load_anchor_seed(page, path)?;
-    let result = (|| {
-        let bytes = page.bytes().ok_or("not the postmaster")?;
-        random_fill(&mut bytes[page::INSTANCE_SEED])?;
-        let anchor = {
-            let seed: &[u8; 32] = (&bytes[page::ANCHOR_SEED])
-                .try_into()
-                .map_err(|_| "layout".to_string())?;
-            SigningKey::from_seed_ref(seed).map_err(|e| e.to_string())?
-        };
-        let instance = instance_key(page)?;
-        // SAFETY: reading the control file data the postmaster loaded
-        // before it loads preload libraries.
-        let system_identifier = unsafe { pg_sys::GetSystemIdentifier() };
-        // SAFETY: getpid has no preconditions.
-        let pid = unsafe { libc::getpid() };
-        let fields = json!({
-            "instance_public_key": to_hex(&instance.public_key()),
-            "system_identifier": system_identifier.to_string(),
-            "boot_id": read_trimmed("/proc/sys/kernel/random/boot_id"),
-            "hostname": read_trimmed("/proc/sys/kernel/hostname"),
-            "postmaster_pid": pid,
-            "issued_at": crate::time::iso_utc(crate::time::now_unix_us()),
-        });
-        let Value::Object(fields) = fields else {
-            return Err("fields".to_string());
-        };
-        let cert =
-            sign_certificate(&anchor, CertKind::Instance, fields).map_err(|e| e.to_string())?;
-        let anchor_pk = to_hex(&anchor.public_key());
-        let instance_pk = to_hex(&instance.public_key());
-        // Both AWS-LC key objects are freed (and cleansed) here.
-        drop(anchor);
-        drop(instance);
-        let _ = INSTANCE_CERT.set(cert);
-        Ok((anchor_pk, instance_pk))
-    })();
-    page.wipe(page::ANCHOR_SEED);
-    if result.is_err() {
-        page.wipe(page::INSTANCE_SEED);
-    }
-    result
+    page.with_bytes(|bytes| {
+        let result = load_anchor_seed(bytes, path).and_then(|()| sign_instance_certificate(bytes));
+        page::wipe(&mut bytes[page::ANCHOR_SEED]);
+        if result.is_err() {
+            page::wipe(&mut bytes[page::INSTANCE_SEED]);
+        }
+        result
+    })
+    .unwrap_or_else(|| Err("not the postmaster".into()))
 }
 
 /// `on_proc_exit` of the postmaster: wipe the instance key.
@@ -329,7 +330,9 @@ pub fn certify_epoch(epoch_id: &[u8; 16], created_at_us: i64, restarts: u32) {
         if epoch_pk.len() != 32 {
             return Err("the epoch has no attestation key".to_string());
         }
-        let instance = instance_key(page)?;
+        let instance = page
+            .with_bytes(|b| key_at(b, page::INSTANCE_SEED))
+            .unwrap_or_else(|| Err("not the postmaster".into()))?;
         let fields = json!({
             "epoch_id": to_hex(epoch_id),
             "epoch_public_key": to_hex(&epoch_pk),
