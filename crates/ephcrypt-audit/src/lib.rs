@@ -557,8 +557,9 @@ impl Report {
         let epochs = self.epochs();
         let _ = writeln!(
             out,
-            "summary: {} entries: {} sealed ({} key epoch{}), {} empty, {} plaintext, {} unexpected, {} unreadable; {} of {} tablespaces not audited",
+            "summary: {} entr{}: {} sealed ({} key epoch{}), {} empty, {} plaintext, {} unexpected, {} unreadable; {} of {} tablespaces not audited",
             self.entries.len(),
+            if self.entries.len() == 1 { "y" } else { "ies" },
             self.count(Status::Sealed),
             epochs.len(),
             if epochs.len() == 1 { "" } else { "s" },
