@@ -6,6 +6,7 @@ start, and every unusable key file refused with FATAL and a hint."""
 
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -136,7 +137,8 @@ def test_anchored_chain():
         assert seed.hex() not in log and key.read_text().split("\n")[1] not in log
 
         # Crash-restart: a new epoch, a new epoch certificate from the same
-        # instance key (the anchor key is long gone).
+        # instance key (the anchor key is long gone: even the file may go).
+        key.rename(c.dir / "anchor.pem.away")
         crash_a_backend(c)
         time.sleep(1)
         c.wait_ready()
@@ -205,10 +207,10 @@ def test_unusable_key_files_are_fatal():
                                 "-in", str(c.dir / "valid.pem")], check=True, capture_output=True).stdout
 
     def put(content: bytes | None, mode: int = 0o600, directory: bool = False) -> None:
-        if key.is_dir():
-            key.rmdir()
-        elif key.exists():
+        if key.is_symlink() or key.is_file():
             key.unlink()
+        elif key.is_dir():
+            key.rmdir()
         if directory:
             key.mkdir()
         elif content is not None:
@@ -230,6 +232,9 @@ def test_unusable_key_files_are_fatal():
         ("cut off", lambda: put(valid[:60] + b"\n-----END PRIVATE KEY-----\n"), None),
         ("directory", lambda: put(None, directory=True), "not a regular file"),
         ("too large", lambda: put(valid + b"\n" * 4096), "larger than"),
+        ("root-owned, world readable", lambda: (put(valid, 0o644), os.chown(key, 0, 0)), "is owned by root"),
+        ("owned by another user", lambda: (put(valid, 0o644), os.chown(key, 65534, 65534)),
+         "must be owned by the server user or root"),
     ]
     for name, setup, reason in cases:
         setup()
@@ -242,14 +247,24 @@ def test_unusable_key_files_are_fatal():
         assert "HINT:  pg_ephcrypt.attestation_anchor_key_file must name an unencrypted Ed25519 private key" in log, name
         for secret in (seed.hex(), valid.decode().split("\n")[1]):
             assert secret not in log, f"{name}: key material in the log"
-    # Control: the same cluster with a usable key file starts, anchored.
-    put(valid)
-    c.start()
-    try:
-        c.sql("CREATE EXTENSION pg_ephcrypt")
-        assert c.sql("SELECT encode(anchor_public_key, 'hex') FROM pg_ephcrypt_anchor_status()") == valid_pk
-    finally:
-        c.stop()
+    # Controls: the same cluster starts, anchored, with a usable key file:
+    # owned by the server user (0600), owned by root and readable by the
+    # server user's group (0640), and through a symbolic link.
+    pg_gid = pwd.getpwnam(PG_USER).pw_gid
+    for name, setup in [
+        ("0600", lambda: put(valid)),
+        ("root 0640", lambda: (put(valid, 0o640), os.chown(key, 0, pg_gid))),
+        ("symlink", lambda: (put(None), key.symlink_to(c.dir / "valid.pem"))),
+    ]:
+        setup()
+        c.start()
+        try:
+            c.sql("CREATE EXTENSION IF NOT EXISTS pg_ephcrypt")
+            got = c.sql("SELECT encode(anchor_public_key, 'hex') FROM pg_ephcrypt_anchor_status()")
+            assert got == valid_pk, name
+        finally:
+            c.stop()
+
 
 
 def _readable_memory(pid: int):
