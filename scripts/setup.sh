@@ -38,7 +38,7 @@ need=()
 dev_version="$(dpkg-query -W -f='${Version}' "postgresql-server-dev-15" 2>/dev/null || true)"
 [ "$dev_version" = "$server_version" ] || need+=("postgresql-server-dev-15=$server_version")
 # patchelf: RUNPATH of the private server builds' libpq users (pg-servers.sh).
-pkgs=(libclang-dev clang pkg-config libssl-dev sudo gdb python3-venv postgresql-contrib binutils patchelf)
+pkgs=(libclang-dev clang pkg-config libssl-dev sudo gdb python3-venv postgresql-contrib binutils patchelf python3-yaml)
 # Building Debian's 18 from source (the build dependencies come later, from
 # the source package itself).
 has_target 18-debian && pkgs+=(dpkg-dev build-essential fakeroot)

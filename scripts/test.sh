@@ -66,7 +66,7 @@ run_unit() {
         bins="$bins:$("$(target_pg_config "$t")" --bindir)/postgres"
     done
     PG_EPHCRYPT_POSTGRES_BINARIES="${bins#:}" \
-        cargo test --quiet -p ephcrypt-format -p ephcrypt-classify -p ephcrypt-got -p ephcrypt-interpose -p ephcrypt-attest
+        cargo test --quiet -p ephcrypt-format -p ephcrypt-classify -p ephcrypt-got -p ephcrypt-interpose -p ephcrypt-attest -p ephcrypt-audit
 }
 
 run_pgrx() {

@@ -41,3 +41,48 @@ AS 'MODULE_PATHNAME', 'pg_ephcrypt_status_wrapper';
 
 REVOKE ALL ON FUNCTION pg_ephcrypt_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_ephcrypt_status() TO pg_monitor;
+
+-- New in 0.2.0 (issue #14): the anchor state, the anchored verifier and the
+-- last scan's summary (the same definitions and grants as a fresh install).
+CREATE FUNCTION "pg_ephcrypt_anchor_status"() RETURNS TABLE (
+	"anchored" bool,
+	"anchor_public_key" bytea,
+	"instance_public_key" bytea,
+	"instance_certificate" jsonb,
+	"epoch_certificate" jsonb
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pg_ephcrypt_anchor_status_wrapper';
+
+CREATE FUNCTION "pg_ephcrypt_verify_anchored_attestation"(
+	"document" jsonb,
+	"anchor_public_key" bytea,
+	"challenge" bytea DEFAULT NULL
+) RETURNS bool
+VOLATILE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pg_ephcrypt_verify_anchored_attestation_wrapper';
+
+CREATE FUNCTION "pg_ephcrypt_last_scan"() RETURNS TABLE (
+	"finished_at" timestamp with time zone,
+	"duration_ms" bigint,
+	"files" bigint,
+	"encrypted_current" bigint,
+	"encrypted_stale" bigint,
+	"plaintext" bigint,
+	"unreadable" bigint,
+	"empty" bigint,
+	"unexpected" bigint,
+	"scans" bigint
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pg_ephcrypt_last_scan_wrapper';
+
+REVOKE ALL ON FUNCTION pg_ephcrypt_anchor_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ephcrypt_verify_anchored_attestation(jsonb, bytea, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ephcrypt_last_scan() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_anchor_status() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_verify_anchored_attestation(jsonb, bytea, bytea) TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_last_scan() TO pg_monitor;

@@ -143,9 +143,10 @@ fn attest(challenge: &[u8]) -> Value {
         "challenge": to_hex(challenge),
         "timestamp": iso(now_us),
     });
-    let Value::Object(fields) = doc else {
+    let Value::Object(mut fields) = doc else {
         EphError::Attestation("document is not an object".into()).raise()
     };
+    fields.extend(crate::anchor::document_fields(&to_hex(&state.epoch_id)));
     signer
         .sign_document(fields)
         .unwrap_or_else(|e| EphError::Attestation(e.to_string()).raise())

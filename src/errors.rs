@@ -34,6 +34,12 @@ pub enum EphError {
     MemoryLock(String),
     #[error("pg_ephcrypt cannot disable core dumps: {0}")]
     CoreDumps(String),
+    #[error("pg_ephcrypt cannot use the attestation anchor key file \"{path}\": {reason}")]
+    AnchorKey { path: String, reason: String },
+    #[error("pg_ephcrypt cannot protect the attestation instance key: {0}")]
+    AnchorMemory(String),
+    #[error("pg_ephcrypt cannot certify the new key epoch: {0}")]
+    AnchorEpoch(String),
 }
 
 impl EphError {
@@ -48,11 +54,15 @@ impl EphError {
             }
             EphError::BadClasses(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             EphError::BadArgument { code, .. } => *code,
-            EphError::Attestation(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             EphError::MemoryDontDump(_) | EphError::CoreDumps(_) => {
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
             }
             EphError::MemoryLock(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+            EphError::Attestation(_) | EphError::AnchorEpoch(_) => {
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
+            }
+            EphError::AnchorKey { .. } => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+            EphError::AnchorMemory(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
         }
     }
 
@@ -96,6 +106,16 @@ impl EphError {
                 "Set pg_ephcrypt.core_dumps = on, or pg_ephcrypt.on_unsupported = warn to start \
                  with core dumps allowed."
             }
+            EphError::AnchorKey { .. } => {
+                "pg_ephcrypt.attestation_anchor_key_file must name an unencrypted Ed25519 private key in \
+                 PKCS#8 PEM (openssl genpkey -algorithm ed25519), owned by the server user with mode 0600 \
+                 (or by root with mode 0640); or set it to '' to run with unanchored attestations."
+            }
+            EphError::AnchorMemory(_) => {
+                "Raise the memlock limit (ulimit -l) of the postgres user by one page, or set \
+                 pg_ephcrypt.attestation_anchor_key_file to '' to run with unanchored attestations."
+            }
+            EphError::AnchorEpoch(_) => "Check the server log; restart the server.",
         }
     }
 

@@ -59,6 +59,8 @@ static CORE_DUMPS: GucSetting<bool> = GucSetting::<bool>::new(true);
 static CLASSES: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"temp_files,temp_relations,logical_spill"));
 
+static ANCHOR_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 static ON_UNSUPPORTED: GucSetting<OnUnsupported> =
     GucSetting::<OnUnsupported>::new(OnUnsupported::Refuse);
 
@@ -96,6 +98,14 @@ pub fn init() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"pg_ephcrypt.attestation_anchor_key_file",
+        c"Operator's Ed25519 private key (PKCS#8 PEM) that certifies this postmaster's attestation keys; empty: unanchored.",
+        c"Read once at server start and wiped from memory; a relative path is relative to the data directory.",
+        &ANCHOR_KEY_FILE,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY,
+    );
     // SAFETY: called from _PG_init on the main thread with a valid C string.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_ephcrypt".as_ptr()) };
 }
@@ -121,4 +131,12 @@ pub fn memory_hygiene() -> MemoryHygiene {
 /// `pg_ephcrypt.core_dumps`.
 pub fn core_dumps() -> bool {
     CORE_DUMPS.get()
+}
+
+/// `pg_ephcrypt.attestation_anchor_key_file`, `None` when unset or empty.
+pub fn attestation_anchor_key_file() -> Option<String> {
+    ANCHOR_KEY_FILE
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
 }

@@ -127,6 +127,7 @@ fn read_head(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
 /// means "of a covered class", whether or not the class is enabled: a
 /// disabled class shows up as plaintext, which is the point of an audit.
 pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
+    let started_us = crate::time::now_unix_us();
     let page = epoch::key_page();
     let key = page.and_then(|p| p.epoch_key());
     let epoch_id = page.map(|p| p.epoch_id()).unwrap_or([0; 16]);
@@ -172,6 +173,7 @@ pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
             status,
         });
     }
+    crate::lastscan::record(&out, started_us);
     out
 }
 
