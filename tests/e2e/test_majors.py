@@ -6,6 +6,7 @@ reports the server's own version."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -17,10 +18,12 @@ MARKER = b"MAJORMARK-"
 
 
 def server_version_num() -> int:
+    """The server build's major * 10000 + minor, from `postgres --version`
+    ("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)")."""
     out = subprocess.check_output([str(PG_BIN / "postgres"), "--version"], text=True)
-    ver = out.split()[-1]
-    major, minor = (ver.split(".") + ["0"])[:2]
-    return int(major) * 10000 + int("".join(ch for ch in minor if ch.isdigit()) or 0)
+    m = re.search(r"\(PostgreSQL\) (\d+)\.(\d+)", out)
+    assert m, out
+    return int(m.group(1)) * 10000 + int(m.group(2))
 
 
 def links_liburing() -> bool:
