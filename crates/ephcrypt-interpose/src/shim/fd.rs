@@ -64,6 +64,25 @@ unsafe fn iovecs<'a>(iov: *const iovec, iovcnt: c_int) -> Result<&'a [iovec], Er
     Ok(v)
 }
 
+/// Run `f` on the caller's checked iovec array; -1/EINVAL for a bad one.
+///
+/// # Safety
+/// As [`iovecs`].
+unsafe fn with_iovecs(
+    iov: *const iovec,
+    iovcnt: c_int,
+    f: impl FnOnce(&[iovec]) -> ssize_t,
+) -> ssize_t {
+    // SAFETY: forwarded from the caller.
+    match unsafe { iovecs(iov, iovcnt) } {
+        Ok(v) => f(v),
+        Err(Errno(e)) => {
+            set_errno(e);
+            -1
+        }
+    }
+}
+
 fn einval<R>(fail: R) -> R {
     set_errno(libc::EINVAL);
     fail
@@ -189,13 +208,7 @@ pub(crate) unsafe extern "C" fn shim_readv(fd: c_int, iov: *const iovec, iovcnt:
         return unsafe { (real().readv)(fd, iov, iovcnt) };
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => read_vectored(fd, v, None),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
-    }
+    unsafe { with_iovecs(iov, iovcnt, |v| read_vectored(fd, v, None)) }
 }
 
 /// # Safety
@@ -214,13 +227,7 @@ pub(crate) unsafe extern "C" fn shim_preadv(
         return einval(-1);
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => read_vectored(fd, v, Some(off as u64)),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
-    }
+    unsafe { with_iovecs(iov, iovcnt, |v| read_vectored(fd, v, Some(off as u64))) }
 }
 
 /// `RWF_*` flags we accept on our files: hints without data semantics.
@@ -247,12 +254,10 @@ pub(crate) unsafe extern "C" fn shim_preadv2(
         return einval(-1);
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => read_vectored(fd, v, (off >= 0).then_some(off as u64)),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
+    unsafe {
+        with_iovecs(iov, iovcnt, |v| {
+            read_vectored(fd, v, (off >= 0).then_some(off as u64))
+        })
     }
 }
 
@@ -410,13 +415,7 @@ pub(crate) unsafe extern "C" fn shim_writev(
         return unsafe { (real().writev)(fd, iov, iovcnt) };
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => write_vectored(fd, v, None),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
-    }
+    unsafe { with_iovecs(iov, iovcnt, |v| write_vectored(fd, v, None)) }
 }
 
 /// # Safety
@@ -435,13 +434,7 @@ pub(crate) unsafe extern "C" fn shim_pwritev(
         return einval(-1);
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => write_vectored(fd, v, Some(off as u64)),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
-    }
+    unsafe { with_iovecs(iov, iovcnt, |v| write_vectored(fd, v, Some(off as u64))) }
 }
 
 /// # Safety
@@ -469,13 +462,7 @@ pub(crate) unsafe extern "C" fn shim_pwritev2(
         return unsafe { shim_writev(fd, iov, iovcnt) };
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => write_vectored(fd, v, Some(off as u64)),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
-    }
+    unsafe { with_iovecs(iov, iovcnt, |v| write_vectored(fd, v, Some(off as u64))) }
 }
 
 // ---------------------------------------------------------------------------
