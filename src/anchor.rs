@@ -419,31 +419,13 @@ fn pg_ephcrypt_verify_anchored_attestation(
     challenge: default!(Option<&[u8]>, "NULL"),
 ) -> bool {
     epoch::require_preloaded();
-    let null = |what: &str| -> ! {
-        EphError::BadArgument {
-            code: pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            message: format!("{what} must not be NULL"),
-            hint: "Pass the document returned by pg_ephcrypt_attest() and the operator's 32-byte anchor public key.",
-        }
-        .raise()
-    };
-    let Some(JsonB(document)) = document else {
-        null("document")
-    };
-    let Some(anchor) = anchor_public_key else {
-        null("anchor_public_key")
-    };
-    if anchor.len() != 32 {
-        EphError::BadArgument {
-            code: pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            message: format!(
-                "anchor_public_key must be 32 bytes (raw Ed25519), got {}",
-                anchor.len()
-            ),
-            hint: "Use the raw key: openssl pkey -in anchor.pem -pubout -outform DER | tail -c 32.",
-        }
-        .raise()
-    }
+    let (document, anchor) = crate::attest::verify_arguments(
+        document,
+        anchor_public_key,
+        "anchor_public_key",
+        "Pass the document returned by pg_ephcrypt_attest() and the operator's 32-byte anchor public key.",
+        "Use the raw key: openssl pkey -in anchor.pem -pubout -outform DER | tail -c 32.",
+    );
     let challenge_hex = challenge.map(to_hex);
     let current_epoch = to_hex(&epoch::public_state().epoch_id);
     match verify_anchored(
