@@ -1004,6 +1004,8 @@ struct Args {
     rounds: usize,
     only: Vec<String>,
     dir: PathBuf,
+    /// Replay only this mode (for `perf record`), no statistics.
+    profile: Option<String>,
 }
 
 fn args() -> Args {
@@ -1011,6 +1013,7 @@ fn args() -> Args {
         rounds: 31,
         only: Vec::new(),
         dir: std::env::temp_dir(),
+        profile: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -1025,8 +1028,11 @@ fn args() -> Args {
                     .collect()
             }
             "--dir" => a.dir = PathBuf::from(it.next().expect("--dir PATH")),
+            "--profile" => a.profile = Some(it.next().expect("--profile enc|plain|off|raw")),
             "--bench" => {}
-            other => panic!("unknown argument {other:?} (--rounds N, --only a,b, --dir PATH)"),
+            other => panic!(
+                "unknown argument {other:?} (--rounds N, --only a,b, --dir PATH, --profile enc|plain|off|raw)"
+            ),
         }
     }
     a
@@ -1134,6 +1140,13 @@ fn main() {
         let (mut cpu, mut wall) = (Samples::default(), Samples::default());
         let mut sealed_enc = 0u64;
         let mut sealed_off = 0u64;
+        let only_mode = a.profile.as_deref().map(|m| match m {
+            "enc" => 0usize,
+            "plain" => 1,
+            "off" => 2,
+            "raw" => 3,
+            _ => panic!("--profile enc|plain|off|raw"),
+        });
         // Round 0 is the warm-up (untimed).
         for round in 0..=a.rounds {
             let order: [usize; 4] = if round % 2 == 0 {
@@ -1142,6 +1155,9 @@ fn main() {
                 [3, 2, 1, 0]
             };
             for &mode in &order {
+                if only_mode.is_some_and(|m| m != mode) {
+                    continue;
+                }
                 let (c, w) = match mode {
                     0 => {
                         let s0 = sealed_bytes();
@@ -1195,6 +1211,21 @@ fn main() {
                 ));
             }
         }
+        if let Some(m) = &a.profile {
+            let v = match only_mode.unwrap() {
+                0 => &cpu.enc,
+                1 => &cpu.plain,
+                2 => &cpu.off,
+                _ => &cpu.raw,
+            };
+            println!(
+                "{:20} {m}: {:.3} µs/blk (CPU, median of {})",
+                t.name,
+                median(v) / t.blocks(),
+                v.len()
+            );
+            continue;
+        }
         if sealed_enc == 0 && t.bytes_written > 0 {
             problems.push(format!("{}: enc sealed nothing", t.name));
         }
@@ -1211,6 +1242,9 @@ fn main() {
     }
     let _ = std::env::set_current_dir("/");
     let _ = fs::remove_dir_all(&dir);
+    if a.profile.is_some() {
+        return;
+    }
 
     table(
         &format!(
