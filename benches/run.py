@@ -21,6 +21,8 @@ their median over the rounds with a 95 % percentile-bootstrap interval
 its interval must contain 1.00: when it does not, the run says it is too
 noisy and extends itself by more rounds of that workload (bounded by
 --max-rounds); a row still noisy then is reported as too noisy to decide.
+Rows whose enc/plain interval contains the goal (undecided) are extended the
+same way.
 
 Every sample also returns a cheap checksum of its result, compared across the
 modes; an untimed warm-up pass first compares a full digest of every result
@@ -683,9 +685,18 @@ def summarize(samples: list[dict], ws: list[Workload], seed: int) -> list[dict]:
 
 
 def noisy_workloads(summary: list[dict], ws: list[Workload]) -> list[Workload]:
-    """Workloads with a row whose off/plain interval (wall time) misses 1.00."""
-    noisy_rows = {r["workload"] for r in summary if r.get("noisy") and r["goal"] != "(diagnostic)"}
-    return [w for w in ws if noisy_rows & set(w.rows)]
+    """Workloads with a row (with a goal) whose off/plain interval (wall
+    time) misses 1.00, or whose enc/plain interval contains the goal: more
+    rounds may settle either."""
+    rows = {r["workload"] for r in summary
+            if r["goal"] != "(diagnostic)" and (r.get("noisy") or r.get("met") == "undecided")}
+    return [w for w in ws if rows & set(w.rows)]
+
+
+def why_more(r: dict) -> str:
+    if r["noisy"]:
+        return f"{r['workload']}: off/plain {ci_text(r, '', 'off')} does not contain 1.00 (too noisy)"
+    return f"{r['workload']}: enc/plain {ci_text(r, '', 'enc')} contains the goal {r['goal']} (undecided)"
 
 
 # ---------------------------------------------------------------------------
@@ -912,11 +923,10 @@ def main() -> int:
             noisy = [w for w in noisy_workloads(summary, ws) if rounds_done(samples, w) < max_rounds]
             if not noisy:
                 break
-            rows = [r for r in summary if r["noisy"] and r["goal"] != "(diagnostic)"
+            rows = [r for r in summary if r["goal"] != "(diagnostic)" and (r["noisy"] or r["met"] == "undecided")
                     and any(r["workload"] in w.rows for w in noisy)]
-            msg = ("too noisy: off/plain " + "; ".join(f"{r['workload']} {ci_text(r, '', 'off')}" for r in rows)
-                   + f" does not contain 1.00: {args.extend} more rounds of "
-                   + ", ".join(w.name for w in noisy))
+            msg = ("; ".join(why_more(r) for r in rows)
+                   + f": {args.extend} more rounds of " + ", ".join(w.name for w in noisy))
             log(msg)
             extensions.append(msg)
             for _ in range(args.extend):
