@@ -33,6 +33,12 @@ case " $TARGETS " in *" $SOAK_TARGET "*) ;; *) SOAK_TARGET="${TARGETS##* }" ;; e
 
 LOGS="$BUILD/logs"
 mkdir -p "$LOGS"
+# A full disk shows up as compiler or initdb errors deep in a tier; say it
+# up front (the whole run, all five servers, peaks at several GB).
+free_kib=$(df -Pk "$BUILD" | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt $((8 * 1024 * 1024)) ]; then
+    log "WARNING: only $((free_kib / 1024)) MiB free under $BUILD; the tiers may fail with 'No space left on device'"
+fi
 SUMMARY="$BUILD/test-summary.txt"
 results=()
 failed=0

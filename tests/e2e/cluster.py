@@ -54,6 +54,11 @@ def _as_pg(cmd: list[str]) -> list[str]:
 
 class Cluster:
     _next_port = 55400 + (os.getpid() % 200) * 10
+    # Every cluster initialised in this run, for conftest.py's clean-up: the
+    # directories of a module whose tests all passed are removed at its end
+    # (forty clusters of 40-300 MB each per server build otherwise fill the
+    # CI machine's disk); a failed module keeps its clusters for inspection.
+    created: list["Cluster"] = []
 
     def __init__(self, name: str, preload: bool = True, conf: dict | None = None):
         self.dir = E2E / name
@@ -67,6 +72,7 @@ class Cluster:
     # -- life cycle ---------------------------------------------------------
     def init(self) -> "Cluster":
         self.stop(quiet=True)
+        Cluster.created.append(self)
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
@@ -115,6 +121,14 @@ class Cluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    def remove(self) -> None:
+        """Stop the server (immediate: its data is thrown away) and delete the directory."""
+        try:
+            self.stop(quiet=True, mode="immediate")
+        except subprocess.SubprocessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def postmaster_pid(self) -> int:
         return int((self.data / "postmaster.pid").read_text().splitlines()[0])
