@@ -11,6 +11,8 @@
 -- pg_ephcrypt_scan() may now report the status 'unexpected', and attestation
 -- documents carry `unexpected_files` and the server version, without a
 -- catalog change.
+-- pg_ephcrypt_wal_status() is new (the opt-in wal class: docs/OPERATIONS.md,
+-- "Ephemeral WAL"); pg_ephcrypt_stats gains the row of the wal class.
 
 DROP FUNCTION pg_ephcrypt_status();
 
@@ -37,3 +39,26 @@ AS 'MODULE_PATHNAME', 'pg_ephcrypt_status_wrapper';
 
 REVOKE ALL ON FUNCTION pg_ephcrypt_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_ephcrypt_status() TO pg_monitor;
+
+CREATE FUNCTION "pg_ephcrypt_wal_status"() RETURNS TABLE (
+	"enabled" bool,
+	"role" TEXT,
+	"in_recovery" bool,
+	"wal_durability" TEXT,
+	"synchronous_replication" bool,
+	"synchronous_standby_names" TEXT,
+	"archive" TEXT,
+	"key_epoch_id" TEXT,
+	"key_fingerprint" TEXT,
+	"key_created_at" timestamp with time zone,
+	"memory_protection" TEXT,
+	"removed_at_start" bigint,
+	"sealed_at_start" bigint,
+	"refused" TEXT
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pg_ephcrypt_wal_status_wrapper';
+
+REVOKE ALL ON FUNCTION pg_ephcrypt_wal_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_wal_status() TO pg_monitor;

@@ -133,6 +133,7 @@ fn attest(challenge: &[u8]) -> Value {
         "classes": crate::interpose::covered_classes(),
         "interposed_symbols": crate::interpose::interposed_symbols(),
         "on_unsupported": crate::gucs::on_unsupported().name(),
+        "wal": crate::wal::attestation_json(),
         "scan_summary": summary,
         "plaintext_files": summary.get("plaintext").copied().unwrap_or(0),
         "unexpected_files": summary.get("unexpected").copied().unwrap_or(0),

@@ -14,6 +14,7 @@ mod server;
 mod stats;
 mod status;
 mod time;
+mod wal;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod testing;
