@@ -8,12 +8,14 @@ the marker (or works), with the class it does not (or is refused).
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import time
 
 import pytest
 
-from cluster import PG_BIN, Cluster, _as_pg, crash_a_backend
+from cluster import PG_BIN, PG_USER, Cluster, _as_pg, crash_a_backend
 from walcluster import (MAGIC, WAL_CLASSES, caught_up, flip_logical, kill_instance, lsn,
                         marker_files, primary, read_quietly, scratch, segments, standby,
                         try_start, wait_until, wal_files)
@@ -39,7 +41,7 @@ def wal_status(c: Cluster) -> dict:
 
 
 def wal_stats(c: Cluster) -> dict:
-    cols = ["enabled", "files_opened", "bytes_sealed", "bytes_opened", "auth_failures", "io_errors"]
+    cols = ["enabled", "files_opened", "files_created", "bytes_sealed", "bytes_opened", "auth_failures", "io_errors"]
     row = c.rows(f"SELECT {', '.join(cols)} FROM pg_ephcrypt_stats WHERE class = 'wal'")[0]
     return dict(zip(cols, row))
 
@@ -199,6 +201,85 @@ def test_a_flipped_byte_in_a_sealed_segment_never_yields_wrong_rows(pair):
     assert int(stats["auth_failures"]) >= 1, stats
 
 
+def test_a_sealed_segment_copied_over_another_is_rejected_by_its_page_addresses(pair):
+    """The canonical name of every WAL file is the class (renames keep files
+    readable); a segment moved or copied under another segment's name
+    authenticates, and PostgreSQL's own page header check (xlp_pageaddr)
+    rejects its pages: nothing of it is replayed, and the standby fetches
+    the real segment again."""
+    p, s, _control = pair
+    caught_up(p, s)
+    s.sql("SELECT pg_wal_replay_pause()")
+    wait_until(lambda: s.sql("SELECT pg_get_wal_replay_pause_state()") == "paused", what="pause")
+    p.sql("SELECT pg_switch_wal()")
+    before = digest(p)
+    insert_marked(p, 700_001, 3_000)  # lands in a fresh segment
+    end = lsn(p.sql("SELECT pg_current_wal_flush_lsn()"))
+    name = p.sql(f"SELECT pg_walfile_name('{end >> 32:X}/{end & 0xFFFFFFFF:X}')")
+    wait_until(lambda: lsn(s.sql("SELECT pg_last_wal_receive_lsn()")) >= end, what="receive")
+    p.stop()
+    try:
+        b = s.data / "pg_wal" / name
+        prev = f"{name[:16]}{int(name[16:], 16) - 1:08X}"
+        a = s.data / "pg_wal" / prev
+        assert read_quietly(a)[:8] == MAGIC and read_quietly(b)[:8] == MAGIC
+        # The attacker's copy: A's sealed bytes under B's name.
+        tmp = b.with_name(name + ".copy")
+        shutil.copyfile(a, tmp)
+        shutil.chown(tmp, PG_USER)
+        os.replace(tmp, b)
+        failures = wal_stats(s)["auth_failures"]
+        s.sql("SELECT pg_wal_replay_resume()")
+        wait_until(lambda: "unexpected pageaddr" in s.log_text(), what="the page address check")
+        assert digest(s) == before, "nothing of the copied segment was replayed"
+        assert wal_stats(s)["auth_failures"] == failures, "it authenticated: the position check rejected it"
+    finally:
+        p.start()
+        p.wait_ready()
+    # PostgreSQL keeps retrying the file it has (with or without the class:
+    # a plaintext standby given a copied segment stalls the same way). A
+    # restart of the sealed standby removes every sealed segment and
+    # streams them again.
+    s.stop()
+    s.start()
+    s.wait_ready()
+    caught_up(p, s)
+    assert digest(s) == digest(p)
+
+
+def test_segments_restored_by_restore_command_are_sealed_on_arrival():
+    """restore_command (a shell) writes plaintext RECOVERYXLOG; PostgreSQL
+    renames it to the segment name, and the rename seals it."""
+    arch = scratch("walrc_archive")
+    p = primary("walrc_p", conf={"archive_mode": "on", "archive_library": "'basic_archive'",
+                                 "basic_archive.archive_directory": f"'{arch}'"}).start()
+    s = None
+    try:
+        p.sql("CREATE EXTENSION pg_ephcrypt; CREATE TABLE t (id int PRIMARY KEY, payload text)")
+        s = standby(p, "walrc_s", wal=True, start=False,
+                    conf={"restore_command": f"'cp {arch}/%f %p'"})
+        # Archive only: no streaming.
+        auto = s.data / "postgresql.auto.conf"
+        auto.write_text("".join(line for line in auto.read_text().splitlines(keepends=True)
+                                if not line.startswith("primary_conninfo")))
+        s.start()
+        s.wait_ready()
+        insert_marked(p, 1, 10_000)
+        p.sql("SELECT pg_switch_wal()")
+        want = digest(p)
+        wait_until(lambda: digest(s) == want, timeout=120, what="replay from the archive")
+        assert any(MARKER in read_quietly(f) for f in arch.iterdir()), "control: the archive is plaintext"
+        assert not marker_files(s.data, MARKER)
+        assert_sealed(s.data)
+        assert not (s.data / "pg_wal" / "RECOVERYXLOG").exists()
+        assert "restored log file" in s.log_text()
+        assert int(wal_stats(s)["files_created"]) >= 1
+    finally:
+        for c in (s, p):
+            if c:
+                c.stop(quiet=True)
+
+
 @pytest.fixture(scope="module")
 def sealed_primary():
     """A primary with the class (durability external: a synchronous
@@ -238,6 +319,13 @@ def test_sealed_primary_pgbench_crash_recovery_and_promotion(sealed_primary):
     insert_marked(p, 1, 20_000)
     assert not marker_files(p.data, MARKER), "the primary's WAL is sealed"
     assert_sealed(p.data)
+    # The walsender read the tail pages while they were rewritten: no
+    # failure reached it. In-process readers (pg_walinspect) get plaintext.
+    assert wal_stats(p)["auth_failures"] == "0"
+    p.sql("CREATE EXTENSION pg_walinspect")
+    n = p.sql("""SELECT count(*) FROM pg_get_wal_records_info(
+                   (SELECT redo_lsn FROM pg_control_checkpoint()), pg_current_wal_flush_lsn())""")
+    assert int(n) > 1000, n
     # kill -9 of a backend: crash recovery replays sealed WAL.
     epoch = p.sql("SELECT epoch_id FROM pg_ephcrypt_status()")
     crash_a_backend(p)
