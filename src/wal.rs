@@ -193,10 +193,7 @@ pub fn prepare_at_start(mut classes: Vec<ArtifactClass>) -> Vec<ArtifactClass> {
     } else {
         Role::Primary
     };
-    ROLE.store(
-        if role == Role::Standby { 1 } else { 2 },
-        Ordering::Relaxed,
-    );
+    ROLE.store(if role == Role::Standby { 1 } else { 2 }, Ordering::Relaxed);
     if classes.contains(&ArtifactClass::Wal) {
         if let Some(error) = refusal(&Settings::current(role == Role::Standby)) {
             refuse(&mut classes, error);
@@ -394,7 +391,11 @@ mod tests {
             durability_external: true,
             ..primary.clone()
         };
-        assert_eq!(refused(&external), None, "a primary with external durability");
+        assert_eq!(
+            refused(&external),
+            None,
+            "a primary with external durability"
+        );
         let archiving = Settings {
             archive_command: "cp %p /archive/%f".into(),
             ..standby()
