@@ -16,7 +16,7 @@ import time
 import pytest
 
 from cluster import PG_BIN, PG_USER, Cluster, _as_pg, crash_a_backend
-from walcluster import (MAGIC, WAL_CLASSES, caught_up, flip_logical, kill_instance, lsn,
+from walcluster import (MAGIC, SEGMENT, WAL_CLASSES, caught_up, flip_logical, kill_instance, lsn,
                         marker_files, primary, read_quietly, scratch, segments, standby,
                         try_start, wait_until, wal_files)
 
@@ -456,13 +456,20 @@ def test_basic_archive_receives_plaintext_segments():
         "archive_mode": "on",
         "archive_library": "'basic_archive'",
         "basic_archive.archive_directory": f"'{arch}'",
+        "wal_level": "logical",
     }).start()
     try:
         p.sql("CREATE EXTENSION pg_ephcrypt; CREATE TABLE t (id int PRIMARY KEY, payload text)")
         assert "basic_archive" in wal_status_archive(p)
+        p.sql("SELECT pg_create_logical_replication_slot('wala', 'test_decoding')")
         insert_marked(p, 1, 10_000)
+        # Logical decoding reads the sealed WAL in-process.
+        n = p.sql(f"SELECT count(*) FROM pg_logical_slot_get_changes('wala', NULL, NULL) "
+                  f"WHERE data LIKE '%{MARKER.decode()}%'")
+        assert n == "10000", n
         p.sql("SELECT pg_switch_wal()")
-        got = wait_until(lambda: [f for f in arch.iterdir() if MARKER in read_quietly(f)], what="archived WAL")
+        got = wait_until(lambda: [f for f in arch.iterdir() if SEGMENT.match(f.name) and MARKER in read_quietly(f)],
+                         what="archived WAL")
         for f in arch.iterdir():
             if f.is_file():
                 assert read_quietly(f)[:8] != MAGIC, f"{f.name}: plaintext in the archive"
