@@ -89,6 +89,42 @@ pub(crate) fn retrying<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, 
     }
 }
 
+/// `pwritev` of zeros at the logical end of a WAL file (how
+/// `XLogFileInitInternal` fills a new segment: `PG_IOV_MAX` iovecs of one
+/// zero page per call): one extension by sealed zero blocks instead of one
+/// write-through call per iovec (each re-reads and rewrites a metadata page
+/// in shared mode). The same bytes end up in the file; `None` when the
+/// write is not such an extension.
+pub(crate) fn zero_extension(
+    s: &mut SealedFile,
+    io: &mut FdIo<'_>,
+    nonces: &mut ProcessNonces<'_>,
+    iovs: &[libc::iovec],
+    start: u64,
+) -> Result<Option<u64>, Errno> {
+    let total: u64 = iovs.iter().map(|v| v.iov_len as u64).sum();
+    if iovs.len() < 2 || total == 0 {
+        return Ok(None);
+    }
+    let all_zero = iovs.iter().all(|v| {
+        if v.iov_len == 0 {
+            return true;
+        }
+        if v.iov_base.is_null() {
+            return false;
+        }
+        // SAFETY: the caller checked each iovec describes readable memory
+        // of its length (the pwritev contract).
+        let b = unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
+        b.iter().all(|&x| x == 0)
+    });
+    if !all_zero || s.len(io)? != start {
+        return Ok(None);
+    }
+    s.set_len(io, nonces, start + total)?;
+    Ok(Some(total))
+}
+
 /// The canonical name of every WAL file.
 pub(crate) fn wal_name() -> FileName<'static> {
     match FileName::new(ArtifactClass::Wal.index() as u8, WAL_NAME) {
