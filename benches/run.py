@@ -8,15 +8,27 @@ Starts three clusters with the same configuration:
   off    preloaded with pg_ephcrypt.classes = '' (GOT patched, every class
          passed through: the pure interposition cost)
 
-loads the same data into each, runs every workload alternately on the three
-(the order rotates each round), and prints medians and ratios as a markdown
-table. Raw samples and the summary go to build/bench/<timestamp>-*.csv.
+loads the same data into each and opens one long-lived psql session per
+mode (warmed up first). Each round runs every workload once per mode,
+statement by statement, in those sessions; the order of the modes cycles
+through all six permutations. Each statement is timed by psql's `\\timing`
+(wall) and by the backend's CPU time (utime + stime from /proc/<pid>/stat,
+read before and after it).
+
+Statistics: per round the paired ratios enc/plain and off/plain; reported is
+their median over the rounds with a 95 % percentile-bootstrap interval
+(fixed seed), next to the goal. `off` does no extra work on these paths, so
+its interval must contain 1.00: when it does not, the run says it is too
+noisy and extends itself by more rounds of that workload (bounded by
+--max-rounds); a row still noisy then is reported as too noisy to decide.
+Rows whose enc/plain interval contains the goal (undecided) are extended the
+same way.
 
 Every sample also returns a cheap checksum of its result, compared across the
 modes; an untimed warm-up pass first compares a full digest of every result
-and checks (through pg_ephcrypt_stats) that `enc` really sealed bytes of the
-expected class and `off` sealed none. A broken mode cannot produce a
-fast-but-wrong number.
+(fresh sessions) and checks through pg_ephcrypt_stats that `enc` really
+sealed bytes of the expected class and `off` sealed none. A broken mode
+cannot produce a fast-but-wrong number.
 
 Python 3.11 standard library only. Run it through ./scripts/bench.sh.
 """
@@ -27,8 +39,10 @@ import argparse
 import csv
 import datetime as dt
 import hashlib
+import itertools
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -48,6 +62,9 @@ from cluster import BUILD, PG_BIN, Cluster, SqlError, _as_pg  # noqa: E402
 
 OUT_DIR = BUILD / "bench"
 MODES = ("enc", "plain", "off")
+# Round r runs the modes in ORDERS[r % 6]: every mode in every position and
+# after every other mode equally often.
+ORDERS = list(itertools.permutations(MODES))
 
 # Same for every mode.
 COMMON_CONF = {
@@ -76,9 +93,13 @@ MODE_CONF = {
     "off": (True, {"pg_ephcrypt.classes": "''"}),
 }
 
-SPILL_GOAL = ("<=", 1.05)
-LOGICAL_GOAL = ("<=", 1.10)
+# Issue #11 item 7.
+SPILL_GOAL = ("<=", 1.03)
+LOGICAL_GOAL = ("<=", 1.05)
 TPS_GOAL = (">=", 0.99)
+
+BOOTSTRAP = 4000
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -240,29 +261,111 @@ def pgbench(c: BenchCluster, args: list[str], timeout: float = 600) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Long-lived sessions
+
+
+class Session:
+    """One psql process (and so one backend) kept open for the whole run.
+    Scripts are sent on stdin, each followed by an `\\echo` marker; the reply
+    is read up to the marker. psql stops at the first error
+    (ON_ERROR_STOP), which shows here as the end of its output."""
+
+    def __init__(self, c: BenchCluster):
+        self.c = c
+        self.err_path = c.dir / "session.stderr"
+        self.err = self.err_path.open("w")
+        self.p = subprocess.Popen(c._psql("postgres"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=self.err, text=True, bufsize=1)
+        self.seq = 0
+        # temp_buffers can only be set before the session's first use of a
+        # temporary table: once, first.
+        self.run("SET client_min_messages = warning;\nSET temp_buffers = '1MB';")
+        self.pid = int(self.run("SELECT pg_backend_pid();")[0][0][0])
+
+    def run(self, script: str, timeout: float = 1800) -> tuple[list[list[str]], list[float]]:
+        """Rows printed and every psql "Time:" (seconds) of `script`."""
+        self.seq += 1
+        marker = f"__pg_ephcrypt_bench_{self.seq}__"
+        try:
+            self.p.stdin.write(f"{script}\n\\echo {marker}\n")
+            self.p.stdin.flush()
+        except BrokenPipeError:
+            raise SqlError(self.stderr()) from None
+        rows, times = [], []
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                raise SqlError(f"{self.c.mode} session ended: {self.stderr()}")
+            line = line.rstrip("\n")
+            if line == marker:
+                return rows, times
+            m = re.match(r"^Time: ([0-9.]+) ms", line)
+            if m:
+                times.append(float(m.group(1)) / 1000.0)
+            elif line:
+                rows.append(line.split("\t"))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.c.mode} session: no reply within {timeout} s")
+
+    def cpu(self) -> float:
+        """The backend's CPU time so far (utime + stime), seconds."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()
+        # fields[0] is field 3 (state): utime and stime are fields 14 and 15.
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def timed(self, statement: str) -> tuple[list[list[str]], float, float]:
+        """Rows, wall seconds (psql's \\timing) and backend CPU seconds of
+        one statement."""
+        c0 = self.cpu()
+        rows, times = self.run(f"\\timing on\n{statement}\n\\timing off")
+        c1 = self.cpu()
+        assert len(times) == 1, (statement, times)
+        return rows, times[0], c1 - c0
+
+    def stderr(self) -> str:
+        self.err.flush()
+        try:
+            return self.err_path.read_text()[-3000:]
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        try:
+            self.p.stdin.write("\\q\n")
+            self.p.stdin.close()
+            self.p.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.p.kill()
+        self.err.close()
+
+
+# ---------------------------------------------------------------------------
 # Workloads
 
 
 @dataclass
 class Sample:
-    """One measurement: one or more named values, and a checksum of the
-    result that must be equal across modes."""
+    """One measurement: metric -> (value, backend CPU seconds or None), and
+    a checksum of the result that must be equal across modes."""
 
-    values: dict[str, float]
+    values: dict[str, tuple[float, float | None]]
     check: str
 
 
 @dataclass
 class Workload:
     name: str
-    run: Callable[[BenchCluster], Sample]
-    # Untimed: a digest of the complete result (compared across modes),
-    # or None when `run`'s checksum is already complete.
+    # One sample in the mode's long-lived session.
+    run: Callable[[BenchCluster, Session], Sample]
+    # Untimed, fresh session: a digest of the complete result (compared
+    # across modes), or None when `run`'s checksum is already complete.
     verify: Callable[[BenchCluster], str] | None = None
     # Which pg_ephcrypt class must have sealed bytes in `enc`.
     klass: str | None = None
     # Rows of the report produced by this workload: name -> (unit, goal).
-    rows: dict[str, tuple[str, tuple[str, float]]] = field(default_factory=dict)
+    rows: dict[str, tuple[str, tuple[str, float] | None]] = field(default_factory=dict)
 
 
 SERIAL = "SET max_parallel_workers_per_gather = 0;"
@@ -315,28 +418,31 @@ SQL_WORKLOADS = {
 }
 
 
+def local(settings: str) -> str:
+    """The workload's SETs for one transaction only (SET LOCAL), so that
+    they do not leak into the next workload of the long-lived session."""
+    return re.sub(r"\bSET ", "SET LOCAL ", settings)
+
+
 # A tiny spill (a few temp file blocks), output discarded. Its time is
 # dominated by per-process set-up: the session_first_spill row measures it.
 TINY_SPILL = ("SET work_mem = '64kB';\n"
               "SELECT count(*), sum(g) FROM (SELECT g FROM generate_series(1, 20000) g ORDER BY g DESC) s;\n"
               "RESET work_mem;\n")
-# --warm-session: run TINY_SPILL untimed at the start of every timed session,
-# so that one-time per-process costs (in enc: the first use of the random
-# number generator) stay out of the timed query. Parallel workers are new
-# processes all the same.
-WARM_PRELUDE = "\\o /dev/null\n" + TINY_SPILL + "\\o\n"
 
 
-def sql_workload(name: str, prelude: str) -> Workload:
+def sql_workload(name: str) -> Workload:
     settings, query, checksum, ordered = SQL_WORKLOADS[name]
     timed = f"SELECT count(*), {checksum} FROM ({query}) q;"
 
-    def run(c: BenchCluster) -> Sample:
-        rows, times = c.timed(f"{prelude}{settings}\n\\timing on\n{timed}\n")
-        assert len(times) == 1 and len(rows) == 1, (rows, times)
+    def run(c: BenchCluster, s: Session) -> Sample:
+        s.run("BEGIN;\n" + local(settings))
+        rows, wall, cpu = s.timed(timed)
+        s.run("COMMIT;")
+        assert len(rows) == 1, rows
         if int(rows[0][0]) <= 0:
             raise RuntimeError(f"{name} on {c.mode}: empty result")
-        return Sample({name: times[0]}, "/".join(rows[0]))
+        return Sample({name: (wall, cpu)}, "/".join(rows[0]))
 
     def verify(c: BenchCluster) -> str:
         # A content digest of every row; in output order where the query has one.
@@ -346,28 +452,29 @@ def sql_workload(name: str, prelude: str) -> Workload:
     return Workload(name, run, verify, "temp_files", {name: ("s", SPILL_GOAL)})
 
 
-def temp_table_workload(s: Sizes, prelude: str) -> Workload:
-    # A fresh session each time: temp_buffers can only be set before the
-    # session's first use of a temporary table.
-    script = prelude + f"""
-SET temp_buffers = '1MB';
-\\timing on
-CREATE TEMP TABLE tt AS SELECT g, md5(g::text) || md5((g + 1)::text) AS s FROM generate_series(1, {s.temp_rows}) g;
-SELECT count(*), sum(g::bigint), sum(octet_length(s)), pg_relation_size('tt') FROM tt;
-"""
+def temp_table_workload(s: Sizes) -> Workload:
+    create = (f"CREATE TEMP TABLE tt AS SELECT g, md5(g::text) || md5((g + 1)::text) AS s "
+              f"FROM generate_series(1, {s.temp_rows}) g;")
+    scan = "SELECT count(*), sum(g::bigint), sum(octet_length(s)), pg_relation_size('tt') FROM tt;"
 
-    def run(c: BenchCluster) -> Sample:
-        rows, times = c.timed(script)
-        assert len(times) == 2 and len(rows) == 1, (rows, times)
+    def run(c: BenchCluster, sess: Session) -> Sample:
+        # The session has temp_buffers = 1MB (set before its first temporary
+        # table): the table is evicted to its files while it is written, and
+        # the first scan reads every page back and writes it again (hint bits).
+        sess.run("DROP TABLE IF EXISTS tt;")
+        _, w_ins, c_ins = sess.timed(create)
+        rows, w_scan, c_scan = sess.timed(scan)
+        sess.run("DROP TABLE tt;")
+        assert len(rows) == 1, rows
         if int(rows[0][0]) != s.temp_rows:
             raise RuntimeError(f"temp table on {c.mode}: {rows[0][0]} rows, expected {s.temp_rows}")
-        return Sample({"temp_table_insert": times[0], "temp_table_scan": times[1]}, "/".join(rows[0]))
+        return Sample({"temp_table_insert": (w_ins, c_ins), "temp_table_scan": (w_scan, c_scan)},
+                      "/".join(rows[0]))
 
     def verify(c: BenchCluster) -> str:
         return c.sql(
             "SET temp_buffers = '1MB';\n"
-            f"CREATE TEMP TABLE tt AS SELECT g, md5(g::text) || md5((g + 1)::text) AS s "
-            f"FROM generate_series(1, {s.temp_rows}) g;\n"
+            f"{create}\n"
             "SELECT count(*), sum(hashtext(tt::text)::bigint) FROM tt;"
         )
 
@@ -377,7 +484,7 @@ SELECT count(*), sum(g::bigint), sum(octet_length(s)), pg_relation_size('tt') FR
     })
 
 
-def logical_workload(s: Sizes, prelude: str) -> Workload:
+def logical_workload(s: Sizes) -> Workload:
     prepare = f"""
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'bench';
 TRUNCATE ld;
@@ -392,15 +499,15 @@ CHECKPOINT;
         "'bench', NULL, NULL, 'include-xids', '0', 'skip-empty-xacts', '1')"
     )
 
-    def run(c: BenchCluster) -> Sample:
-        c.sql(prepare, timeout=900)
-        rows, times = c.timed(f"{prelude}\\timing on\n{decode};\n")
-        c.sql("SELECT pg_drop_replication_slot('bench')")
-        assert len(times) == 1 and len(rows) == 1, (rows, times)
+    def run(c: BenchCluster, sess: Session) -> Sample:
+        sess.run(prepare, timeout=900)
+        rows, wall, cpu = sess.timed(decode + ";")
+        sess.run("SELECT pg_drop_replication_slot('bench');")
+        assert len(rows) == 1, rows
         # BEGIN + one change per row + COMMIT
         if int(rows[0][0]) != s.decode_rows + 2:
             raise RuntimeError(f"logical decoding on {c.mode}: {rows[0][0]} changes, expected {s.decode_rows + 2}")
-        return Sample({"logical_decoding": times[0]}, "/".join(rows[0]))
+        return Sample({"logical_decoding": (wall, cpu)}, "/".join(rows[0]))
 
     def verify(c: BenchCluster) -> str:
         c.sql(prepare, timeout=900)
@@ -415,7 +522,7 @@ CHECKPOINT;
 
 
 def pgbench_workload(s: Sizes) -> Workload:
-    def run(c: BenchCluster) -> Sample:
+    def run(c: BenchCluster, _sess: Session) -> Sample:
         c.sql("CHECKPOINT")
         out = pgbench(c, ["-T", str(s.pgbench_secs), "-c", "2", "-j", "2"], timeout=s.pgbench_secs + 300)
         tps = re.search(r"^tps = ([0-9.]+) \(without initial connection time\)", out, re.M)
@@ -435,7 +542,8 @@ def pgbench_workload(s: Sizes) -> Workload:
         if hist != int(done.group(1)):
             raise RuntimeError(f"pgbench on {c.mode}: {hist} history rows, {done.group(1)} transactions")
         # Throughput differs between modes by nature: no cross-mode checksum.
-        return Sample({"pgbench_tps": float(tps.group(1))}, "")
+        # pgbench has its own connections: no session CPU time.
+        return Sample({"pgbench_tps": (float(tps.group(1)), None)}, "")
 
     def warm_up(c: BenchCluster) -> str:
         pgbench(c, ["-T", "2", "-c", "2", "-j", "2"])
@@ -445,16 +553,16 @@ def pgbench_workload(s: Sizes) -> Workload:
 
 
 def first_spill_workload() -> Workload:
-    """Diagnostic, no goal: the same tiny spill twice in a fresh session.
-    The first pays every per-process set-up; the difference between the two
-    is that one-time cost."""
+    """Diagnostic, no goal: the same tiny spill twice in a *fresh* session
+    (the only workload that does not use the long-lived sessions). The first
+    pays every per-process set-up; the difference is that one-time cost."""
     script = "SET work_mem = '64kB';\n\\timing on\n" + TINY_SPILL.split("\n")[1] + "\n" + TINY_SPILL.split("\n")[1]
 
-    def run(c: BenchCluster) -> Sample:
+    def run(c: BenchCluster, _sess: Session | None = None) -> Sample:
         rows, times = c.timed(script)
         assert len(times) == 2 and len(rows) == 2 and rows[0] == rows[1], (rows, times)
-        return Sample({"session_first_spill": times[0] * 1000, "session_next_spill": times[1] * 1000},
-                      "/".join(rows[0]))
+        return Sample({"session_first_spill": (times[0] * 1000, None),
+                       "session_next_spill": (times[1] * 1000, None)}, "/".join(rows[0]))
 
     def verify(c: BenchCluster) -> str:
         return run(c).check
@@ -465,11 +573,10 @@ def first_spill_workload() -> Workload:
     })
 
 
-def workloads(s: Sizes, warm_session: bool = False) -> list[Workload]:
-    prelude = WARM_PRELUDE if warm_session else ""
-    return [sql_workload(n, prelude) for n in SQL_WORKLOADS] + [
-        temp_table_workload(s, prelude),
-        logical_workload(s, prelude),
+def workloads(s: Sizes) -> list[Workload]:
+    return [sql_workload(n) for n in SQL_WORKLOADS] + [
+        temp_table_workload(s),
+        logical_workload(s),
         pgbench_workload(s),
         first_spill_workload(),
     ]
@@ -515,6 +622,84 @@ def warm_up_and_verify(clusters: dict[str, BenchCluster], ws: list[Workload]) ->
 
 
 # ---------------------------------------------------------------------------
+# Statistics
+
+
+def median_ci(xs: list[float], seed: str) -> tuple[float, float, float]:
+    """Median and 95 % percentile-bootstrap interval of the median."""
+    rng = random.Random(seed)
+    n = len(xs)
+    meds = sorted(statistics.median(rng.choices(xs, k=n)) for _ in range(BOOTSTRAP))
+    return statistics.median(xs), meds[int(0.025 * BOOTSTRAP)], meds[int(0.975 * BOOTSTRAP) - 1]
+
+
+def verdict(ci: tuple[float, float, float], goal: tuple[str, float] | None) -> str | None:
+    """yes / no / undecided from where the interval lies against the goal."""
+    if goal is None:
+        return None
+    op, limit = goal
+    _, lo, hi = ci
+    good, bad = (hi <= limit, lo > limit) if op == "<=" else (lo >= limit, hi < limit)
+    return "yes" if good else "**no**" if bad else "undecided"
+
+
+def contains_one(ci: tuple[float, float, float]) -> bool:
+    return ci[1] <= 1.0 <= ci[2]
+
+
+def by_round(samples: list[dict], metric: str, key: str) -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = {m: {} for m in MODES}
+    for x in samples:
+        if x["metric"] == metric and x[key] is not None:
+            out[x["mode"]][x["round"]] = x[key]
+    return out
+
+
+def summarize(samples: list[dict], ws: list[Workload], seed: int) -> list[dict]:
+    out = []
+    for w in ws:
+        for row, (unit, goal) in w.rows.items():
+            r: dict = {"workload": row, "unit": unit, "goal": "(diagnostic)" if goal is None else
+                       f"{goal[0]} {goal[1]:.2f}"}
+            for key in ("value", "cpu"):
+                v = by_round(samples, row, key)
+                rounds = sorted(set(v["plain"]) & set(v["enc"]) & set(v["off"]))
+                if len(rounds) < 3 or any(v["plain"][i] <= 0 for i in rounds):
+                    continue
+                pre = "" if key == "value" else "cpu_"
+                r[pre + "rounds"] = len(rounds)
+                for m in MODES:
+                    xs = [v[m][i] for i in rounds]
+                    r[f"{pre}median_{m}"] = statistics.median(xs)
+                    r[f"{pre}min_{m}"] = min(xs)
+                    r[f"{pre}max_{m}"] = max(xs)
+                for m in ("enc", "off"):
+                    ratios = [v[m][i] / v["plain"][i] for i in rounds]
+                    med, lo, hi = median_ci(ratios, f"{seed}/{row}/{key}/{m}")
+                    r[f"{pre}{m}_plain"], r[f"{pre}{m}_plain_lo"], r[f"{pre}{m}_plain_hi"] = med, lo, hi
+                r[pre + "noisy"] = not contains_one((0, r[pre + "off_plain_lo"], r[pre + "off_plain_hi"]))
+                r[pre + "met"] = verdict((0, r[pre + "enc_plain_lo"], r[pre + "enc_plain_hi"]), goal)
+            if "rounds" in r:
+                out.append(r)
+    return out
+
+
+def noisy_workloads(summary: list[dict], ws: list[Workload]) -> list[Workload]:
+    """Workloads with a row (with a goal) whose off/plain interval (wall
+    time) misses 1.00, or whose enc/plain interval contains the goal: more
+    rounds may settle either."""
+    rows = {r["workload"] for r in summary
+            if r["goal"] != "(diagnostic)" and (r.get("noisy") or r.get("met") == "undecided")}
+    return [w for w in ws if rows & set(w.rows)]
+
+
+def why_more(r: dict) -> str:
+    if r["noisy"]:
+        return f"{r['workload']}: off/plain {ci_text(r, '', 'off')} does not contain 1.00 (too noisy)"
+    return f"{r['workload']}: enc/plain {ci_text(r, '', 'enc')} contains the goal {r['goal']} (undecided)"
+
+
+# ---------------------------------------------------------------------------
 # Reporting
 
 
@@ -551,6 +736,7 @@ def git_describe() -> str:
         return "unknown"
 
 
+
 def fmt(v: float, unit: str) -> str:
     if unit == "tps":
         return f"{v:.0f} tps"
@@ -559,78 +745,71 @@ def fmt(v: float, unit: str) -> str:
     return f"{v:.3f} s"
 
 
-def summarize(samples: list[dict], ws: list[Workload]) -> list[dict]:
-    out = []
-    for w in ws:
-        for row, (unit, goal_spec) in w.rows.items():
-            by_mode = {m: {x["round"]: x["value"] for x in samples if x["metric"] == row and x["mode"] == m}
-                       for m in MODES}
-            if not all(by_mode.values()):
-                continue
-            med = {m: statistics.median(v.values()) for m, v in by_mode.items()}
-            lo = {m: min(v.values()) for m, v in by_mode.items()}
-            hi = {m: max(v.values()) for m, v in by_mode.items()}
-            # Paired: the ratio within each round (the three modes ran
-            # back to back), then the median over the rounds.
-            paired = {m: statistics.median(by_mode[m][r] / by_mode["plain"][r] for r in by_mode["plain"])
-                      for m in ("enc", "off")}
-            r_enc = med["enc"] / med["plain"]
-            r_off = med["off"] / med["plain"]
-            if goal_spec is None:
-                goal, met = "(diagnostic)", None
-            else:
-                op, limit = goal_spec
-                goal, met = f"{op} {limit:.2f}", (r_enc <= limit if op == "<=" else r_enc >= limit)
-            out.append({
-                "workload": row, "unit": unit, "rounds": len(by_mode["plain"]),
-                "median_plain": med["plain"], "median_enc": med["enc"], "median_off": med["off"],
-                "min_plain": lo["plain"], "max_plain": hi["plain"],
-                "min_enc": lo["enc"], "max_enc": hi["enc"],
-                "min_off": lo["off"], "max_off": hi["off"],
-                "enc_plain": r_enc, "off_plain": r_off,
-                "paired_enc_plain": paired["enc"], "paired_off_plain": paired["off"],
-                # tps: more is better, so the best sample is the max.
-                "best_enc_plain": (hi["enc"] / hi["plain"]) if unit == "tps" else (lo["enc"] / lo["plain"]),
-                "best_off_plain": (hi["off"] / hi["plain"]) if unit == "tps" else (lo["off"] / lo["plain"]),
-                "goal": goal, "met": met,
-            })
-    return out
+def ci_text(r: dict, pre: str, m: str) -> str:
+    return f"{r[pre + m + '_plain']:.3f} [{r[pre + m + '_plain_lo']:.3f}, {r[pre + m + '_plain_hi']:.3f}]"
 
 
-def markdown(summary: list[dict]) -> str:
+def met_text(r: dict, pre: str) -> str:
+    met = r[pre + "met"]
+    if met is None:
+        return "—"
+    if r[pre + "noisy"]:
+        return f"too noisy to decide ({met})"
+    return met
+
+
+def markdown(summary: list[dict], pre: str = "") -> str:
+    """pre = "" (wall time, psql \\timing; TPS for pgbench) or "cpu_"."""
     lines = [
-        "| workload | median plain | median enc | median off | enc/plain | off/plain | goal | met? |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| workload | rounds | median plain | median enc | median off | enc/plain [95 %] | off/plain [95 %] "
+        "| goal | met? |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in summary:
+        if pre + "rounds" not in r:
+            continue
         u = r["unit"]
         lines.append(
-            f"| {r['workload']} | {fmt(r['median_plain'], u)} | {fmt(r['median_enc'], u)} | "
-            f"{fmt(r['median_off'], u)} | {r['enc_plain']:.3f} | {r['off_plain']:.3f} | "
-            f"{r['goal']} | {'—' if r['met'] is None else 'yes' if r['met'] else '**no**'} |"
+            f"| {r['workload']} | {r[pre + 'rounds']} | {fmt(r[pre + 'median_plain'], u)} | "
+            f"{fmt(r[pre + 'median_enc'], u)} | {fmt(r[pre + 'median_off'], u)} | {ci_text(r, pre, 'enc')} | "
+            f"{ci_text(r, pre, 'off')} | {r['goal']} | {met_text(r, pre)} |"
         )
     return "\n".join(lines)
 
 
 def spread_markdown(summary: list[dict]) -> str:
     lines = [
-        "| workload | plain min..max | enc min..max | off min..max | enc/plain paired | off/plain paired "
-        "| enc/plain best | off/plain best |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | plain min..max | enc min..max | off min..max |",
+        "|---|---:|---:|---:|",
     ]
     for r in summary:
         u = r["unit"]
         cells = [f"{fmt(r['min_' + m], u)}..{fmt(r['max_' + m], u)}" for m in ("plain", "enc", "off")]
-        cells += [f"{r[k]:.3f}" for k in ("paired_enc_plain", "paired_off_plain", "best_enc_plain", "best_off_plain")]
         lines.append(f"| {r['workload']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def verdict_lines(summary: list[dict]) -> str:
+    out = []
+    for r in summary:
+        if r["goal"] == "(diagnostic)":
+            continue
+        name, noisy = r["workload"], r["noisy"]
+        if noisy:
+            out.append(f"- {name}: **too noisy to decide**: off/plain {ci_text(r, '', 'off')} does not contain "
+                       f"1.00 after {r['rounds']} rounds (enc/plain {ci_text(r, '', 'enc')}, goal {r['goal']}).")
+        elif r["met"] != "yes":
+            out.append(f"- {name}: goal {r['goal']} {'missed' if r['met'] == '**no**' else 'not resolved'}: "
+                       f"enc/plain {ci_text(r, '', 'enc')}, off/plain {ci_text(r, '', 'off')}.")
+    return "\n".join(out) if out else "- every goal met, and every off/plain interval contains 1.00."
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     with path.open("w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        wr = csv.DictWriter(f, fieldnames=keys, restval="")
         wr.writeheader()
         wr.writerows(rows)
 
@@ -643,25 +822,59 @@ def _terminate(signum, _frame):
     raise SystemExit(128 + signum)
 
 
+def run_round(rnd: int, ws: list[Workload], clusters: dict[str, BenchCluster], sessions: dict[str, Session],
+              samples: list[dict] | None, label: str) -> None:
+    """Every workload of `ws` once per mode, in the order ORDERS[rnd % 6];
+    samples are appended unless None (warm-up)."""
+    order = ORDERS[rnd % len(ORDERS)]
+    for w in ws:
+        checks, got = {}, {}
+        for m in order:
+            smp = w.run(clusters[m], sessions[m])
+            checks[m] = smp.check
+            got[m] = smp.values
+            if samples is not None:
+                for metric, (value, cpu) in smp.values.items():
+                    samples.append({"round": rnd, "workload": w.name, "metric": metric, "mode": m,
+                                    "value": value, "cpu": cpu, "check": smp.check})
+        if len(set(checks.values())) != 1:
+            raise SystemExit(f"{w.name} round {rnd}: results differ between modes: {checks}")
+        for metric in w.rows:
+            v = {m: got[m][metric][0] for m in MODES}
+            cpu = {m: got[m][metric][1] for m in MODES}
+            cpu_txt = "" if cpu["plain"] is None else "  cpu " + "  ".join(f"{m} {cpu[m]:.2f}" for m in MODES)
+            log(f"{label} {metric:20s} " + "  ".join(f"{m} {v[m]:.3f}" for m in MODES)
+                + f"  enc/plain {v['enc'] / v['plain']:.3f} off/plain {v['off'] / v['plain']:.3f}{cpu_txt}")
+
+
+def rounds_done(samples: list[dict], w: Workload) -> int:
+    metric = next(iter(w.rows))
+    return len({x["round"] for x in samples if x["metric"] == metric and x["mode"] == "plain"})
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=None, help="rounds per workload and mode (default 5; --quick: 3)")
-    ap.add_argument("--quick", action="store_true", help="half the data, 5 s pgbench runs, 3 rounds (< 3 minutes)")
+    ap.add_argument("--rounds", type=int, default=11, help="rounds per workload and mode (default 11)")
+    ap.add_argument("--max-rounds", type=int, default=None,
+                    help="bound for the extension of noisy workloads (default: 2 x rounds + 5)")
+    ap.add_argument("--extend", type=int, default=6, help="rounds added per extension step (default 6)")
+    ap.add_argument("--quick", action="store_true", help="half the data, 5 s pgbench runs (same rounds)")
     ap.add_argument("--only", default="", help="comma-separated workload names (default: all)")
     ap.add_argument("--pgbench-secs", type=int, default=None, help="seconds per pgbench run")
+    ap.add_argument("--seed", type=int, default=20261201, help="bootstrap seed (default 20261201)")
     ap.add_argument("--keep", action="store_true", help="keep the clusters' data directories afterwards")
-    ap.add_argument("--warm-session", action="store_true",
-                    help="run a tiny untimed spill first in every timed session, to keep one-time "
-                         "per-process costs out of the timings (default: cold sessions)")
     args = ap.parse_args()
 
     sizes = SIZES["quick" if args.quick else "default"]
     if args.pgbench_secs:
         sizes.pgbench_secs = args.pgbench_secs
-    rounds = args.rounds or (3 if args.quick else 5)
-    ws = workloads(sizes, args.warm_session)
+    rounds = args.rounds
+    if rounds < 3:
+        ap.error("--rounds must be at least 3 (11 or more to resolve a few per cent)")
+    max_rounds = args.max_rounds or 2 * rounds + 5
+    ws = workloads(sizes)
     if args.only:
         want = set(args.only.split(","))
         unknown = want - {w.name for w in ws}
@@ -677,10 +890,13 @@ def main() -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
-    log(f"bench: {rounds} rounds, sizes {sizes}, workloads {[w.name for w in ws]}")
+    log(f"bench: {rounds} rounds (noisy workloads extended by {args.extend} up to {max_rounds}), "
+        f"sizes {sizes}, workloads {[w.name for w in ws]}")
 
     samples: list[dict] = []
     clusters: dict[str, BenchCluster] = {}
+    sessions: dict[str, Session] = {}
+    extensions: list[str] = []
     try:
         clusters = start_clusters()
         for m in ("enc", "off"):
@@ -690,58 +906,87 @@ def main() -> int:
                                  f"{info['library_inode']}: the library changed under us")
         log(f"[{time.monotonic() - t_start:.0f} s] clusters started; loading")
         load(clusters, sizes)
-        log(f"[{time.monotonic() - t_start:.0f} s] warm-up and correctness pass (untimed)")
+        log(f"[{time.monotonic() - t_start:.0f} s] correctness pass (untimed, fresh sessions)")
         warm_up_and_verify(clusters, ws)
+        sealed_before = {m: sealed_bytes(clusters[m]) for m in ("enc", "off")}
+        sessions = {m: Session(clusters[m]) for m in MODES}
+        log(f"[{time.monotonic() - t_start:.0f} s] warm-up round in the long-lived sessions "
+            f"(backends {', '.join(f'{m} {s.pid}' for m, s in sessions.items())})")
+        run_round(0, ws, clusters, sessions, None, "warm-up")
         log(f"[{time.monotonic() - t_start:.0f} s] timed rounds")
-        for rnd in range(rounds):
-            order = MODES[rnd % 3:] + MODES[:rnd % 3]
-            for w in ws:
-                checks = {}
-                for m in order:
-                    smp = w.run(clusters[m])
-                    checks[m] = smp.check
-                    for metric, value in smp.values.items():
-                        samples.append({"round": rnd + 1, "workload": w.name, "metric": metric, "mode": m,
-                                        "value": value, "check": smp.check})
-                if len(set(checks.values())) != 1:
-                    raise SystemExit(f"{w.name} round {rnd + 1}: results differ between modes: {checks}")
-                for metric in w.rows:
-                    last = {x["mode"]: x["value"] for x in samples[-len(MODES) * len(w.rows):]
-                            if x["metric"] == metric}
-                    log(f"round {rnd + 1}/{rounds} {metric:20s} " + "  ".join(
-                        f"{m} {last[m]:.3f}" for m in MODES))
+        rnd = 0
+        for _ in range(rounds):
+            rnd += 1
+            run_round(rnd, ws, clusters, sessions, samples, f"round {rnd}/{rounds}")
+        summary = summarize(samples, ws, args.seed)
+        while True:
+            noisy = [w for w in noisy_workloads(summary, ws) if rounds_done(samples, w) < max_rounds]
+            if not noisy:
+                break
+            rows = [r for r in summary if r["goal"] != "(diagnostic)" and (r["noisy"] or r["met"] == "undecided")
+                    and any(r["workload"] in w.rows for w in noisy)]
+            msg = ("; ".join(why_more(r) for r in rows)
+                   + f": {args.extend} more rounds of " + ", ".join(w.name for w in noisy))
+            log(msg)
+            extensions.append(msg)
+            for _ in range(args.extend):
+                todo = [w for w in noisy if rounds_done(samples, w) < max_rounds]
+                if not todo:
+                    break
+                rnd += 1
+                run_round(rnd, todo, clusters, sessions, samples, f"extra round {rnd}")
+            summary = summarize(samples, ws, args.seed)
         for m in ("enc", "off"):
             if mapped_library_inode(clusters[m]) != info["library_inode"]:
                 log(f"warning: {m} no longer maps inode {info['library_inode']} (restarted?)")
+        for s in sessions.values():
+            s.close()
+        sessions = {}
+        time.sleep(0.5)
+        sealed_after = {m: sealed_bytes(clusters[m]) for m in ("enc", "off")}
+        if any(sealed_after["off"].values()):
+            raise SystemExit(f"off sealed bytes {sealed_after['off']}; classes = '' should seal nothing")
+        grown = {k: v - sealed_before["enc"].get(k, 0) for k, v in sealed_after["enc"].items()}
+        klasses = {w.klass for w in ws if w.klass}
+        if any(grown.get(k, 0) <= 0 for k in klasses):
+            raise SystemExit(f"enc sealed nothing of some class during the timed rounds: {grown}")
+        log("timed rounds: enc sealed " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in grown.items())
+            + "; off sealed none")
         for m in MODES:
             errs = [ln for ln in clusters[m].log_text().splitlines() if re.search(r"\b(PANIC|FATAL|ERROR):", ln)]
             if errs:
                 log(f"warning: {m} server log has {len(errs)} ERROR/FATAL/PANIC lines, first: {errs[0]}")
     finally:
+        for s in sessions.values():
+            s.close()
         for c in clusters.values():
             c.stop(quiet=True)
             if not args.keep and c.data.exists():
                 shutil.rmtree(c.data)  # ~0.5 GB each; server.log stays
 
-    summary = summarize(samples, ws)
     elapsed = time.monotonic() - t_start
     write_csv(OUT_DIR / f"{stamp}-samples.csv", samples)
     write_csv(OUT_DIR / f"{stamp}-summary.csv", summary)
-    table = markdown(summary)
     header = "\n".join(f"- {k}: {v}" for k, v in info.items())
+    ext = "\n".join(f"- {e}" for e in extensions) or "- none needed"
     report = (
         f"## pg_ephcrypt benchmark {info['date']}\n\n{header}\n- rounds: {rounds} "
-        f"({'quick' if args.quick else 'default'} sizes: {sizes.rows} rows per table, temp table {sizes.temp_rows} "
+        f"(noisy workloads extended by {args.extend} up to {max_rounds}; "
+        f"{'quick' if args.quick else 'default'} sizes: {sizes.rows} rows per table, temp table {sizes.temp_rows} "
         f"rows, decoded transaction {sizes.decode_rows} rows, pgbench -s {sizes.pgbench_scale} "
-        f"-T {sizes.pgbench_secs} -c 2 -j 2)\n- sessions: "
-        f"{'warm (a tiny untimed spill first in every timed session)' if args.warm_session else 'cold (a fresh session per sample)'}"
-        f"\n- total run time: {elapsed:.0f} s\n\n"
-        f"Medians over {rounds} rounds (enc/plain, off/plain: ratios of the medians; for pgbench_tps "
-        f"the ratio of TPS, higher is better):\n\n{table}\n\n"
-        f"Spread and two noise-resistant views of the same samples: *paired* = median over the rounds of "
-        f"the ratio within a round (the modes ran back to back); *best* = ratio of the best samples "
-        f"(fastest time, highest TPS):\n\n"
-        f"{spread_markdown(summary)}\n"
+        f"-T {sizes.pgbench_secs} -c 2 -j 2)\n"
+        f"- sessions: one long-lived psql session per mode, warmed up by one untimed round; modes interleaved "
+        f"statement by statement, order cycling through the 6 permutations\n"
+        f"- bootstrap: {BOOTSTRAP} resamples, seed {args.seed}\n"
+        f"- total run time: {elapsed:.0f} s\n\n"
+        f"**Wall time** (psql `\\timing`; pgbench: TPS, higher is better). Ratios: median over the rounds of "
+        f"the per-round paired ratio, [95 % bootstrap interval]. `off` does no extra work: its interval "
+        f"must contain 1.00, else the row is too noisy to decide.\n\n{markdown(summary)}\n\n"
+        f"**Backend CPU time** (utime + stime of the session's backend from /proc/<pid>/stat, "
+        f"{1000 // CLK_TCK} ms ticks; parallel workers not included):\n\n{markdown(summary, 'cpu_')}\n\n"
+        f"Verdicts (wall time):\n\n{verdict_lines(summary)}\n\n"
+        f"Extensions:\n\n{ext}\n\n"
+        f"Spread (wall time):\n\n{spread_markdown(summary)}\n"
     )
     (OUT_DIR / f"{stamp}-report.md").write_text(report)
     print(report)

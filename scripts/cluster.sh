@@ -1,21 +1,38 @@
 #!/usr/bin/env bash
 # Helpers to run throwaway clusters as the server user. Sourced, not run.
-# Requires PG_USER and PG_CONFIG (from setup.sh).
+# Requires PG_USER, PG_TARGET and PG_CONFIG (from setup.sh); use_target
+# switches to another server build.
 
-PG_BIN="$("$PG_CONFIG" --bindir)"
+# use_target TARGET: point PG_CONFIG, PG_BIN and the per-build directories
+# at one server build (see scripts/pg-servers.sh).
+use_target() {
+    PG_TARGET="$1"
+    PG_CONFIG="$(target_pg_config "$PG_TARGET")"
+    PG_BIN="$("$PG_CONFIG" --bindir)"
+    PG_MAJOR_NUM="$(pg_major "$PG_TARGET")"
+    # tests/e2e/cluster.py puts its clusters here.
+    PG_EPHCRYPT_E2E_DIR="$BUILD/e2e-$PG_TARGET"
+    export PG_TARGET PG_CONFIG PG_BIN PG_MAJOR_NUM PG_EPHCRYPT_E2E_DIR
+}
+use_target "$PG_TARGET"
 
 as_pg() {
     if [ "$(id -un)" = "$PG_USER" ]; then "$@"; else runuser -u "$PG_USER" -- "$@"; fi
 }
 
-# install_extension: build (release) and install into the server's libdir.
-# Any cluster using the library must be stopped first: overwriting a loaded
-# .so in place crashes every process that maps it. We install to a new
-# inode (copy + rename) so that even a forgotten cluster keeps its old copy.
+# install_extension: build (release) for the current target's major and
+# install into its pkglibdir/sharedir. pgrx-pg-sys generates its bindings
+# from the pg_config that ~/.pgrx/config.toml lists for that major (not from
+# --pg-config, which picks where to install and stage): both 18 builds get
+# the library compiled against Debian's 18 headers (same major, same ABI). Any cluster using the library must be
+# stopped first: overwriting a loaded .so in place crashes every process
+# that maps it. We install to a new inode (copy + rename) so that even a
+# forgotten cluster keeps its old copy.
 install_extension() {
-    local stage="$BUILD/stage"
+    local stage="$BUILD/stage-pg$PG_MAJOR_NUM"
     rm -rf "$stage"
-    (cd "$ROOT" && cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$stage" >/dev/null)
+    (cd "$ROOT" && cargo pgrx package --pg-config "$PG_CONFIG" \
+        --no-default-features --features "pg$PG_MAJOR_NUM" --out-dir "$stage" >/dev/null)
     local libdir sharedir
     libdir="$("$PG_CONFIG" --pkglibdir)"
     sharedir="$("$PG_CONFIG" --sharedir)"
@@ -23,6 +40,7 @@ install_extension() {
     so="$(find "$stage" -name 'pg_ephcrypt.so' | head -1)"
     as_root install -m 0755 "$so" "$libdir/.pg_ephcrypt.so.new"
     as_root mv -f "$libdir/.pg_ephcrypt.so.new" "$libdir/pg_ephcrypt.so"
+    as_root mkdir -p "$sharedir/extension"
     as_root install -m 0644 "$(find "$stage" -name 'pg_ephcrypt.control' | head -1)" "$sharedir/extension/"
     local sql
     for sql in $(find "$stage" -name 'pg_ephcrypt--*.sql') "$ROOT"/sql/released/pg_ephcrypt--*.sql; do

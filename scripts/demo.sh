@@ -2,11 +2,16 @@
 # The main job: set up, build and install pg_ephcrypt, start a throwaway
 # cluster (as a non-root user) with the extension preloaded, show the key
 # status, and stop the cluster on exit, even on error.
+#   PG_MAJOR=18 ./scripts/demo.sh    another server (15 16 17 18, or a build
+#                                    name such as 18-pypi); default 15
 set -euo pipefail
+PG_MAJOR="${PG_MAJOR:-15}"
+source "$(dirname "${BASH_SOURCE[0]}")/pg-servers.sh"
+PG_MAJORS="$(primary_target "$PG_MAJOR")"
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 source "$ROOT/scripts/cluster.sh"
 
-DEMO="$BUILD/demo"
+if [ "$PG_TARGET" = 15 ]; then DEMO="$BUILD/demo"; else DEMO="$BUILD/demo-$PG_TARGET"; fi
 PORT="${DEMO_PORT:-54390}"
 
 stop_cluster "$DEMO"
@@ -16,7 +21,7 @@ install_extension
 trap 'stop_cluster "$DEMO"; log "demo cluster stopped"' EXIT
 new_cluster "$DEMO" "$PORT" yes
 start_cluster "$DEMO"
-log "cluster up in $DEMO/data (user $PG_USER, port $PORT), shared_preload_libraries = 'pg_ephcrypt'"
+log "cluster up in $DEMO/data ($("$PG_BIN/postgres" --version), build $PG_TARGET; user $PG_USER, port $PORT), shared_preload_libraries = 'pg_ephcrypt'"
 
 psql_at "$DEMO" "$PORT" -q -c "CREATE EXTENSION pg_ephcrypt"
 log "key status:"
@@ -65,6 +70,17 @@ else
     echo "FAILED: plaintext found on disk" >&2
     exit 1
 fi
+log "the server's own on-disk audit while the files exist (pg_ephcrypt_scan()):"
+psql_at "$DEMO" "$PORT" -c "SELECT path, class, size, logical_size, status FROM pg_ephcrypt_scan() ORDER BY path"
+scan_bad=$(psql_at "$DEMO" "$PORT" -At -c "SELECT count(*) FROM pg_ephcrypt_scan() WHERE status NOT IN ('encrypted_current', 'empty')")
+scan_ok=$(psql_at "$DEMO" "$PORT" -At -c "SELECT count(*) FROM pg_ephcrypt_scan() WHERE status = 'encrypted_current'")
+[ "$scan_bad" = 0 ] && [ "$scan_ok" -gt 0 ] || { echo "FAILED: the scan shows $scan_ok sealed and $scan_bad bad files" >&2; exit 1; }
+# A copy of the volume taken now, as a snapshot or backup would be: audited
+# offline at the end.
+snapshot="$DEMO/snapshot"
+as_root rm -rf "$snapshot"
+as_root cp -a "$DEMO/data" "$snapshot"
+log "copied the data directory to $snapshot while the sort holds its files (a volume snapshot)"
 
 cat >&3 <<'SQL'
 FETCH 2 FROM c;
@@ -77,14 +93,23 @@ cat "$session_out" | grep -v HOLDING
 psql_at "$DEMO" "$PORT" -c "SELECT g, s FROM demo ORDER BY s LIMIT 3"
 
 # --- key status after the workload, and a signed attestation verified offline --
-log "counters and on-disk audit:"
+log "counters:"
 psql_at "$DEMO" "$PORT" -c "SELECT class, files_created, bytes_sealed, bytes_opened, auth_failures FROM pg_ephcrypt_stats ORDER BY class"
-psql_at "$DEMO" "$PORT" -c "SELECT status, count(*) FROM pg_ephcrypt_scan() GROUP BY status"
 
 log "signed attestation (an auditor's fresh challenge), verified offline with ephcrypt-verify:"
-(cd "$ROOT" && cargo build --quiet --release -p ephcrypt-attest --bin ephcrypt-verify)
+(cd "$ROOT" && cargo build --quiet --release -p ephcrypt-attest -p ephcrypt-audit --bins)
 challenge=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 public_key=$(psql_at "$DEMO" "$PORT" -At -c "SELECT encode(attestation_public_key, 'hex') FROM pg_ephcrypt_status()")
 psql_at "$DEMO" "$PORT" -At -c "SELECT pg_ephcrypt_attest('\\x$challenge'::bytea)" >"$DEMO/attestation.json"
 python3 -m json.tool "$DEMO/attestation.json"
 "$ROOT/target/release/ephcrypt-verify" --public-key "$public_key" --challenge "$challenge" "$DEMO/attestation.json"
+
+# --- the offline audit (no server, no key) -------------------------------------
+epoch=$(psql_at "$DEMO" "$PORT" -At -c "SELECT epoch_id FROM pg_ephcrypt_status()")
+stop_cluster "$DEMO"
+log "offline audit of the snapshot taken while the spill files existed (ephcrypt-audit; current epoch $epoch):"
+"$ROOT/target/release/ephcrypt-audit" "$snapshot"
+"$ROOT/target/release/ephcrypt-audit" --json "$snapshot" | grep -q "\"$epoch\"" ||
+    { echo "FAILED: the snapshot's files are not sealed under epoch $epoch" >&2; exit 1; }
+log "offline audit of the demo's data directory itself, server stopped:"
+"$ROOT/target/release/ephcrypt-audit" "$DEMO/data"

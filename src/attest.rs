@@ -112,6 +112,7 @@ fn attest(challenge: &[u8]) -> Value {
             pg_sys::PgStartTime,
         )
     };
+    let memory = crate::memory::readback();
     let now_us = now_unix_us();
     let doc = json!({
         "document_version": DOCUMENT_VERSION,
@@ -134,15 +135,19 @@ fn attest(challenge: &[u8]) -> Value {
         "interposed_symbols": crate::interpose::interposed_symbols(),
         "on_unsupported": crate::gucs::on_unsupported().name(),
         "wal": crate::wal::attestation_json(),
+        "memory_hygiene": memory.hygiene,
+        "dsm_dontdump": memory.dsm_dontdump,
+        "core_dumps": memory.core_dumps,
         "scan_summary": summary,
         "plaintext_files": summary.get("plaintext").copied().unwrap_or(0),
         "unexpected_files": summary.get("unexpected").copied().unwrap_or(0),
         "challenge": to_hex(challenge),
         "timestamp": iso(now_us),
     });
-    let Value::Object(fields) = doc else {
+    let Value::Object(mut fields) = doc else {
         EphError::Attestation("document is not an object".into()).raise()
     };
+    fields.extend(crate::anchor::document_fields(&to_hex(&state.epoch_id)));
     signer
         .sign_document(fields)
         .unwrap_or_else(|e| EphError::Attestation(e.to_string()).raise())
@@ -155,6 +160,41 @@ fn pg_ephcrypt_attest(challenge: Option<&[u8]>) -> JsonB {
     JsonB(attest(challenge))
 }
 
+/// The argument checks both verify functions share: neither argument NULL,
+/// the key exactly 32 raw Ed25519 bytes. Raises a PostgreSQL error otherwise.
+pub(crate) fn verify_arguments<'k>(
+    document: Option<JsonB>,
+    key: Option<&'k [u8]>,
+    key_name: &str,
+    null_hint: &'static str,
+    length_hint: &'static str,
+) -> (serde_json::Value, &'k [u8]) {
+    let null = |what: &str| -> ! {
+        EphError::BadArgument {
+            code: pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            message: format!("{what} must not be NULL"),
+            hint: null_hint,
+        }
+        .raise()
+    };
+    let Some(JsonB(document)) = document else {
+        null("document")
+    };
+    let Some(key) = key else { null(key_name) };
+    if key.len() != 32 {
+        EphError::BadArgument {
+            code: pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            message: format!(
+                "{key_name} must be 32 bytes (raw Ed25519), got {}",
+                key.len()
+            ),
+            hint: length_hint,
+        }
+        .raise()
+    }
+    (document, key)
+}
+
 #[pg_extern(volatile, parallel_safe)]
 fn pg_ephcrypt_verify_attestation(
     document: Option<JsonB>,
@@ -162,31 +202,13 @@ fn pg_ephcrypt_verify_attestation(
     challenge: default!(Option<&[u8]>, "NULL"),
 ) -> bool {
     epoch::require_preloaded();
-    let null = |what: &str| -> ! {
-        EphError::BadArgument {
-            code: pgrx::PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            message: format!("{what} must not be NULL"),
-            hint: "Pass the document returned by pg_ephcrypt_attest() and the attestation_public_key of pg_ephcrypt_status().",
-        }
-        .raise()
-    };
-    let Some(JsonB(document)) = document else {
-        null("document")
-    };
-    let Some(public_key) = public_key else {
-        null("public_key")
-    };
-    if public_key.len() != 32 {
-        EphError::BadArgument {
-            code: pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            message: format!(
-                "public_key must be 32 bytes (raw Ed25519), got {}",
-                public_key.len()
-            ),
-            hint: "Use attestation_public_key from pg_ephcrypt_status().",
-        }
-        .raise()
-    }
+    let (document, public_key) = verify_arguments(
+        document,
+        public_key,
+        "public_key",
+        "Pass the document returned by pg_ephcrypt_attest() and the attestation_public_key of pg_ephcrypt_status().",
+        "Use attestation_public_key from pg_ephcrypt_status().",
+    );
     let challenge_hex = challenge.map(to_hex);
     let state = epoch::public_state();
     let current_epoch = to_hex(&state.epoch_id);

@@ -188,6 +188,7 @@ fn publish(page: &KeyPage, restarts: u32) {
     };
     *EPOCH_PUBLIC.exclusive() = state;
     pgrx::log!("{}", epoch_log_line(&state, page.protection()));
+    crate::anchor::certify_epoch(&state.epoch_id, state.created_at_us, restarts);
 }
 
 /// The one server-log line about a key epoch: public fields only.

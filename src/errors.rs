@@ -16,6 +16,8 @@ pub enum EphError {
     Interpose(String),
     #[error("pg_ephcrypt does not support this server: {0}")]
     UnsupportedServer(&'static str),
+    #[error("pg_ephcrypt cannot seal I/O submitted with io_method = io_uring")]
+    IoUring,
     #[error("invalid value for pg_ephcrypt.classes: {0}")]
     BadClasses(String),
     #[error("{message}")]
@@ -42,6 +44,18 @@ pub enum EphError {
     /// The start-up pass over pg_wal failed.
     #[error("pg_ephcrypt could not prepare pg_wal: {0}")]
     WalStartup(String),
+    #[error("pg_ephcrypt cannot keep shared memory out of core dumps: {0}")]
+    MemoryDontDump(String),
+    #[error("pg_ephcrypt cannot lock the main shared memory segment in RAM: {0}")]
+    MemoryLock(String),
+    #[error("pg_ephcrypt cannot disable core dumps: {0}")]
+    CoreDumps(String),
+    #[error("pg_ephcrypt cannot use the attestation anchor key file \"{path}\": {reason}")]
+    AnchorKey { path: String, reason: String },
+    #[error("pg_ephcrypt cannot protect the attestation instance key: {0}")]
+    AnchorMemory(String),
+    #[error("pg_ephcrypt cannot certify the new key epoch: {0}")]
+    AnchorEpoch(String),
 }
 
 impl EphError {
@@ -51,15 +65,23 @@ impl EphError {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
             EphError::KeyMemory(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
-            EphError::Interpose(_) | EphError::UnsupportedServer(_) => {
+            EphError::Interpose(_) | EphError::UnsupportedServer(_) | EphError::IoUring => {
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
             }
             EphError::BadClasses(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             EphError::BadArgument { code, .. } => *code,
-            EphError::Attestation(_) => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             EphError::WalUnsupported { code, .. } => *code,
             EphError::WalEnded { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             EphError::WalStartup(_) => PgSqlErrorCode::ERRCODE_IO_ERROR,
+            EphError::MemoryDontDump(_) | EphError::CoreDumps(_) => {
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
+            }
+            EphError::MemoryLock(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+            EphError::Attestation(_) | EphError::AnchorEpoch(_) => {
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
+            }
+            EphError::AnchorKey { .. } => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+            EphError::AnchorMemory(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
         }
     }
 
@@ -78,6 +100,11 @@ impl EphError {
                  (non-EXEC_BACKEND, Linux x86_64/aarch64), or set pg_ephcrypt.on_unsupported = warn \
                  to start without encryption."
             }
+            EphError::IoUring => {
+                "io_uring hands reads and writes to the kernel without a libc call pg_ephcrypt could \
+                 seal: set io_method = worker (the default) or sync, or set \
+                 pg_ephcrypt.on_unsupported = warn to start without encryption."
+            }
             EphError::BadClasses(_) => {
                 "Use a comma-separated list of temp_files, temp_relations, logical_spill, wal, or none."
             }
@@ -93,6 +120,31 @@ impl EphError {
             EphError::WalStartup(_) => {
                 "Check the permissions and free space of pg_wal; the server log names the file."
             }
+            EphError::MemoryDontDump(_) => {
+                "Use dynamic_shared_memory_type = posix or mmap and a server whose postgres executable \
+                 imports mmap and shm_open; or set pg_ephcrypt.memory_hygiene = off, or \
+                 pg_ephcrypt.on_unsupported = warn to start without this protection."
+            }
+            EphError::MemoryLock(_) => {
+                "Raise the memlock limit of the postgres user to at least the size shown \
+                 (ulimit -l, LimitMEMLOCK= in the systemd unit, or /etc/security/limits.conf), \
+                 or grant CAP_IPC_LOCK; or set pg_ephcrypt.memory_hygiene = dontdump, or \
+                 pg_ephcrypt.on_unsupported = warn to start without the lock."
+            }
+            EphError::CoreDumps(_) => {
+                "Set pg_ephcrypt.core_dumps = on, or pg_ephcrypt.on_unsupported = warn to start \
+                 with core dumps allowed."
+            }
+            EphError::AnchorKey { .. } => {
+                "pg_ephcrypt.attestation_anchor_key_file must name an unencrypted Ed25519 private key in \
+                 PKCS#8 PEM (openssl genpkey -algorithm ed25519), owned by the server user with mode 0600 \
+                 (or by root with mode 0640); or set it to '' to run with unanchored attestations."
+            }
+            EphError::AnchorMemory(_) => {
+                "Raise the memlock limit (ulimit -l) of the postgres user by one page, or set \
+                 pg_ephcrypt.attestation_anchor_key_file to '' to run with unanchored attestations."
+            }
+            EphError::AnchorEpoch(_) => "Check the server log; restart the server.",
         }
     }
 

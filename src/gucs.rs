@@ -49,11 +49,43 @@ impl WalDurability {
     }
 }
 
+/// `pg_ephcrypt.memory_hygiene`: how PostgreSQL's shared memory is kept
+/// out of core dumps and swap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
+pub enum MemoryHygiene {
+    /// Nothing beyond the key page.
+    #[name = c"off"]
+    Off,
+    /// The main segment and every DSM mapping are `MADV_DONTDUMP` (default).
+    #[name = c"dontdump"]
+    DontDump,
+    /// `dontdump`, and the main segment is `mlock`ed (never swapped).
+    #[name = c"dontdump_lock"]
+    DontDumpLock,
+}
+
+impl MemoryHygiene {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryHygiene::Off => "off",
+            MemoryHygiene::DontDump => "dontdump",
+            MemoryHygiene::DontDumpLock => "dontdump_lock",
+        }
+    }
+}
+
 static WAL_DURABILITY: GucSetting<WalDurability> =
     GucSetting::<WalDurability>::new(WalDurability::Local);
 
+static MEMORY_HYGIENE: GucSetting<MemoryHygiene> =
+    GucSetting::<MemoryHygiene>::new(MemoryHygiene::DontDump);
+
+static CORE_DUMPS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 static CLASSES: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"temp_files,temp_relations,logical_spill"));
+
+static ANCHOR_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 static ON_UNSUPPORTED: GucSetting<OnUnsupported> =
     GucSetting::<OnUnsupported>::new(OnUnsupported::Refuse);
@@ -84,6 +116,30 @@ pub fn init() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"pg_ephcrypt.memory_hygiene",
+        c"Keep PostgreSQL's shared memory out of core dumps (dontdump) and swap (dontdump_lock).",
+        c"dontdump (default) marks the main shared memory segment and every dynamic shared memory mapping MADV_DONTDUMP; dontdump_lock also mlocks the main segment (RLIMIT_MEMLOCK must allow it); off does neither.",
+        &MEMORY_HYGIENE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_ephcrypt.core_dumps",
+        c"Whether processes of this instance may write core files and be traced by the server's own user.",
+        c"off makes the postmaster non-dumpable before any child exists (prctl PR_SET_DUMPABLE 0, inherited by every child): no core files, no ptrace/gdb by the same user. Root is unaffected.",
+        &CORE_DUMPS,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_ephcrypt.attestation_anchor_key_file",
+        c"Operator's Ed25519 private key (PKCS#8 PEM) that certifies this postmaster's attestation keys; empty: unanchored.",
+        c"Read once at server start and wiped from memory; a relative path is relative to the data directory.",
+        &ANCHOR_KEY_FILE,
+        GucContext::Postmaster,
+        GucFlags::SUPERUSER_ONLY,
+    );
     // SAFETY: called from _PG_init on the main thread with a valid C string.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_ephcrypt".as_ptr()) };
 }
@@ -104,4 +160,22 @@ pub fn classes() -> String {
         .get()
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// `pg_ephcrypt.memory_hygiene`.
+pub fn memory_hygiene() -> MemoryHygiene {
+    MEMORY_HYGIENE.get()
+}
+
+/// `pg_ephcrypt.core_dumps`.
+pub fn core_dumps() -> bool {
+    CORE_DUMPS.get()
+}
+
+/// `pg_ephcrypt.attestation_anchor_key_file`, `None` when unset or empty.
+pub fn attestation_anchor_key_file() -> Option<String> {
+    ANCHOR_KEY_FILE
+        .get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
 }

@@ -69,8 +69,12 @@ pub fn install_in_postmaster() {
         return;
     }
     // PostgreSQL 18's io_uring submits reads and writes without any libc
-    // call we could interpose.
+    // call we could interpose (the import audit refuses liburing then too).
     let io_uring_in_use = crate::server::setting(c"io_method").is_some_and(|m| m == "io_uring");
+    if io_uring_in_use {
+        unsupported(EphError::IoUring);
+        return;
+    }
     // SAFETY: DataDir is an absolute path set before shared_preload_libraries load.
     let data_dir = unsafe { CStr::from_ptr(pg_sys::DataDir) }
         .to_bytes()

@@ -4,11 +4,14 @@
 
 use pgrx::prelude::*;
 
+mod anchor;
 mod attest;
 mod epoch;
 mod errors;
 mod gucs;
 mod interpose;
+mod lastscan;
+mod memory;
 mod scan;
 mod server;
 mod stats;
@@ -35,8 +38,11 @@ pub extern "C-unwind" fn _PG_init() {
         return;
     }
     gucs::init();
+    lastscan::init();
+    anchor::init_postmaster();
     attest::record_loaded_library();
     epoch::init_postmaster();
+    memory::init_postmaster();
 }
 
 /// Required by `cargo pgrx test`.

@@ -130,6 +130,7 @@ fn read_head(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
 /// class is on (elsewhere it is durable data, out of scope); its files are
 /// checked against the WAL key.
 pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
+    let started_us = crate::time::now_unix_us();
     let page = epoch::key_page();
     let key = page.and_then(|p| p.epoch_key());
     let epoch_id = page.map(|p| p.epoch_id()).unwrap_or([0; 16]);
@@ -187,6 +188,7 @@ pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
             status,
         });
     }
+    crate::lastscan::record(&out, started_us);
     out
 }
 

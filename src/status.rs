@@ -38,6 +38,9 @@ fn pg_ephcrypt_status() -> TableIterator<
         name!(refused_configurations, i64),
         name!(server_version, String),
         name!(server_version_num, i32),
+        name!(memory_hygiene, &'static str),
+        name!(dsm_dontdump, bool),
+        name!(core_dumps, &'static str),
     ),
 > {
     epoch::require_preloaded();
@@ -49,6 +52,7 @@ fn pg_ephcrypt_status() -> TableIterator<
         .unwrap_or_else(|| EphError::NoLiveEpoch.raise());
     // SAFETY: reading a PostgreSQL global of this backend.
     let postmaster_pid = unsafe { pg_sys::PostmasterPid };
+    let memory = crate::memory::readback();
     TableIterator::once((
         to_hex(&state.epoch_id),
         created_at,
@@ -65,6 +69,9 @@ fn pg_ephcrypt_status() -> TableIterator<
         i64::try_from(ephcrypt_interpose::stats::refused_configurations()).unwrap_or(i64::MAX),
         crate::server::version(),
         crate::server::version_num(),
+        memory.hygiene,
+        memory.dsm_dontdump,
+        memory.core_dumps,
     ))
 }
 

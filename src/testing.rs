@@ -82,7 +82,13 @@ mod tests {
         Spi::run("SET LOCAL max_parallel_workers_per_gather = 2").unwrap();
         Spi::run("SET LOCAL parallel_setup_cost = 0").unwrap();
         Spi::run("SET LOCAL parallel_tuple_cost = 0").unwrap();
-        Spi::run("SET LOCAL force_parallel_mode = on").unwrap();
+        // PostgreSQL 16 renamed force_parallel_mode to debug_parallel_query.
+        let knob = if pgrx::pg_sys::PG_VERSION_NUM >= 160000 {
+            "debug_parallel_query"
+        } else {
+            "force_parallel_mode"
+        };
+        Spi::run(&format!("SET LOCAL {knob} = on")).unwrap();
         // Spi::connect + select passes no row limit, so a parallel plan is allowed.
         let rows: Vec<(i32, String)> = Spi::connect(|client| {
             let t = client.select(
@@ -290,7 +296,8 @@ mod tests {
 
     #[pg_test]
     fn shim_functions_are_not_exported_from_the_library() {
-        // Control: the library is loaded RTLD_GLOBAL, so its exports resolve.
+        // Control: the library is loaded RTLD_GLOBAL, so its exports resolve
+        // (pgrx 0.18 names the info function `pg_finfo_<fn>_wrapper`).
         assert!(ephcrypt_got::process_defines_symbol(
             c"pg_ephcrypt_status_wrapper"
         ));

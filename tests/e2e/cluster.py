@@ -1,6 +1,6 @@
 """Throwaway PostgreSQL clusters for end-to-end tests.
 
-Each cluster lives under build/e2e/<name>, runs as the server user (PostgreSQL
+Each cluster lives under build/e2e-<server build>/<name> (PG_EPHCRYPT_E2E_DIR), runs as the server user (PostgreSQL
 refuses root), listens only on a Unix socket in its own directory, and is
 driven with psql. Nothing here talks to the network.
 """
@@ -19,6 +19,15 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 PG_CONFIG = os.environ.get("PG_CONFIG", "/usr/lib/postgresql/15/bin/pg_config")
 PG_BIN = Path(subprocess.check_output([PG_CONFIG, "--bindir"], text=True).strip())
+# One directory per server build (scripts/cluster.sh: use_target), so runs on
+# different majors never share a cluster directory.
+E2E = Path(os.environ.get("PG_EPHCRYPT_E2E_DIR", str(BUILD / "e2e")))
+# Extra server settings for every cluster of a run, e.g.
+# PG_EPHCRYPT_E2E_CONF="io_method=sync" to run the suite under 18's
+# synchronous I/O instead of its I/O workers. A test's own settings win.
+EXTRA_CONF = dict(
+    item.split("=", 1) for item in os.environ.get("PG_EPHCRYPT_E2E_CONF", "").split(";") if item.strip()
+)
 PG_USER = os.environ.get("PG_USER") or ("postgres" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name)
 
 
@@ -45,9 +54,14 @@ def _as_pg(cmd: list[str]) -> list[str]:
 
 class Cluster:
     _next_port = 55400 + (os.getpid() % 200) * 10
+    # Every cluster initialised in this run, for conftest.py's clean-up: the
+    # directories of a module whose tests all passed are removed at its end
+    # (forty clusters of 40-300 MB each per server build otherwise fill the
+    # CI machine's disk); a failed module keeps its clusters for inspection.
+    created: list["Cluster"] = []
 
     def __init__(self, name: str, preload: bool = True, conf: dict | None = None):
-        self.dir = BUILD / "e2e" / name
+        self.dir = E2E / name
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
         Cluster._next_port += 1
@@ -58,10 +72,11 @@ class Cluster:
     # -- life cycle ---------------------------------------------------------
     def init(self) -> "Cluster":
         self.stop(quiet=True)
+        Cluster.created.append(self)
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
-        (BUILD / "e2e").chmod(0o755)
+        self.dir.parent.chmod(0o755)
         if os.getuid() == 0:
             shutil.chown(self.dir, PG_USER)
         subprocess.run(
@@ -79,6 +94,7 @@ class Cluster:
         }
         if self.preload:
             settings["shared_preload_libraries"] = "'pg_ephcrypt'"
+        settings.update({k.strip(): v.strip() for k, v in EXTRA_CONF.items()})
         settings.update(self.conf)
         self.append_conf(settings)
         return self
@@ -105,6 +121,14 @@ class Cluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+    def remove(self) -> None:
+        """Stop the server (immediate: its data is thrown away) and delete the directory."""
+        try:
+            self.stop(quiet=True, mode="immediate")
+        except subprocess.SubprocessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def postmaster_pid(self) -> int:
         return int((self.data / "postmaster.pid").read_text().splitlines()[0])

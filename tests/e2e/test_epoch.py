@@ -128,9 +128,19 @@ def test_extension_updates_from_0_1_0():
         assert c.sql("SELECT version FROM pg_ephcrypt_status()") == "0.2.0"
         # The updated status has the 0.2.0 columns, and its grants.
         assert c.sql("SELECT server_version_num > 0 FROM pg_ephcrypt_status()") == "t"
+        assert c.sql("SELECT memory_hygiene FROM pg_ephcrypt_status()") == "dontdump"
         assert c.sql("SELECT has_function_privilege('pg_monitor', 'pg_ephcrypt_status()', 'EXECUTE')") == "t"
         assert c.sql("SELECT has_function_privilege('public', 'pg_ephcrypt_status()', 'EXECUTE')") == "f"
         assert int(c.sql("SELECT count(*) FROM pg_ephcrypt_stats")) == 4  # wal is a class (off by default)
+        # The objects added in 0.2.0, with the grants of a fresh install.
+        assert c.sql("SELECT anchored FROM pg_ephcrypt_anchor_status()") == "f"
+        assert c.sql("SELECT scans FROM pg_ephcrypt_last_scan()") == "0"
+        acl = ("SELECT p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), "
+               "p.prosrc, p.provolatile, p.proparallel, p.proisstrict, p.proacl::text FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid "
+               "JOIN pg_extension e ON e.oid = d.refobjid WHERE e.extname = 'pg_ephcrypt' ORDER BY 1")
+        upgraded = c.rows(acl)
+        c.sql("DROP EXTENSION pg_ephcrypt; CREATE EXTENSION pg_ephcrypt")
+        assert c.rows(acl) == upgraded, "the upgrade gives the same functions and grants as a fresh install"
         with pytest.raises(SqlError) as err:
             c.sql("ALTER EXTENSION pg_ephcrypt UPDATE TO '9.9.9'")
         assert err.value.sqlstate == "22023", err.value.stderr

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from cluster import BUILD, PG_USER, Cluster, SqlError, kill9
+from cluster import E2E, PG_USER, Cluster, SqlError, kill9
 from ondisk import MAGIC, Poller, covered_files
 
 MARKER = b"MARKER-"
@@ -128,7 +128,7 @@ def test_kill9_postmaster_mid_spill(control):
 def test_enospc_on_tiny_temp_tablespace(control):
     _, expected = control
     c = Cluster("rel_nospc", conf=CONF).init().start()
-    mnt = BUILD / "e2e" / "rel_nospc_tmpfs"
+    mnt = E2E / "rel_nospc_tmpfs"
     mnt.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
     try:
@@ -158,13 +158,21 @@ def test_enospc_on_tiny_temp_tablespace(control):
 
 def test_fd_pressure_max_files_per_process_64(control):
     ctl, _ = control
+    # Hash join over two wide tables: PostgreSQL 18 sizes batches counting
+    # the BufFile buffers too, and over t1/t2 it makes 32 batches (62 batch
+    # files), fewer than the 64 the assertion below needs; rows eight times as
+    # wide give 64 batches there (and many more before 18).
+    wide = ("CREATE TABLE w1 AS SELECT g, repeat(s, 8) AS w FROM t1;"
+            "CREATE TABLE w2 AS SELECT g, repeat(s, 8) AS w FROM t2; ANALYZE w1; ANALYZE w2;")
     query = ("SET enable_mergejoin = off; SET enable_nestloop = off; SET work_mem = '64kB';"
-             "SELECT count(*), md5(string_agg(t1.s || t2.s, ',' ORDER BY t1.g)) "
-             "FROM t1 JOIN t2 ON t1.g = t2.g")
+             "SELECT count(*), md5(string_agg(w1.w || w2.w, ',' ORDER BY w1.g)) "
+             "FROM w1 JOIN w2 ON w1.g = w2.g")
     c = Cluster("rel_fd", conf={**CONF, "max_files_per_process": "64"}).init().start()
     try:
         c.sql("CREATE EXTENSION pg_ephcrypt")
         c.sql(SETUP)
+        c.sql(wide)
+        ctl.sql("DROP TABLE IF EXISTS w1, w2;" + wide)
         ctl_out = ctl.sql(query)
         with Poller(c.data, MARKER) as p:
             out = c.sql(query)

@@ -43,6 +43,19 @@ pub fn signed_message(document: &Map<String, Value>) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The bytes a certificate signature covers: `domain` followed by the
+/// canonical bytes of `object` without its `signature` key (the same rule as
+/// [`signed_message`], under another domain-separation prefix).
+///
+/// # Errors
+/// As [`canonical_bytes`].
+pub fn signed_message_in(domain: &[u8], object: &Map<String, Value>) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(domain);
+    write_object(&mut out, object, Some(SIGNATURE_FIELD))?;
+    Ok(out)
+}
+
 fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<()> {
     match value {
         Value::Null => out.extend_from_slice(b"null"),

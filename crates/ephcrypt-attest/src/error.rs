@@ -46,6 +46,29 @@ pub enum AttestError {
     /// The document text is not (strict) JSON.
     #[error("invalid JSON: {0}")]
     Json(String),
+    /// The document is not anchored (`"anchored"` is not `true`): it vouches
+    /// only for the public key it is checked against.
+    #[error("document is not anchored (\"anchored\" is not true): it vouches only for its own public key")]
+    Unanchored,
+    /// The instance certificate was signed by another anchor key.
+    #[error("instance certificate is signed by another anchor key")]
+    WrongAnchor,
+    /// The epoch certificate was not signed by the certified instance key.
+    #[error("epoch certificate is not signed by the instance key of the instance certificate")]
+    ChainBroken,
+    /// A certificate's signature does not verify.
+    #[error("{0} certificate signature does not verify (tampered with, or signed by another key)")]
+    CertificateInvalid(&'static str),
+    /// A certificate is missing or malformed (not an object, wrong type or
+    /// version, malformed key or signature).
+    #[error("malformed {0} certificate")]
+    BadCertificate(&'static str),
+    /// The epoch certificate names another epoch than the document.
+    #[error("epoch certificate is for another epoch than the document")]
+    CertificateEpochMismatch,
+    /// The document and a certificate disagree about the postmaster or epoch.
+    #[error("document's `{0}` differs from its certificate")]
+    ChainMismatch(&'static str),
     /// AWS-LC refused an operation (key construction, self-verification).
     #[error("cryptographic failure: {0}")]
     Crypto(&'static str),

@@ -12,6 +12,7 @@
 //! is supplied by the caller (derived from the epoch key).
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 mod canonical;
 mod digest;
 mod error;
@@ -19,7 +20,13 @@ mod hex;
 mod sign;
 mod verify;
 
-pub use canonical::{canonical_bytes, parse_document, signed_message, DOMAIN_SEPARATOR};
+pub use anchor::{
+    anchored_claim, parse_public_key, seed_from_pkcs8_pem, sign_certificate, verify_anchored,
+    verify_certificate, AnchoredVerified, CertKind, KeyFileError,
+};
+pub use canonical::{
+    canonical_bytes, parse_document, signed_message, signed_message_in, DOMAIN_SEPARATOR,
+};
 pub use digest::{sha256_file_hex, sha256_hex};
 pub use error::{AttestError, Result};
 pub use hex::{parse_hex_arg, to_hex};

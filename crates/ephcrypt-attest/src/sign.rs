@@ -60,7 +60,16 @@ impl SigningKey {
     /// # Errors
     /// [`AttestError::Crypto`] if AWS-LC rejects the seed.
     pub fn from_secret_seed(seed: &Seed) -> Result<Self> {
-        let pair = Ed25519KeyPair::from_seed_unchecked(&seed.0)
+        Self::from_seed_ref(&seed.0)
+    }
+
+    /// As [`SigningKey::from_seed`], from a borrowed seed (e.g. one that
+    /// lives in a protected page and must not be copied).
+    ///
+    /// # Errors
+    /// [`AttestError::Crypto`] if AWS-LC rejects the seed.
+    pub fn from_seed_ref(seed: &[u8; 32]) -> Result<Self> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
             .map_err(|_| AttestError::Crypto("Ed25519 seed rejected"))?;
         let public_key: [u8; 32] = pair
             .public_key()
@@ -68,6 +77,21 @@ impl SigningKey {
             .try_into()
             .map_err(|_| AttestError::Crypto("Ed25519 public key is not 32 bytes"))?;
         Ok(Self { pair, public_key })
+    }
+
+    /// Ed25519 signature of `message`, checked before it is returned.
+    ///
+    /// # Errors
+    /// [`AttestError::Crypto`] if the self-check fails.
+    pub(crate) fn sign_checked(&self, message: &[u8]) -> Result<[u8; 64]> {
+        let signature = self.pair.sign(message);
+        UnparsedPublicKey::new(&ED25519, &self.public_key)
+            .verify(message, signature.as_ref())
+            .map_err(|_| AttestError::Crypto("Ed25519 signature failed self-verification"))?;
+        signature
+            .as_ref()
+            .try_into()
+            .map_err(|_| AttestError::Crypto("Ed25519 signature is not 64 bytes"))
     }
 
     /// The raw 32-byte Ed25519 public key.

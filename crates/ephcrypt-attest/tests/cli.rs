@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use common::{key, obj, other_key, signed, CHALLENGE, EPOCH};
-use ephcrypt_attest::to_hex;
+use ephcrypt_attest::{sign_certificate, to_hex, CertKind, SigningKey};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ephcrypt-verify");
@@ -55,7 +55,7 @@ fn temp_file(name: &str, contents: &str) -> PathBuf {
 }
 
 const OK_LINE: &str = "OK epoch=00112233445566778899aabbccddeeff challenge=c0ffee0123456789 \
-                       time=2025-06-01 12:00:00.123456+00\n";
+                       time=2025-06-01 12:00:00.123456+00 anchor=none\n";
 
 #[test]
 fn ok_from_stdin() {
@@ -107,7 +107,7 @@ fn missing_display_fields_print_dash() {
     let doc = key().sign_document(serde_json::Map::new()).unwrap();
     let o = run(&["--public-key", &pk_hex()], &psql_output(&doc));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "OK epoch=- challenge=- time=-\n");
+    assert_eq!(stdout(&o), "OK epoch=- challenge=- time=- anchor=none\n");
 }
 
 fn assert_failed(o: &Output, reason: &str) {
@@ -197,8 +197,19 @@ fn usage_errors_exit_2() {
     ));
     let missing = missing.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec![], "--public-key is required"),
-        (vec!["--challenge", CHALLENGE], "--public-key is required"),
+        (vec![], "--public-key or --anchor is required"),
+        (
+            vec!["--challenge", CHALLENGE],
+            "--public-key or --anchor is required",
+        ),
+        (
+            vec!["--anchor", "abcd"],
+            "neither 64 hex digits nor a readable file",
+        ),
+        (
+            vec!["--anchor", "/etc/hostname"],
+            "not an Ed25519 PEM public key",
+        ),
         (vec!["--public-key"], "needs a value"),
         (vec!["--public-key", &pk, "--challenge"], "needs a value"),
         (
@@ -241,6 +252,93 @@ fn help_exits_0() {
     for flag in ["-h", "--help"] {
         let o = run(&[flag], "");
         assert_eq!(o.status.code(), Some(0));
-        assert!(stdout(&o).starts_with("usage: ephcrypt-verify --public-key"));
+        assert!(stdout(&o).starts_with("usage: ephcrypt-verify (--public-key"));
     }
+}
+
+/// An anchored document: anchor -> instance certificate -> epoch
+/// certificate -> document signed by `key()`.
+fn anchored(anchor: &SigningKey) -> serde_json::Value {
+    let instance = SigningKey::from_seed([0x31; 32]).unwrap();
+    let mut f = common::fields();
+    let ident =
+        json!({"system_identifier": "1", "boot_id": "b", "hostname": "h", "postmaster_pid": 7});
+    for (k, v) in ident.as_object().unwrap() {
+        f.insert(k.clone(), v.clone());
+    }
+    let mut ic = ident.as_object().unwrap().clone();
+    ic.insert(
+        "instance_public_key".into(),
+        json!(to_hex(&instance.public_key())),
+    );
+    let ic = sign_certificate(anchor, CertKind::Instance, ic).unwrap();
+    let ec = json!({
+        "epoch_id": EPOCH,
+        "epoch_public_key": to_hex(&key().public_key()),
+        "epoch_created_at": "then",
+        "restarts": 0,
+    });
+    let ec = sign_certificate(&instance, CertKind::Epoch, ec.as_object().unwrap().clone()).unwrap();
+    f.insert("epoch_created_at".into(), json!("then"));
+    f.insert("anchored".into(), json!(true));
+    f.insert("instance_certificate".into(), ic);
+    f.insert("epoch_certificate".into(), ec);
+    key().sign_document(f).unwrap()
+}
+
+#[test]
+fn anchor_option() {
+    let anchor = SigningKey::from_seed([0x30; 32]).unwrap();
+    let apk = to_hex(&anchor.public_key());
+    let doc = psql_output(&anchored(&anchor));
+    // Its own directory: another test removes temp_file()'s.
+    let dir = std::env::temp_dir().join(format!("ephcrypt-verify-anchor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("anchor.pub");
+    std::fs::write(
+        &pem,
+        ephcrypt_attest::anchor::public_key_pem(&anchor.public_key()),
+    )
+    .unwrap();
+    for a in [apk.clone(), pem.to_str().unwrap().to_owned()] {
+        let o = run(
+            &["--anchor", &a, "--challenge", CHALLENGE, "--epoch", EPOCH],
+            &doc,
+        );
+        assert_eq!(o.status.code(), Some(0), "{a}: {}", stderr(&o));
+        assert!(stdout(&o).ends_with(" anchor=verified\n"), "{}", stdout(&o));
+    }
+    // Both options: the certified epoch key must be the given one.
+    let pk = pk_hex();
+    assert_eq!(
+        run(&["--anchor", &apk, "--public-key", &pk], &doc)
+            .status
+            .code(),
+        Some(0)
+    );
+    let other = to_hex(&other_key().public_key());
+    let o = run(&["--anchor", &apk, "--public-key", &other], &doc);
+    assert_eq!(o.status.code(), Some(1));
+    // Without --anchor an anchored document verifies, but says so.
+    let o = run(&["--public-key", &pk], &doc);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).ends_with(" anchor=not-checked\n"),
+        "{}",
+        stdout(&o)
+    );
+    // Wrong anchor; an unanchored document under --anchor.
+    let wrong = to_hex(&other_key().public_key());
+    let o = run(&["--anchor", &wrong], &doc);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("another anchor key"), "{}", stderr(&o));
+    let o = run(&["--anchor", &apk], &psql_output(&signed()));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not anchored"), "{}", stderr(&o));
+    // Tampered after signing.
+    let o = run(
+        &["--anchor", &apk],
+        &doc.replace("\"plaintext\": 0", "\"plaintext\": 1"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 }

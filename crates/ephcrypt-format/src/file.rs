@@ -15,7 +15,7 @@ use crate::layout::{
     BlockSpans, PhysicalShape, BLOCK_SIZE, GROUP_BLOCKS, HEADER_LEN, MAX_LOGICAL_SIZE, NONCE_LEN,
     PAGE_SIZE, TAG_LEN,
 };
-use crate::meta::{self, GroupState, Page};
+use crate::meta::{self, GroupState, Page, OFF_MAC_NONCE};
 use crate::nonce::NonceSource;
 
 const B: u64 = BLOCK_SIZE as u64;
@@ -27,8 +27,12 @@ pub const DEFAULT_CACHE_GROUPS: u8 = 4;
 pub const MIN_CACHE_GROUPS: u8 = 2;
 /// Most cached pages of a private handle (512 KiB).
 pub const MAX_CACHE_GROUPS: u8 = 64;
-/// Metadata pages of a shared handle (valid within one call only).
+/// Metadata pages of a shared handle: kept across calls, revalidated by
+/// their MAC trailer at the first use in each call (FORMAT.md §8.1). Two
+/// cover the final group (the length) plus the group of an access.
 const SHARED_SLOTS: usize = 2;
+/// MAC nonce and tag at the end of a metadata page.
+const MAC_TRAILER_LEN: usize = PAGE_SIZE - OFF_MAC_NONCE;
 /// Digests reserved at open: 512 groups = a 1 GiB segment, PostgreSQL's split.
 pub const DIGEST_RESERVE: usize = 512;
 /// "No digest known yet" (a real tag is all zero with probability 2^-128).
@@ -73,7 +77,9 @@ pub enum Mode {
         cache_groups: u8,
     },
     /// Other processes may read and write the file meanwhile: every call
-    /// starts from the disk, and writes go through before returning.
+    /// re-establishes the length from the disk and uses a cached metadata
+    /// page only after finding its MAC trailer unchanged on disk (else it
+    /// reloads and verifies the page); writes go through before returning.
     Shared,
 }
 
@@ -147,7 +153,12 @@ impl core::fmt::Debug for Remembered {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     Free,
+    /// Same as the disk (loaded, revalidated or written in this call; in
+    /// private mode: since it was loaded or written back).
     Clean,
+    /// Shared mode: verified in an earlier call; used only once its MAC
+    /// trailer is found unchanged on disk (FORMAT.md §8.1).
+    Stale,
     Dirty,
 }
 
@@ -183,6 +194,12 @@ pub struct SealedFile {
     cache: Box<[u8; BLOCK_SIZE]>,
     cache_index: Option<u64>,
     cache_len: usize,
+    /// Private mode: the cached block holds bytes not sealed yet (the
+    /// partial tail of the last write, FORMAT.md §8): it is sealed when the
+    /// cache moves to another block, at `flush()` and before `set_len`, so
+    /// that a block written in two pieces (unaligned sequential writes,
+    /// small appends) is sealed once, not twice.
+    cache_dirty: bool,
     /// `slots.len()` metadata pages, back to back.
     pages: Box<[u8]>,
     slots: Box<[Slot]>,
@@ -301,6 +318,7 @@ impl SealedFile {
             cache: boxed()?,
             cache_index: None,
             cache_len: 0,
+            cache_dirty: false,
             pages: try_vec(slots * PAGE_SIZE, 0u8)?.into_boxed_slice(),
             slots: try_vec(
                 slots,
@@ -473,21 +491,30 @@ impl SealedFile {
     /// True if metadata is cached that the disk does not have yet.
     #[must_use]
     pub fn is_dirty(&self) -> bool {
-        self.slots.iter().any(|s| s.state == SlotState::Dirty)
+        self.cache_dirty || self.slots.iter().any(|s| s.state == SlotState::Dirty)
     }
 
-    /// Forget cached plaintext; in shared mode also every cached metadata
-    /// page and the length, so the next call starts from the disk (every call
-    /// of a shared handle does this itself first). Dirty metadata of a
-    /// private handle is kept: it is the only copy.
+    /// Forget cached plaintext; in shared mode also the length, and keep
+    /// the verified metadata pages only as stale copies, which the next call
+    /// uses only after finding their MAC trailers unchanged on disk (else it
+    /// reloads and verifies them, FORMAT.md §8.1). Every call of a shared
+    /// handle does this itself first. Dirty metadata of a private handle is
+    /// kept: it is the only copy.
     pub fn invalidate(&mut self) {
-        self.cache_index = None;
-        self.cache_len = 0;
+        if !self.cache_dirty {
+            self.cache_index = None;
+            self.cache_len = 0;
+        }
         if self.mode == Mode::Shared {
-            for s in self.slots.iter_mut() {
-                s.state = SlotState::Free;
-            }
             self.len = None;
+            for s in self.slots.iter_mut() {
+                s.state = match s.state {
+                    SlotState::Clean | SlotState::Stale => SlotState::Stale,
+                    // A page a failed write-through left dirty is not the
+                    // disk's.
+                    SlotState::Free | SlotState::Dirty => SlotState::Free,
+                };
+            }
         }
     }
 
@@ -519,7 +546,8 @@ impl SealedFile {
     }
 
     /// Authenticated logical size (FORMAT.md §7.1). Private: from memory;
-    /// shared: one size query and one metadata page.
+    /// shared: one size query and the final group's metadata page (its
+    /// 28-byte MAC trailer if the handle holds a verified copy).
     ///
     /// # Errors
     /// Shared mode: the length errors of [`Self::open`]; I/O errors.
@@ -538,6 +566,7 @@ impl SealedFile {
         io: &mut I,
         nonces: &mut N,
     ) -> Result<(), I::Error> {
+        self.clean_cache(io, nonces)?;
         loop {
             let next = (0..self.slots.len())
                 .filter(|&s| self.slots[s].state == SlotState::Dirty)
@@ -562,6 +591,34 @@ impl SealedFile {
         buf: &mut [u8],
         off: u64,
     ) -> Result<usize, I::Error> {
+        self.read_inner(io, None::<&mut crate::nonce::NonceSequence>, buf, off)
+    }
+
+    /// [`Self::read_at`] for a handle that also writes: when every cached
+    /// metadata page is dirty and the read needs another group, the least
+    /// recently used page is written back (with a nonce from `nonces`) so
+    /// that the group stays cached, instead of re-reading it for every
+    /// block (FORMAT.md §8). A handle that never wrote never writes.
+    ///
+    /// # Errors
+    /// As [`Self::read_at`]; nonce and I/O errors of the write-back.
+    pub fn read_at_mut<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+        buf: &mut [u8],
+        off: u64,
+    ) -> Result<usize, I::Error> {
+        self.read_inner(io, Some(nonces), buf, off)
+    }
+
+    fn read_inner<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        mut nonces: Option<&mut N>,
+        buf: &mut [u8],
+        off: u64,
+    ) -> Result<usize, I::Error> {
         let len = self.begin_call(io)?;
         let end = off.saturating_add(buf.len() as u64).min(len);
         if off >= end {
@@ -576,7 +633,8 @@ impl SealedFile {
                 if span.start == 0 && want == plain_len {
                     // The whole block is wanted: decrypt in the caller's
                     // buffer, no copy.
-                    let (nonce, tag) = self.entry_for_read(io, span.index)?;
+                    let (nonce, tag) =
+                        self.entry_for_read(io, span.index, nonces.as_deref_mut())?;
                     let n = io.read_at(dst, data_offset(span.index))?;
                     if n != plain_len {
                         dst.fill(0);
@@ -590,7 +648,25 @@ impl SealedFile {
                     total += want;
                     continue;
                 }
-                self.load_block(io, span.index, plain_len)?;
+                if self.cache_dirty && nonces.is_none() {
+                    // The cache holds another block's unsealed bytes and this
+                    // handle may not write: decrypt around the cache.
+                    let (nonce, tag) = self.entry_for_read(io, span.index, None::<&mut N>)?;
+                    let n = io.read_at(&mut self.phys[..plain_len], data_offset(span.index))?;
+                    if n != plain_len {
+                        return Err(FormatError::Truncated {
+                            group: group_of(span.index),
+                        }
+                        .into());
+                    }
+                    let phys = &mut self.phys[..plain_len];
+                    self.cipher
+                        .open_block_in_place(span.index, &nonce, &tag, phys)?;
+                    dst.copy_from_slice(&self.phys[span.start..span.end]);
+                    total += want;
+                    continue;
+                }
+                self.load_block(io, span.index, plain_len, nonces.as_deref_mut())?;
             }
             dst.copy_from_slice(&self.cache[span.start..span.end]);
             total += want;
@@ -644,11 +720,15 @@ impl SealedFile {
             return Err(FormatError::OffsetTooLarge.into());
         }
         self.begin_call(io)?;
-        let result = self.set_len_inner(io, nonces, new_len);
+        let result = self
+            .clean_cache(io, nonces)
+            .and_then(|()| self.set_len_inner(io, nonces, new_len));
         self.end_call(io, nonces, result)
     }
 
-    /// Shared mode: drop everything and re-establish the length from disk.
+    /// Shared mode: [`Self::invalidate`] (plaintext and length dropped,
+    /// verified pages kept as stale copies) and re-establish the length from
+    /// disk.
     fn begin_call<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
         if self.mode == Mode::Shared {
             self.invalidate();
@@ -668,7 +748,7 @@ impl SealedFile {
         nonces: &mut N,
         result: Result<(), I::Error>,
     ) -> Result<(), I::Error> {
-        if result.is_err() {
+        if result.is_err() && !self.cache_dirty {
             self.cache_index = None;
         }
         let flushed = if self.mode == Mode::Shared {
@@ -695,7 +775,7 @@ impl SealedFile {
                 last_block * B + last_len as u64,
             ),
         };
-        let state = match self.find_slot(group) {
+        let state = match self.find_slot(io, group, None)? {
             Some(s) => {
                 let page = page_at(&mut self.pages, s);
                 meta::state(page).unwrap_or(GroupState {
@@ -753,9 +833,28 @@ impl SealedFile {
         }
         for span in BlockSpans::new(off, buf.len()) {
             let data = &buf[span.buf_pos..span.buf_pos + (span.end - span.start)];
-            let existing = block_plain_len(self.current_len(), span.index);
+            let len = self.current_len();
+            let existing = block_plain_len(len, span.index);
+            // The write's partial last block is held unsealed (private mode)
+            // unless it would start a new group: its page does not exist yet.
+            let last = span.buf_pos + data.len() == buf.len();
+            let defer = self.is_private()
+                && last
+                && span.end < BLOCK_SIZE
+                && groups_for_len(len.max(span.index * B + span.end as u64)) == groups_for_len(len);
             if span.start == 0 && span.end >= existing {
                 // Replaces the block's whole content: no read needed.
+                if self.cache_index != Some(span.index) {
+                    self.clean_cache(io, nonces)?;
+                }
+                if defer {
+                    self.cache[..data.len()].copy_from_slice(data);
+                    self.cache_index = Some(span.index);
+                    self.cache_len = data.len();
+                    self.hold_cache(span.index);
+                    continue;
+                }
+                self.cache_dirty = false;
                 self.write_block(io, nonces, span.index, Plain::Buf(data))?;
                 if data.len() < BLOCK_SIZE {
                     // A short last block: likely appended to next (spill
@@ -767,19 +866,56 @@ impl SealedFile {
                     self.cache_index = None;
                 }
             } else {
-                self.load_block(io, span.index, existing)?;
+                self.load_block(io, span.index, existing, Some(&mut *nonces))?;
                 if span.start > existing {
                     self.cache[existing..span.start].fill(0);
                 }
                 self.cache[span.start..span.end].copy_from_slice(data);
                 let new_len = existing.max(span.end);
                 self.cache_len = new_len;
+                if defer {
+                    self.hold_cache(span.index);
+                    continue;
+                }
                 if let Err(e) = self.write_block(io, nonces, span.index, Plain::Cache(new_len)) {
-                    self.cache_index = None;
+                    if self.is_private() {
+                        // The cache holds bytes earlier writes acknowledged:
+                        // keep them to seal later (flush retries).
+                        self.hold_cache(span.index);
+                    } else {
+                        self.cache_index = None;
+                    }
                     return Err(e);
                 }
+                self.cache_dirty = false;
             }
         }
+        Ok(())
+    }
+
+    /// The cached block `index` now holds unsealed bytes; the logical length
+    /// includes them.
+    fn hold_cache(&mut self, index: u64) {
+        self.cache_dirty = true;
+        let end = index * B + self.cache_len as u64;
+        self.len = Some(self.current_len().max(end));
+    }
+
+    /// Seal the held block, if any (private mode).
+    fn clean_cache<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+    ) -> Result<(), I::Error> {
+        if !self.cache_dirty {
+            return Ok(());
+        }
+        let Some(index) = self.cache_index else {
+            self.cache_dirty = false;
+            return Ok(());
+        };
+        self.write_block(io, nonces, index, Plain::Cache(self.cache_len))?;
+        self.cache_dirty = false;
         Ok(())
     }
 
@@ -809,7 +945,8 @@ impl SealedFile {
         if let Some(k) = last {
             let existing = block_plain_len(len, k);
             if cut_len < existing {
-                self.load_block(io, k, existing)?;
+                // Slot `s` is pinned: no write-back that could evict it.
+                self.load_block(io, k, existing, None::<&mut N>)?;
                 let nonce = nonces.next_nonce()?;
                 let tag =
                     self.cipher
@@ -872,14 +1009,22 @@ impl SealedFile {
         if partial != 0 && from < to {
             // Zero-pad the old partial last block and re-seal it.
             let index = block_index(from);
-            self.load_block(io, index, partial)?;
+            self.load_block(io, index, partial, Some(&mut *nonces))?;
             let new_len = (to - index * B).min(B) as usize;
             self.cache[partial..new_len].fill(0);
             self.cache_len = new_len;
             if let Err(e) = self.write_block(io, nonces, index, Plain::Cache(new_len)) {
-                self.cache_index = None;
+                if self.cache_dirty {
+                    // Keep the held bytes to seal later; the failed
+                    // extension does not count.
+                    self.cache_len = partial;
+                    self.hold_cache(index);
+                } else {
+                    self.cache_index = None;
+                }
                 return Err(e);
             }
+            self.cache_dirty = false;
             from = index * B + new_len as u64;
         }
         while from < to {
@@ -940,6 +1085,13 @@ impl SealedFile {
         io.write_all_at(&self.phys[..n], data_offset(index))?;
         // Commit.
         if let Some(prev) = previous {
+            // A stale copy of an earlier page of this group (another handle
+            // cut the file meanwhile) must not shadow the new one.
+            for (s, slot) in self.slots.iter_mut().enumerate() {
+                if s != target && slot.state != SlotState::Free && slot.group == group {
+                    slot.state = SlotState::Free;
+                }
+            }
             let header = *self.cipher.header_bytes();
             meta::init(page_at(&mut self.pages, target), &header, group);
             self.set_group_state(prev, group - 1, new_len);
@@ -983,14 +1135,43 @@ impl SealedFile {
         };
     }
 
-    fn find_slot(&mut self, group: u64) -> Option<usize> {
-        let s = self
+    /// The slot holding group `group`'s page, usable in this call. A stale
+    /// page (shared mode, verified in an earlier call) is revalidated first
+    /// by reading only its 28-byte MAC trailer: unchanged, it is the page on
+    /// disk (every seal takes a fresh nonce) and must still agree with the
+    /// length (`expect`, as a loaded page must); changed or cut short, it is
+    /// dropped and `None` says "load it" (FORMAT.md §8.1).
+    fn find_slot<I: PhysicalIo>(
+        &mut self,
+        io: &mut I,
+        group: u64,
+        expect: Option<(u16, u16, bool)>,
+    ) -> Result<Option<usize>, I::Error> {
+        let Some(s) = self
             .slots
             .iter()
-            .position(|s| s.state != SlotState::Free && s.group == group)?;
+            .position(|s| s.state != SlotState::Free && s.group == group)
+        else {
+            return Ok(None);
+        };
+        if self.slots[s].state == SlotState::Stale {
+            let page = page_at(&mut self.pages, s);
+            let mut trailer = [0u8; MAC_TRAILER_LEN];
+            let n = io.read_at(&mut trailer, meta_offset(group) + OFF_MAC_NONCE as u64)?;
+            if n != MAC_TRAILER_LEN || trailer[..] != page[OFF_MAC_NONCE..] {
+                self.slots[s].state = SlotState::Free;
+                return Ok(None);
+            }
+            let state = meta::state(page).map(|st| st.tuple());
+            if expect.is_some_and(|e| Some(e) != state) {
+                self.slots[s].state = SlotState::Free;
+                return Err(FormatError::MetadataReplayed { group }.into());
+            }
+            self.slots[s].state = SlotState::Clean;
+        }
         self.tick += 1;
         self.slots[s].last_use = self.tick;
-        Some(s)
+        Ok(Some(s))
     }
 
     /// A free slot, else the least recently used clean one; never `pin`.
@@ -1036,7 +1217,8 @@ impl SealedFile {
         group: u64,
         pin: Option<usize>,
     ) -> Result<usize, I::Error> {
-        if let Some(s) = self.find_slot(group) {
+        let expect = expected_group_state(self.current_len(), group);
+        if let Some(s) = self.find_slot(io, group, expect)? {
             return Ok(s);
         }
         let s = self.take_slot_for_write(io, nonces, pin)?;
@@ -1063,19 +1245,27 @@ impl SealedFile {
     }
 
     /// Nonce and tag of block `index`, from a cached page, else loading the
-    /// page into a clean slot, else into the scratch buffer (reads never
-    /// write back).
-    fn entry_for_read<I: PhysicalIo>(
+    /// page into a clean slot, else (given `nonces`: a handle that writes)
+    /// into the slot of the least recently used dirty page after writing it
+    /// back, else into the scratch buffer.
+    fn entry_for_read<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         index: u64,
+        nonces: Option<&mut N>,
     ) -> Result<([u8; NONCE_LEN], [u8; TAG_LEN]), I::Error> {
         let group = group_of(index);
         let j = slot_in_group(index);
-        if let Some(s) = self.find_slot(group) {
+        let expect = expected_group_state(self.current_len(), group);
+        if let Some(s) = self.find_slot(io, group, expect)? {
             return Ok(meta::entry(page_at(&mut self.pages, s), j));
         }
         if let Some(s) = self.take_clean_slot(None) {
+            self.load_into_slot(io, s, group)?;
+            return Ok(meta::entry(page_at(&mut self.pages, s), j));
+        }
+        if let Some(nonces) = nonces {
+            let s = self.take_slot_for_write(io, nonces, None)?;
             self.load_into_slot(io, s, group)?;
             return Ok(meta::entry(page_at(&mut self.pages, s), j));
         }
@@ -1091,18 +1281,28 @@ impl SealedFile {
 
     /// Make the plaintext cache hold block `index`, which has `plain_len`
     /// bytes (0 = the block does not exist yet: nothing to read).
-    fn load_block<I: PhysicalIo>(
+    fn load_block<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         index: u64,
         plain_len: usize,
+        nonces: Option<&mut N>,
     ) -> Result<(), I::Error> {
         if self.cache_index == Some(index) && self.cache_len == plain_len {
             return Ok(());
         }
+        let mut nonces = nonces;
+        if self.cache_dirty {
+            match nonces.as_deref_mut() {
+                Some(n) => self.clean_cache(io, n)?,
+                // Callers without a nonce source read dirty-cache files
+                // around the cache (read_inner) and seal first (set_len).
+                None => return Err(FormatError::Unflushed.into()),
+            }
+        }
         self.cache_index = None;
         if plain_len > 0 {
-            let (nonce, tag) = self.entry_for_read(io, index)?;
+            let (nonce, tag) = self.entry_for_read(io, index, nonces)?;
             let n = io.read_at(&mut self.phys[..plain_len], data_offset(index))?;
             if n != plain_len {
                 return Err(FormatError::Truncated {

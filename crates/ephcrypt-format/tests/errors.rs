@@ -378,6 +378,30 @@ fn nonce_space_exhausted_changes_nothing() {
         f.flush(&mut io, &mut nonces).unwrap();
         let mut strict = Strict(NonceSequence::with_counter([2; 8], u32::MAX));
         strict.0.next().unwrap();
+        if mode != Mode::Shared {
+            // Private mode holds a write's partial last block unsealed: the
+            // write takes no nonce, the failure shows when it is sealed, and
+            // the held bytes are kept for a later try (FORMAT.md §8).
+            assert_eq!(f.write_at(&mut io, &mut strict, b"cd", 2), Ok(2));
+            assert_eq!(
+                f.flush(&mut io, &mut strict),
+                Err(FormatError::NonceSpaceExhausted)
+            );
+            assert!(f.is_dirty());
+            let mut buf = [0u8; 10];
+            assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(4));
+            assert_eq!(&buf[..4], b"abcd");
+            assert_eq!(
+                f.set_len(&mut io, &mut strict, 1),
+                Err(FormatError::NonceSpaceExhausted)
+            );
+            strict.0.reseed([3; 8]);
+            f.flush(&mut io, &mut strict).unwrap();
+            assert!(!f.is_dirty());
+            assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(4));
+            assert_eq!(&buf[..4], b"abcd");
+            continue;
+        }
         assert_eq!(
             f.write_at(&mut io, &mut strict, b"cd", 2),
             Err(FormatError::NonceSpaceExhausted)
@@ -476,6 +500,32 @@ fn caller_io_errors_pass_through_and_leave_the_file_readable() {
         f.write_at(&mut io, &mut nonces, &[5; 300], 0).unwrap();
         f.flush(&mut io, &mut nonces).unwrap();
         io.fail_writes = true;
+        if mode != Mode::Shared {
+            // A held partial block: no I/O yet, the failure comes when it is
+            // sealed, and the acknowledged bytes stay readable meanwhile.
+            assert_eq!(f.write_at(&mut io, &mut nonces, &[6; 10], 10), Ok(10));
+            assert_eq!(f.set_len(&mut io, &mut nonces, 10), Err(MyError::Disk));
+            assert_eq!(
+                f.write_at(&mut io, &mut nonces, &[6; 10], 5 * 8192),
+                Err(MyError::Disk)
+            );
+            let mut buf = [0u8; 300];
+            assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(300));
+            assert!(buf[10..20].iter().all(|&b| b == 6));
+            assert_eq!(
+                f.len(&mut io),
+                Ok(300),
+                "the failed extension does not count"
+            );
+            assert_eq!(f.flush(&mut io, &mut nonces), Err(MyError::Disk));
+            io.fail_writes = false;
+            f.flush(&mut io, &mut nonces).unwrap();
+            let mut g = SealedFile::open(&mut io, &key(), &EPOCH, &name(), mode, None).unwrap();
+            assert_eq!(g.read_at(&mut io, &mut buf, 0), Ok(300));
+            assert!(buf[10..20].iter().all(|&b| b == 6));
+            assert!(buf[..10].iter().chain(&buf[20..]).all(|&b| b == 5));
+            continue;
+        }
         assert_eq!(
             f.write_at(&mut io, &mut nonces, &[6; 10], 10),
             Err(MyError::Disk)

@@ -14,11 +14,15 @@ const EPOCH: [u8; 16] = [0xE7; 16];
 const FILE: [u8; 16] = [0xF7; 16];
 const B: usize = BLOCK_SIZE;
 const G: usize = 256;
+/// MAC nonce and tag at the end of every metadata page.
+const TRAILER: usize = 28;
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
 struct Counts {
     data_reads: usize,
     meta_reads: usize,
+    /// 28-byte reads of a metadata page's MAC trailer (nonce || tag).
+    trailer_reads: usize,
     data_writes: usize,
     meta_writes: usize,
     set_lens: usize,
@@ -41,11 +45,17 @@ fn is_meta(off: u64) -> bool {
     off.is_multiple_of(257 * PAGE_SIZE as u64)
 }
 
+fn is_trailer(buf: &[u8], off: u64) -> bool {
+    buf.len() == TRAILER && is_meta(off - (PAGE_SIZE - TRAILER) as u64)
+}
+
 impl PhysicalIo for CountingIo {
     type Error = FormatError;
     fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
         if is_meta(off) && buf.len() == PAGE_SIZE {
             self.n.meta_reads += 1;
+        } else if is_trailer(buf, off) {
+            self.n.trailer_reads += 1;
         } else {
             self.n.data_reads += 1;
         }
@@ -178,57 +188,209 @@ fn private_block_writes_are_one_data_pwrite_each() {
     );
     f.flush(&mut io, &mut nonces).unwrap();
     assert_eq!(io.take(), Counts::default(), "flush is idempotent");
-    // A partial write of an existing block is read-modify-write.
+    // A partial write of an existing block is read-modify-write; as the
+    // write's last (partial) block it is held and sealed later, once.
     f.invalidate();
     f.write_at(&mut io, &mut nonces, b"xy", 5).unwrap();
     assert_eq!(
         io.take(),
         Counts {
             data_reads: 1,
+            ..Counts::default()
+        }
+    );
+    f.write_at(&mut io, &mut nonces, b"zw", 9).unwrap();
+    assert_eq!(
+        io.take(),
+        Counts::default(),
+        "the held block takes more bytes"
+    );
+    f.flush(&mut io, &mut nonces).unwrap();
+    assert_eq!(
+        io.take(),
+        Counts {
             data_writes: 1,
+            meta_writes: 1,
             ..Counts::default()
         }
     );
 }
 
 #[test]
-fn shared_calls_start_from_disk_and_write_through() {
+fn shared_calls_revalidate_cached_pages_and_write_through() {
     let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    // Size query + the final page's trailer (page 0 is cached since
+    // create), the data block, the re-sealed page.
+    let write = Counts {
+        lens: 1,
+        trailer_reads: 1,
+        data_writes: 1,
+        meta_writes: 1,
+        ..Counts::default()
+    };
+    let read = Counts {
+        lens: 1,
+        trailer_reads: 1,
+        data_reads: 1,
+        ..Counts::default()
+    };
     f.write_at(&mut io, &mut nonces, &pattern(B, 1), 0).unwrap();
-    // Size query + page of the last group, the data block, the page.
-    assert_eq!(
-        io.take(),
-        Counts {
-            lens: 1,
-            meta_reads: 1,
-            data_writes: 1,
-            meta_writes: 1,
-            ..Counts::default()
-        }
-    );
-    // Another process can read it at once.
+    assert_eq!(io.take(), write);
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), B as u64)
+        .unwrap();
+    assert_eq!(io.take(), write, "its own write-through keeps it valid");
+    // Another process can read it at once; its page 0 is cached from open.
     let mut other = reopen(&mut io, Mode::Shared);
     let mut buf = vec![0u8; B];
     io.take();
     assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
     assert_eq!(buf, pattern(B, 1));
+    assert_eq!(io.take(), read);
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(
+        io.take(),
+        read,
+        "unchanged trailer: the page is not re-read"
+    );
+    // ...and sees the next write without being told: the trailer changed,
+    // so the page is loaded and verified again, once.
+    f.write_at(&mut io, &mut nonces, &pattern(B, 2), 0).unwrap();
+    io.take();
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(buf, pattern(B, 2));
+    assert_eq!(
+        io.take(),
+        Counts {
+            meta_reads: 1,
+            ..read
+        },
+        "another handle's write forces a reload"
+    );
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(io.take(), read);
+    // The writer's own copy is stale now too: its next write reloads.
+    other
+        .write_at(&mut io, &mut nonces, &pattern(B, 3), 0)
+        .unwrap();
+    assert_eq!(io.take(), write);
+    f.write_at(&mut io, &mut nonces, &pattern(B, 4), 0).unwrap();
+    assert_eq!(
+        io.take(),
+        Counts {
+            meta_reads: 1,
+            ..write
+        }
+    );
+    f.set_len(&mut io, &mut nonces, 100).unwrap();
     assert_eq!(
         io.take(),
         Counts {
             lens: 1,
+            trailer_reads: 1,
+            data_reads: 1,
+            data_writes: 1,
+            set_lens: 1,
+            meta_writes: 1,
+            ..Counts::default()
+        }
+    );
+    assert_eq!(other.len(&mut io), Ok(100));
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            trailer_reads: 1,
+            meta_reads: 1,
+            ..Counts::default()
+        }
+    );
+    // Nothing stays dirty between calls.
+    assert!(!f.is_dirty());
+    // invalidate() (the shims call it before every call on a shared file)
+    // keeps the verified pages as stale copies: still one trailer read.
+    other.invalidate();
+    assert_eq!(other.len(&mut io), Ok(100));
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            trailer_reads: 1,
+            ..Counts::default()
+        }
+    );
+}
+
+/// Outside the final group a call revalidates two pages: the final one
+/// (the length) and the one of the block; at the group boundary two pages
+/// change and both are written through.
+#[test]
+fn shared_calls_outside_the_final_group_revalidate_two_pages() {
+    let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    f.set_len(&mut io, &mut nonces, ((G + 2) * B) as u64)
+        .unwrap();
+    let c = io.take();
+    assert_eq!((c.meta_writes, c.data_writes), (2, G + 2));
+    let mut other = reopen(&mut io, Mode::Shared);
+    let mut buf = vec![0u8; B];
+    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    io.take();
+    for i in [0, 5, G - 1] {
+        assert_eq!(other.read_at(&mut io, &mut buf, (i * B) as u64), Ok(B));
+        assert_eq!(
+            io.take(),
+            Counts {
+                lens: 1,
+                trailer_reads: 2,
+                data_reads: 1,
+                ..Counts::default()
+            },
+            "block {i}"
+        );
+    }
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), (3 * B) as u64)
+        .unwrap();
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            trailer_reads: 2,
+            data_writes: 1,
+            meta_writes: 1,
+            ..Counts::default()
+        }
+    );
+    // Only group 0 changed: only its page is reloaded.
+    assert_eq!(other.read_at(&mut io, &mut buf, (3 * B) as u64), Ok(B));
+    assert_eq!(buf, pattern(B, 1));
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            trailer_reads: 2,
             meta_reads: 1,
             data_reads: 1,
             ..Counts::default()
         }
     );
-    // ...and sees the next write without being told.
-    f.write_at(&mut io, &mut nonces, &pattern(B, 2), 0).unwrap();
-    assert_eq!(other.read_at(&mut io, &mut buf, 0), Ok(B));
+    // A write that starts group 2 (the old final group 1 fills up and
+    // becomes non-final): both pages go through.
+    f.set_len(&mut io, &mut nonces, (2 * G * B) as u64).unwrap();
+    io.take();
+    f.write_at(&mut io, &mut nonces, &pattern(B, 2), (2 * G * B) as u64)
+        .unwrap();
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
+            trailer_reads: 1,
+            data_writes: 1,
+            meta_writes: 2,
+            ..Counts::default()
+        }
+    );
+    assert_eq!(other.len(&mut io), Ok((2 * G * B + B) as u64));
+    assert_eq!(other.read_at(&mut io, &mut buf, (2 * G * B) as u64), Ok(B));
     assert_eq!(buf, pattern(B, 2));
-    f.set_len(&mut io, &mut nonces, 100).unwrap();
-    assert_eq!(other.len(&mut io), Ok(100));
-    // Nothing stays dirty between calls.
-    assert!(!f.is_dirty());
 }
 
 #[test]
@@ -254,10 +416,11 @@ fn reads_never_write_even_when_every_slot_is_dirty() {
     let (mut io, mut nonces, mut f) = setup(mode);
     f.set_len(&mut io, &mut nonces, (3 * G * B) as u64).unwrap();
     f.flush(&mut io, &mut nonces).unwrap();
-    // Dirty groups 1 and 2, then read group 0 (not cached).
-    f.write_at(&mut io, &mut nonces, b"a", (G * B) as u64)
+    // Dirty groups 1 and 2 (whole blocks: sealed at once), then read group
+    // 0 (not cached).
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), (G * B) as u64)
         .unwrap();
-    f.write_at(&mut io, &mut nonces, b"b", (2 * G * B) as u64)
+    f.write_at(&mut io, &mut nonces, &pattern(B, 2), (2 * G * B) as u64)
         .unwrap();
     io.take();
     let mut buf = [0u8; 10];
@@ -464,4 +627,84 @@ fn shared_handles_take_turns() {
         assert_eq!(handles[r].read_at(&mut io, &mut buf, 0), Ok(model.len()));
         assert!(buf == model, "step {step}");
     }
+}
+
+#[test]
+fn a_writing_handle_keeps_a_third_group_cached_instead_of_rereading_it_per_block() {
+    let mode = Mode::Private { cache_groups: 2 };
+    let (mut io, mut nonces, mut f) = setup(mode);
+    // Three groups; then dirty groups 1 and 2 (both cache slots) and read
+    // group 0 block by block.
+    let data = pattern(3 * G * B, 5);
+    f.write_at(&mut io, &mut nonces, &data, 0).unwrap();
+    f.flush(&mut io, &mut nonces).unwrap();
+    f.write_at(&mut io, &mut nonces, &pattern(B, 6), (G * B) as u64)
+        .unwrap();
+    f.write_at(&mut io, &mut nonces, &pattern(B, 7), (2 * G * B) as u64)
+        .unwrap();
+    io.take();
+    let mut buf = vec![0u8; B];
+    for i in 1..33 {
+        f.read_at(&mut io, &mut buf, (i * B) as u64).unwrap();
+        assert_eq!(buf, data[i * B..(i + 1) * B]);
+    }
+    let plain = io.take();
+    // Control: the read path that never writes re-reads group 0's page for
+    // every block (both slots are dirty).
+    assert_eq!(plain.meta_reads, 32, "{plain:?}");
+    assert_eq!(plain.meta_writes, 0);
+    for i in 33..65 {
+        f.read_at_mut(&mut io, &mut nonces, &mut buf, (i * B) as u64)
+            .unwrap();
+        assert_eq!(buf, data[i * B..(i + 1) * B]);
+    }
+    let c = io.take();
+    // One dirty page written back, group 0 loaded once, then cached.
+    assert_eq!(c.meta_writes, 1, "{c:?}");
+    assert_eq!(c.meta_reads, 1, "{c:?}");
+    assert_eq!(c.data_reads, 32);
+    // And the file is still whole for a fresh handle.
+    f.flush(&mut io, &mut nonces).unwrap();
+    let mut g = reopen(&mut io, mode);
+    let mut all = vec![0u8; 3 * G * B];
+    assert_eq!(g.read_at(&mut io, &mut all, 0).unwrap(), all.len());
+    assert_eq!(all[..B], data[..B]);
+    assert_eq!(all[G * B..G * B + B], pattern(B, 6)[..]);
+}
+
+#[test]
+fn unaligned_sequential_writes_seal_each_block_once() {
+    // A tuplestore writes 8 KiB at unaligned offsets: every block is
+    // written in two pieces. Held partial blocks make that one seal each.
+    let (mut io, mut nonces, mut f) = setup(Mode::PRIVATE);
+    let n = 20;
+    let data = pattern(n * B + 2559, 9);
+    f.write_at(&mut io, &mut nonces, &data[..2559], 0).unwrap();
+    for i in 0..n {
+        let off = 2559 + i * B;
+        f.write_at(&mut io, &mut nonces, &data[off..off + B], off as u64)
+            .unwrap();
+    }
+    let c = io.take();
+    assert_eq!(c.data_writes, n, "{c:?}");
+    assert_eq!(c.data_reads, 0, "the held block is completed from memory");
+    let mut buf = vec![0u8; data.len()];
+    assert_eq!(
+        f.read_at(&mut io, &mut buf, 0),
+        Ok(data.len()),
+        "held bytes are readable"
+    );
+    assert_eq!(buf, data);
+    f.flush(&mut io, &mut nonces).unwrap();
+    let c = io.take();
+    assert_eq!((c.data_writes, c.meta_writes), (1, 1), "{c:?}");
+    // Control: a fresh handle sees all of it on disk.
+    let mut g = reopen(&mut io, Mode::PRIVATE);
+    let mut all = vec![0u8; data.len()];
+    assert_eq!(g.read_at(&mut io, &mut all, 0), Ok(data.len()));
+    assert_eq!(all, data);
+    // Shared handles never hold a block: every write is on disk at once.
+    let (mut io, mut nonces, mut s) = setup(Mode::Shared);
+    s.write_at(&mut io, &mut nonces, &data[..2559], 0).unwrap();
+    assert_eq!(io.take().data_writes, 1);
 }

@@ -1,7 +1,8 @@
 //! Property test: random sequences of writes (any offset and length, past EOF,
 //! rewrites, across the 2 MiB group boundary), reads, truncates/extends, size
-//! queries, flushes, reopens with and without remembered state and cache
-//! drops, in both metadata modes, applied to a plain `Vec<u8>` and to the
+//! queries, flushes, reopens with and without remembered state, cache drops
+//! and (shared mode) turns of a second handle with its own nonce stream, in
+//! both metadata modes, applied to a plain `Vec<u8>` and to the
 //! encrypted file; every observable result must be identical (see
 //! `fuzzing::check_file_ops`).
 
@@ -42,6 +43,7 @@ fn op() -> impl Strategy<Value = FileOp> {
         1 => Just(FileOp::Reopen),
         1 => Just(FileOp::ReopenFresh),
         1 => Just(FileOp::Invalidate),
+        2 => Just(FileOp::Switch),
     ]
 }
 
@@ -114,8 +116,8 @@ fn postgres_like_patterns() {
 }
 
 /// Several groups: gap extension over three groups with two cache slots
-/// (forces write-back on eviction), random rewrites, truncation into an
-/// earlier group, regrowth.
+/// (forces write-back on eviction), random rewrites (shared: by two handles
+/// in turn), truncation into an earlier group, regrowth.
 #[test]
 fn multi_group_patterns() {
     let mut ops = vec![
@@ -139,6 +141,8 @@ fn multi_group_patterns() {
             off: k * G + 7 * B,
             len: 2 * BLOCK_SIZE,
         });
+        // Shared: the other handle's turn, its cached pages now stale.
+        ops.push(FileOp::Switch);
     }
     ops.extend([
         FileOp::Reopen,

@@ -1,5 +1,6 @@
 //! The read and write paths run inside libc shims: they must not allocate
-//! after create/open, in either metadata mode (FORMAT.md §8). A counting
+//! after create/open, in either metadata mode (FORMAT.md §8), also when
+//! shared handles revalidate or reload their cached pages (§8.1). A counting
 //! global allocator (this test binary only) checks every Rust-side
 //! allocation; AWS-LC's own C code does not allocate for AES-GCM seal/open.
 
@@ -143,6 +144,47 @@ fn exercise(mode: Mode) -> usize {
     })
 }
 
+/// Two shared handles taking turns: revalidations that succeed, and reloads
+/// after the other handle's writes (FORMAT.md §8.1), allocate nothing.
+fn exercise_shared_turns() -> usize {
+    let key = EpochKey::from_bytes([0x33; 32]);
+    let epoch = [1u8; 16];
+    let name = FileName::new(1, b"pgsql_tmp9.2").unwrap();
+    let mut io = FixedIo {
+        data: vec![0; 4 * 257 * PAGE_SIZE],
+        len: 0,
+    };
+    let mut na = NonceSequence::new([8; 8]);
+    let mut nb = NonceSequence::new([9; 8]);
+    let mut a = SealedFile::create(
+        &mut io,
+        &mut na,
+        &key,
+        &epoch,
+        &[2; 16],
+        &name,
+        Mode::Shared,
+    )
+    .unwrap();
+    let mut b = SealedFile::open(&mut io, &key, &epoch, &name, Mode::Shared, None).unwrap();
+    let data = vec![0x5Au8; 2 * BLOCK_SIZE + 300];
+    let mut buf = vec![0u8; 3 * BLOCK_SIZE];
+    allocations_in(|| {
+        for round in 0..4u64 {
+            let off = round * (G / 2) + 11;
+            a.write_at(&mut io, &mut na, &data, off).unwrap();
+            a.read_at(&mut io, &mut buf, off).unwrap(); // revalidated
+            b.read_at(&mut io, &mut buf, off).unwrap(); // reloaded
+            b.write_at(&mut io, &mut nb, b"turn", off + 5).unwrap();
+            b.len(&mut io).unwrap();
+            a.read_at(&mut io, &mut buf, 0).unwrap(); // reloaded
+        }
+        b.set_len(&mut io, &mut nb, G + 7).unwrap();
+        a.len(&mut io).unwrap();
+        a.read_at(&mut io, &mut buf, G - 100).unwrap();
+    })
+}
+
 #[test]
 fn read_write_truncate_flush_and_block_ops_do_not_allocate() {
     for mode in [
@@ -153,6 +195,8 @@ fn read_write_truncate_flush_and_block_ops_do_not_allocate() {
         let n = exercise(mode);
         assert_eq!(n, 0, "{mode:?}: the read/write path allocated {n} times");
     }
+    let n = exercise_shared_turns();
+    assert_eq!(n, 0, "shared handles taking turns allocated {n} times");
     // The harness can see allocations at all.
     assert!(allocations_in(|| drop(std::hint::black_box(vec![1u8; 10]))) > 0);
 }

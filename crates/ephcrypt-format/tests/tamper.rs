@@ -722,3 +722,187 @@ fn a_huge_sparse_physical_size_does_not_drive_allocation() {
     };
     assert!(open(&mut t, Mode::PRIVATE, None).is_ok());
 }
+
+// ---- Long-lived shared handles (FORMAT.md §8.1): a handle that cached a
+// verified page revalidates it by its 28-byte MAC trailer at each call.
+
+/// Read everything through an existing handle (its cached pages are used
+/// once their trailers are found unchanged).
+fn read_all_via(f: &mut SealedFile, io: &mut VecIo) -> Result<Vec<u8>, FormatError> {
+    let len = f.len(io)? as usize;
+    let mut buf = vec![0u8; len + 10];
+    let n = f.read_at(io, &mut buf, 0)?;
+    assert_eq!(n, len, "short read without an error");
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Another genuine page of the same group (an older one) put back: its
+/// trailer differs from the cached copy's, so the long-lived handle reloads
+/// it and judges it exactly as a fresh handle does.
+#[test]
+fn a_long_lived_shared_handle_reloads_and_judges_an_older_page() {
+    let (mut io, mut writer, mut nonces) = build_with(&FILE_A, BIG, 3);
+    let page0 = io.data[..PAGE_SIZE].to_vec();
+    writer
+        .write_at(&mut io, &mut nonces, &content(B, 9), B as u64)
+        .unwrap();
+    writer.flush(&mut io, &mut nonces).unwrap();
+    let mut expect = content(BIG, 3);
+    expect[B..2 * B].copy_from_slice(&content(B, 9));
+    let mut reader = open(&mut io, Mode::Shared, None).unwrap();
+    // Control: it reads the current version, twice (the second time from
+    // its revalidated pages).
+    assert_eq!(read_all_via(&mut reader, &mut io).unwrap(), expect);
+    assert_eq!(read_all_via(&mut reader, &mut io).unwrap(), expect);
+    io.data[..PAGE_SIZE].copy_from_slice(&page0);
+    assert_eq!(
+        read_all_via(&mut reader, &mut io),
+        Err(FormatError::BlockAuthFailed { index: 1 })
+    );
+    assert_eq!(
+        read_all(&mut io, Mode::Shared),
+        Err(FormatError::BlockAuthFailed { index: 1 })
+    );
+}
+
+/// The cached page is the one that is old: the handle verified group 0 when
+/// it was final, a writer then appended group 1, and the old page 0 (with
+/// the trailer the handle cached) was put back. Its trailer matches, but
+/// its state contradicts the length: replayed, as for a fresh handle.
+#[test]
+fn a_long_lived_shared_handle_checks_a_revalidated_page_against_the_length() {
+    let (mut io, mut writer, mut nonces) = build_with(&FILE_A, 250 * B, 3);
+    let page0 = io.data[..PAGE_SIZE].to_vec();
+    let mut reader = open(&mut io, Mode::Shared, None).unwrap();
+    assert_eq!(
+        read_all_via(&mut reader, &mut io).unwrap(),
+        content(250 * B, 3)
+    );
+    writer
+        .write_at(&mut io, &mut nonces, &content(20 * B, 4), 250 * B as u64)
+        .unwrap();
+    writer.flush(&mut io, &mut nonces).unwrap();
+    let mut expect = content(250 * B, 3);
+    expect.extend_from_slice(&content(20 * B, 4));
+    // Control: the untampered copy reads (the changed trailer forces a
+    // reload of page 0).
+    let mut control = io.clone();
+    let mut reader2 = open(&mut io, Mode::Shared, None).unwrap();
+    read_all_via(&mut reader2, &mut io).unwrap();
+    io.data[..PAGE_SIZE].copy_from_slice(&page0);
+    assert_eq!(
+        read_all_via(&mut reader, &mut io),
+        Err(FormatError::MetadataReplayed { group: 0 })
+    );
+    assert_eq!(
+        read_all(&mut io, Mode::Shared),
+        Err(FormatError::MetadataReplayed { group: 0 })
+    );
+    // reader2 had cached the current page 0: the old one has another
+    // trailer, is reloaded and contradicts the length.
+    assert_eq!(
+        read_all_via(&mut reader2, &mut io),
+        Err(FormatError::MetadataReplayed { group: 0 })
+    );
+    assert_eq!(read_all_via(&mut reader, &mut control).unwrap(), expect);
+    assert_eq!(read_all_via(&mut reader2, &mut control).unwrap(), expect);
+}
+
+/// Every byte of page 0 flipped under a long-lived shared handle: a flip in
+/// the trailer makes it reload and fail the MAC; a flip in the body with the
+/// trailer kept leaves the cached genuine copy in use, so the read returns
+/// the genuine content, never the edited bytes. A fresh handle fails the MAC
+/// for every flip (control of the flips).
+#[test]
+fn a_long_lived_shared_handle_never_uses_an_edited_page_body() {
+    let mut io = build(SMALL);
+    let genuine = content(SMALL, 3);
+    let mut reader = open(&mut io, Mode::Shared, None).unwrap();
+    assert_eq!(read_all_via(&mut reader, &mut io).unwrap(), genuine);
+    for pos in HEADER_LEN..PAGE_SIZE {
+        io.data[pos] ^= 1 << (pos % 8);
+        let got = read_all_via(&mut reader, &mut io);
+        if pos >= PAGE_SIZE - 28 {
+            assert_eq!(
+                got,
+                Err(FormatError::MetadataAuthFailed { group: 0 }),
+                "byte {pos}"
+            );
+        } else {
+            assert!(got.as_ref() == Ok(&genuine), "byte {pos}: {got:?}");
+        }
+        if pos % 61 == 0 || pos >= PAGE_SIZE - 28 {
+            assert_eq!(
+                read_all(&mut io, Mode::Shared),
+                Err(FormatError::MetadataAuthFailed { group: 0 }),
+                "byte {pos}"
+            );
+        }
+        io.data[pos] ^= 1 << (pos % 8);
+        // Untampered again: a handle that reloaded reads it again.
+        if pos >= PAGE_SIZE - 28 {
+            assert_eq!(read_all_via(&mut reader, &mut io).unwrap(), genuine);
+        }
+    }
+}
+
+/// An older data block and its older entry pasted into the current page,
+/// the current trailer kept: the long-lived handle uses its cached (current)
+/// entry, and the old block fails its tag; a fresh handle fails the page's
+/// MAC. Nobody reads the old block.
+#[test]
+fn an_older_block_with_its_entry_pasted_under_the_current_trailer_is_detected() {
+    let (mut io, mut writer, mut nonces) = build_with(&FILE_A, SMALL, 3);
+    let block1 = data_offset(1) as usize..data_offset(1) as usize + B;
+    let entry1 = 128 + 28..128 + 2 * 28;
+    let old_block = io.data[block1.clone()].to_vec();
+    let old_entry = io.data[entry1.clone()].to_vec();
+    writer
+        .write_at(&mut io, &mut nonces, &content(B, 9), B as u64)
+        .unwrap();
+    writer.flush(&mut io, &mut nonces).unwrap();
+    let mut expect = content(SMALL, 3);
+    expect[B..2 * B].copy_from_slice(&content(B, 9));
+    let mut reader = open(&mut io, Mode::Shared, None).unwrap();
+    // Control.
+    assert_eq!(read_all_via(&mut reader, &mut io).unwrap(), expect);
+    io.data[block1].copy_from_slice(&old_block);
+    io.data[entry1].copy_from_slice(&old_entry);
+    assert_eq!(
+        read_all_via(&mut reader, &mut io),
+        Err(FormatError::BlockAuthFailed { index: 1 })
+    );
+    assert_eq!(
+        read_all(&mut io, Mode::Shared),
+        Err(FormatError::MetadataAuthFailed { group: 0 })
+    );
+}
+
+/// A long-lived handle whose cached final page revalidates still checks the
+/// physical size against it at every call (FORMAT.md §7.1): cuts and
+/// appended bytes are errors.
+#[test]
+fn a_long_lived_shared_handle_checks_the_size_at_every_call() {
+    let mut io = build(BIG);
+    let mut reader = open(&mut io, Mode::Shared, None).unwrap();
+    assert_eq!(read_all_via(&mut reader, &mut io).unwrap(), content(BIG, 3));
+    let full = io.data.clone();
+    for cut in [full.len() - 1, full.len() - 500, data_offset(265) as usize] {
+        io.data.truncate(cut);
+        assert_eq!(
+            reader.len(&mut io),
+            Err(FormatError::Truncated { group: 1 }),
+            "cut {cut}"
+        );
+        io.data = full.clone();
+        assert_eq!(reader.len(&mut io), Ok(BIG as u64));
+    }
+    io.data.push(0);
+    assert!(matches!(
+        reader.len(&mut io),
+        Err(FormatError::SizeMismatch { .. })
+    ));
+    io.data.pop();
+    assert_eq!(read_all_via(&mut reader, &mut io).unwrap(), content(BIG, 3));
+}

@@ -5,11 +5,13 @@
 //! * [`walkey`]: the postmaster-lifetime key of the `wal` class.
 //! * [`shim`]: the libc shims, the import audit and installation.
 //! * [`stats`]: per-class counters in a shared page.
+//! * [`memory`]: PostgreSQL's shared memory out of core dumps and swap.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub use error::InterposeError;
 
 pub mod error;
+pub mod memory;
 pub mod secmem;
 pub mod shim;
 pub mod stats;

@@ -34,6 +34,9 @@ SELECT server_version = current_setting('server_version') AS version_matches,
        server_version_num / 10000 >= 15 AS supported_major
 FROM pg_ephcrypt_status();
 
+-- Memory hygiene as the kernel reports it (defaults: dontdump, core dumps on).
+SELECT memory_hygiene, dsm_dontdump, core_dumps FROM pg_ephcrypt_status();
+
 -- Counters: one row per class; a spilling sort shows up under temp_files.
 SELECT class, enabled FROM pg_ephcrypt_stats ORDER BY class;
 -- The opt-in wal class is off by default: this is a primary whose WAL

@@ -65,6 +65,25 @@ unsafe fn iovecs<'a>(iov: *const iovec, iovcnt: c_int) -> Result<&'a [iovec], Er
     Ok(v)
 }
 
+/// Run `f` on the caller's checked iovec array; -1/EINVAL for a bad one.
+///
+/// # Safety
+/// As [`iovecs`].
+unsafe fn with_iovecs(
+    iov: *const iovec,
+    iovcnt: c_int,
+    f: impl FnOnce(&[iovec]) -> ssize_t,
+) -> ssize_t {
+    // SAFETY: forwarded from the caller.
+    match unsafe { iovecs(iov, iovcnt) } {
+        Ok(v) => f(v),
+        Err(Errno(e)) => {
+            set_errno(e);
+            -1
+        }
+    }
+}
+
 fn einval<R>(fail: R) -> R {
     set_errno(libc::EINVAL);
     fail
@@ -75,11 +94,11 @@ fn einval<R>(fail: R) -> R {
 
 /// Read into `dst` at `off` (the logical position for read()).
 fn read_at(fd: c_int, dst: &mut [u8], off: Option<u64>) -> ssize_t {
-    with_file(fd, -1, OwnTail::Seal, |f, _| {
+    with_file(fd, -1, OwnTail::Seal, |f, nonces| {
         let class = f.class;
         let at = off.unwrap_or(f.pos);
         let (s, mut io) = f.parts(fd)?;
-        let got = s.read_at(&mut io, dst, at)?;
+        let got = s.read_at_mut(&mut io, nonces, dst, at)?;
         if off.is_none() {
             f.pos = at + got as u64;
         }
@@ -90,7 +109,7 @@ fn read_at(fd: c_int, dst: &mut [u8], off: Option<u64>) -> ssize_t {
 
 /// Read into iovecs at `off` (or the position).
 fn read_vectored(fd: c_int, iovs: &[iovec], off: Option<u64>) -> ssize_t {
-    with_file(fd, -1, OwnTail::Seal, |f, _| {
+    with_file(fd, -1, OwnTail::Seal, |f, nonces| {
         let class = f.class;
         let start = off.unwrap_or(f.pos);
         let mut total = 0u64;
@@ -100,7 +119,7 @@ fn read_vectored(fd: c_int, iovs: &[iovec], off: Option<u64>) -> ssize_t {
                 // SAFETY: each iovec describes writable caller memory; the
                 // total was checked against isize::MAX.
                 let dst = unsafe { slice_mut(v.iov_base, v.iov_len) };
-                let got = s.read_at(&mut io, dst, start + total)?;
+                let got = s.read_at_mut(&mut io, nonces, dst, start + total)?;
                 total += got as u64;
                 if got < v.iov_len {
                     break;
@@ -190,13 +209,7 @@ pub(crate) unsafe extern "C" fn shim_readv(fd: c_int, iov: *const iovec, iovcnt:
         return unsafe { (real().readv)(fd, iov, iovcnt) };
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => read_vectored(fd, v, None),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
-    }
+    unsafe { with_iovecs(iov, iovcnt, |v| read_vectored(fd, v, None)) }
 }
 
 /// # Safety
@@ -215,13 +228,7 @@ pub(crate) unsafe extern "C" fn shim_preadv(
         return einval(-1);
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => read_vectored(fd, v, Some(off as u64)),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
-    }
+    unsafe { with_iovecs(iov, iovcnt, |v| read_vectored(fd, v, Some(off as u64))) }
 }
 
 /// `RWF_*` flags we accept on our files: hints without data semantics.
@@ -248,12 +255,10 @@ pub(crate) unsafe extern "C" fn shim_preadv2(
         return einval(-1);
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => read_vectored(fd, v, (off >= 0).then_some(off as u64)),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
+    unsafe {
+        with_iovecs(iov, iovcnt, |v| {
+            read_vectored(fd, v, (off >= 0).then_some(off as u64))
+        })
     }
 }
 
@@ -429,13 +434,7 @@ pub(crate) unsafe extern "C" fn shim_writev(
         return unsafe { (real().writev)(fd, iov, iovcnt) };
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => write_vectored(fd, v, None),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
-    }
+    unsafe { with_iovecs(iov, iovcnt, |v| write_vectored(fd, v, None)) }
 }
 
 /// # Safety
@@ -454,13 +453,7 @@ pub(crate) unsafe extern "C" fn shim_pwritev(
         return einval(-1);
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => write_vectored(fd, v, Some(off as u64)),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
-    }
+    unsafe { with_iovecs(iov, iovcnt, |v| write_vectored(fd, v, Some(off as u64))) }
 }
 
 /// # Safety
@@ -488,13 +481,7 @@ pub(crate) unsafe extern "C" fn shim_pwritev2(
         return unsafe { shim_writev(fd, iov, iovcnt) };
     }
     // SAFETY: the caller's iovec array.
-    match unsafe { iovecs(iov, iovcnt) } {
-        Ok(v) => write_vectored(fd, v, Some(off as u64)),
-        Err(Errno(e)) => {
-            set_errno(e);
-            -1
-        }
-    }
+    unsafe { with_iovecs(iov, iovcnt, |v| write_vectored(fd, v, Some(off as u64))) }
 }
 
 // ---------------------------------------------------------------------------
@@ -721,6 +708,7 @@ fn teardown(fd: c_int) -> Result<(), c_int> {
 /// # Safety
 /// libc `close` contract.
 pub(crate) unsafe extern "C" fn shim_close(fd: c_int) -> c_int {
+    crate::memory::forget_fd(fd);
     if !is_ours(fd) {
         // SAFETY: pass-through.
         return unsafe { (real().close)(fd) };
@@ -823,7 +811,9 @@ pub(crate) unsafe extern "C" fn shim_mmap(
         return libc::MAP_FAILED;
     }
     // SAFETY: pass-through.
-    unsafe { (real().mmap)(addr, len, prot, flags, fd, off) }
+    let mapped = unsafe { (real().mmap)(addr, len, prot, flags, fd, off) };
+    // Dynamic shared memory is excluded from core dumps (issue #15).
+    crate::memory::after_mmap(mapped, len, flags, fd)
 }
 
 /// # Safety
@@ -917,7 +907,32 @@ fd_creator!(shim_signalfd => signalfd(fd: c_int, mask: *const libc::sigset_t, fl
 fd_creator!(shim_eventfd => eventfd(init: c_uint, flags: c_int));
 fd_creator!(shim_timerfd_create => timerfd_create(clock: c_int, flags: c_int));
 fd_creator!(shim_inotify_init1 => inotify_init1(flags: c_int));
-fd_creator!(shim_shm_open => shm_open(name: *const libc::c_char, oflag: c_int, mode: libc::mode_t));
+
+/// # Safety
+/// libc `shm_open` contract.
+pub(crate) unsafe extern "C" fn shim_shm_open(
+    name: *const libc::c_char,
+    oflag: c_int,
+    mode: libc::mode_t,
+) -> c_int {
+    // SAFETY: pass-through.
+    let fd = unsafe { (real().shm_open)(name, oflag, mode) };
+    forget_stale(fd);
+    if !crate::memory::note_shm_fd(fd) {
+        // Too high to remember: its mapping would not be marked (issue #15).
+        // SAFETY: closing the fd just created for this call; unlinking the
+        // object only if this call created it (O_CREAT|O_EXCL).
+        unsafe {
+            (real().close)(fd);
+            if oflag & (libc::O_CREAT | libc::O_EXCL) == libc::O_CREAT | libc::O_EXCL {
+                libc::shm_unlink(name);
+            }
+        }
+        set_errno(libc::EMFILE);
+        return -1;
+    }
+    fd
+}
 fd_creator!(shim_memfd_create => memfd_create(name: *const libc::c_char, flags: c_uint));
 
 /// Forget stale entries for both ends of a new pair.

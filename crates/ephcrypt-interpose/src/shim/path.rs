@@ -302,7 +302,9 @@ unsafe fn open_covered(
     let mut nonces = guard.nonces();
     let state = open_state(
         fd,
-        st.st_size as u64,
+        // A shared handle asks the size itself: aliases synced above may
+        // have grown the file since the fstat.
+        (!shared).then_some(st.st_size as u64),
         classified,
         mode,
         fresh,
@@ -369,7 +371,7 @@ fn mode_for(c: &Classified<'_>) -> Mode {
 
 fn open_state(
     fd: c_int,
-    physical_len: u64,
+    physical_len: Option<u64>,
     classified: &Classified<'_>,
     mode: Mode,
     fresh: bool,
@@ -399,7 +401,7 @@ fn open_state(
     let Ok(name) = FileName::new(classified.class.index() as u8, &buf[..n]) else {
         return FileState::Poisoned(libc::ENAMETOOLONG);
     };
-    let mut len = Some(physical_len);
+    let mut len = physical_len;
     let mut io = FdIo { fd, len: &mut len };
     let opened = if fresh {
         let Ok(file_id) = os_random::<16>() else {
