@@ -371,6 +371,7 @@ def backup_and_start(src: Cluster, name: str, mode: str) -> Cluster:
     """pg_basebackup -X <mode> from `src`; the backup must hold plaintext WAL
     and start (as a server without the wal class)."""
     b = Cluster(name)
+    Cluster.created.append(b)
     d = scratch(name)
     subprocess.run(_as_pg([str(PG_BIN / "pg_basebackup"), "-h", str(src.dir), "-p", str(src.port), "-U", "postgres",
                            "-D", str(b.data), "-X", mode, "-c", "fast", "--no-sync"]), check=True, capture_output=True)

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from cluster import BUILD, PG_BIN, PG_USER, Cluster, SqlError, _as_pg
+from cluster import E2E, PG_BIN, PG_USER, Cluster, SqlError, _as_pg
 
 MAGIC = b"PGEPHCR\0"
 SEGMENT = re.compile(r"^[0-9A-F]{24}$")
@@ -68,6 +68,7 @@ def standby(of: Cluster, name: str, wal: bool = True, conf: dict | None = None,
     """A streaming standby of `of` (running), from pg_basebackup -X stream -R."""
     s = Cluster(name)
     s.stop(quiet=True)
+    Cluster.created.append(s)
     if s.dir.exists():
         shutil.rmtree(s.dir)
     s.dir.mkdir(parents=True)
@@ -191,7 +192,11 @@ def flip_logical(path: Path, logical_offset: int) -> None:
 
 
 def scratch(name: str) -> Path:
-    d = BUILD / "e2e" / name
+    """An empty directory for a cluster made by pg_basebackup, owned by the
+    server user, under this run's e2e directory (removed with the module's
+    clusters, conftest.py)."""
+    d = E2E / name
+    Cluster.created.append(Cluster(name))  # removal only: remove() deletes its directory, d
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
