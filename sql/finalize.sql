@@ -8,6 +8,7 @@ CREATE VIEW pg_ephcrypt_stats AS SELECT * FROM pg_ephcrypt_stat_classes();
 -- audit and attestations.
 REVOKE ALL ON FUNCTION pg_ephcrypt_assert_preloaded() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ephcrypt_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pg_ephcrypt_wal_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ephcrypt_stat_classes() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ephcrypt_scan() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pg_ephcrypt_attest(bytea) FROM PUBLIC;
@@ -17,6 +18,7 @@ REVOKE ALL ON FUNCTION pg_ephcrypt_verify_anchored_attestation(jsonb, bytea, byt
 REVOKE ALL ON FUNCTION pg_ephcrypt_last_scan() FROM PUBLIC;
 REVOKE ALL ON pg_ephcrypt_stats FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_ephcrypt_status() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_wal_status() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION pg_ephcrypt_stat_classes() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION pg_ephcrypt_scan() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION pg_ephcrypt_attest(bytea) TO pg_monitor;

@@ -12,6 +12,8 @@
 -- pg_ephcrypt_scan() may now report the status 'unexpected', and attestation
 -- documents carry `unexpected_files` and the server version, without a
 -- catalog change.
+-- pg_ephcrypt_wal_status() is new (the opt-in wal class: docs/OPERATIONS.md,
+-- "Ephemeral WAL"); pg_ephcrypt_stats gains the row of the wal class.
 
 DROP FUNCTION pg_ephcrypt_status();
 
@@ -42,6 +44,28 @@ AS 'MODULE_PATHNAME', 'pg_ephcrypt_status_wrapper';
 REVOKE ALL ON FUNCTION pg_ephcrypt_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_ephcrypt_status() TO pg_monitor;
 
+CREATE FUNCTION "pg_ephcrypt_wal_status"() RETURNS TABLE (
+	"enabled" bool,
+	"role" TEXT,
+	"in_recovery" bool,
+	"wal_durability" TEXT,
+	"synchronous_replication" bool,
+	"synchronous_standby_names" TEXT,
+	"archive" TEXT,
+	"key_epoch_id" TEXT,
+	"key_fingerprint" TEXT,
+	"key_created_at" timestamp with time zone,
+	"memory_protection" TEXT,
+	"removed_at_start" bigint,
+	"sealed_at_start" bigint,
+	"refused" TEXT
+)
+STRICT VOLATILE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'pg_ephcrypt_wal_status_wrapper';
+
+REVOKE ALL ON FUNCTION pg_ephcrypt_wal_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_ephcrypt_wal_status() TO pg_monitor;
 -- New in 0.2.0 (issue #14): the anchor state, the anchored verifier and the
 -- last scan's summary (the same definitions and grants as a fresh install).
 CREATE FUNCTION "pg_ephcrypt_anchor_status"() RETURNS TABLE (

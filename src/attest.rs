@@ -134,6 +134,7 @@ fn attest(challenge: &[u8]) -> Value {
         "classes": crate::interpose::covered_classes(),
         "interposed_symbols": crate::interpose::interposed_symbols(),
         "on_unsupported": crate::gucs::on_unsupported().name(),
+        "wal": crate::wal::attestation_json(),
         "memory_hygiene": memory.hygiene,
         "dsm_dontdump": memory.dsm_dontdump,
         "core_dumps": memory.core_dumps,

@@ -28,6 +28,22 @@ pub enum EphError {
     },
     #[error("could not sign the attestation: {0}")]
     Attestation(String),
+    /// The `wal` class cannot hold in this configuration.
+    #[error("pg_ephcrypt cannot seal WAL here: {message}")]
+    WalUnsupported {
+        code: PgSqlErrorCode,
+        message: String,
+        hint: &'static str,
+    },
+    /// A primary whose pg_wal holds WAL sealed by an ended postmaster.
+    #[error(
+        "pg_wal holds {count} WAL file(s) sealed by a postmaster that has ended (first: {first}); \
+         their key is gone, so this primary cannot recover from them"
+    )]
+    WalEnded { count: usize, first: String },
+    /// The start-up pass over pg_wal failed.
+    #[error("pg_ephcrypt could not prepare pg_wal: {0}")]
+    WalStartup(String),
     #[error("pg_ephcrypt cannot keep shared memory out of core dumps: {0}")]
     MemoryDontDump(String),
     #[error("pg_ephcrypt cannot lock the main shared memory segment in RAM: {0}")]
@@ -54,6 +70,9 @@ impl EphError {
             }
             EphError::BadClasses(_) => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
             EphError::BadArgument { code, .. } => *code,
+            EphError::WalUnsupported { code, .. } => *code,
+            EphError::WalEnded { .. } => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            EphError::WalStartup(_) => PgSqlErrorCode::ERRCODE_IO_ERROR,
             EphError::MemoryDontDump(_) | EphError::CoreDumps(_) => {
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
             }
@@ -87,10 +106,20 @@ impl EphError {
                  pg_ephcrypt.on_unsupported = warn to start without encryption."
             }
             EphError::BadClasses(_) => {
-                "Use a comma-separated list of temp_files, temp_relations, logical_spill, or none."
+                "Use a comma-separated list of temp_files, temp_relations, logical_spill, wal, or none."
             }
             EphError::BadArgument { hint, .. } => hint,
             EphError::Attestation(_) => "Check the server log; the key epoch may have been wiped.",
+            EphError::WalUnsupported { hint, .. } => hint,
+            EphError::WalEnded { .. } => {
+                "WAL sealed by pg_ephcrypt is readable only by the postmaster that wrote it. Rebuild \
+                 this server from a base backup of its synchronous standby, or promote that standby \
+                 and point clients at it. Do not remove the files to make this server start: the \
+                 data they hold would be lost."
+            }
+            EphError::WalStartup(_) => {
+                "Check the permissions and free space of pg_wal; the server log names the file."
+            }
             EphError::MemoryDontDump(_) => {
                 "Use dynamic_shared_memory_type = posix or mmap and a server whose postgres executable \
                  imports mmap and shm_open; or set pg_ephcrypt.memory_hygiene = off, or \

@@ -26,6 +26,29 @@ impl OnUnsupported {
     }
 }
 
+/// Where a primary's WAL durability lives (`pg_ephcrypt.wal_durability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
+pub enum WalDurability {
+    /// This server's own pg_wal must survive a restart (the default): the
+    /// `wal` class is refused on a primary.
+    #[name = c"local"]
+    Local,
+    /// The operator states that durability lives elsewhere (a synchronous
+    /// standby or WAL receiver): a primary may seal its WAL, and cannot
+    /// restart in place from it.
+    #[name = c"external"]
+    External,
+}
+
+impl WalDurability {
+    pub fn name(self) -> &'static str {
+        match self {
+            WalDurability::Local => "local",
+            WalDurability::External => "external",
+        }
+    }
+}
+
 /// `pg_ephcrypt.memory_hygiene`: how PostgreSQL's shared memory is kept
 /// out of core dumps and swap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
@@ -50,6 +73,9 @@ impl MemoryHygiene {
         }
     }
 }
+
+static WAL_DURABILITY: GucSetting<WalDurability> =
+    GucSetting::<WalDurability>::new(WalDurability::Local);
 
 static MEMORY_HYGIENE: GucSetting<MemoryHygiene> =
     GucSetting::<MemoryHygiene>::new(MemoryHygiene::DontDump);
@@ -76,9 +102,17 @@ pub fn init() {
     );
     GucRegistry::define_string_guc(
         c"pg_ephcrypt.classes",
-        c"Artifact classes to encrypt: temp_files, temp_relations, logical_spill (comma-separated), or none.",
-        c"A class left out is passed through untouched (plaintext), e.g. to measure the interposition cost alone.",
+        c"Artifact classes to encrypt: temp_files, temp_relations, logical_spill, wal (comma-separated), or none.",
+        c"A class left out is passed through untouched (plaintext), e.g. to measure the interposition cost alone. wal is opt-in: standbys, and primaries with pg_ephcrypt.wal_durability = external.",
         &CLASSES,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"pg_ephcrypt.wal_durability",
+        c"Where this primary's WAL durability lives: local (default) or external.",
+        c"external states that a synchronous standby or WAL receiver holds the durable WAL, so the wal class may seal this primary's pg_wal under a key that dies with the postmaster.",
+        &WAL_DURABILITY,
         GucContext::Postmaster,
         GucFlags::default(),
     );
@@ -113,6 +147,11 @@ pub fn init() {
 /// `pg_ephcrypt.on_unsupported`.
 pub fn on_unsupported() -> OnUnsupported {
     ON_UNSUPPORTED.get()
+}
+
+/// `pg_ephcrypt.wal_durability`.
+pub fn wal_durability() -> WalDurability {
+    WAL_DURABILITY.get()
 }
 
 /// `pg_ephcrypt.classes`, raw (parsed by the caller).

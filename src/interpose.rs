@@ -80,6 +80,9 @@ pub fn install_in_postmaster() {
         .to_bytes()
         .to_vec();
     let data_dir = trim_trailing_slashes(data_dir);
+    // The wal class's guards, its key and the start-up pass over pg_wal
+    // (before any child, so before recovery): src/wal.rs.
+    let classes = crate::wal::prepare_at_start(classes);
     shim::set_enabled_classes(&classes);
     match shim::install(Config {
         data_dir,

@@ -17,6 +17,7 @@ mod server;
 mod stats;
 mod status;
 mod time;
+mod wal;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod testing;

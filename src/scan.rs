@@ -8,7 +8,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ephcrypt_classify::walk::{covered_entries, EntryKind, Tablespaces};
+use ephcrypt_classify::walk::{covered_entries, wal_entries, EntryKind, Tablespaces};
 
 use ephcrypt_classify::{classify_named, ArtifactClass};
 use ephcrypt_format::{
@@ -126,14 +126,29 @@ fn read_head(path: &Path) -> std::io::Result<(Vec<u8>, u64)> {
 /// Scan the data directory: every covered file with its status. Covered
 /// means "of a covered class", whether or not the class is enabled: a
 /// disabled class shows up as plaintext, which is the point of an audit.
+/// The opt-in `wal` class is the exception: pg_wal is walked only where the
+/// class is on (elsewhere it is durable data, out of scope); its files are
+/// checked against the WAL key.
 pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
     let started_us = crate::time::now_unix_us();
     let page = epoch::key_page();
     let key = page.and_then(|p| p.epoch_key());
     let epoch_id = page.map(|p| p.epoch_id()).unwrap_or([0; 16]);
+    let wal_page = ephcrypt_interpose::walkey::page();
+    let wal_key = wal_page.and_then(|p| p.epoch_key());
+    let wal_epoch = wal_page.map(|p| p.epoch_id()).unwrap_or([0; 16]);
     let dir_bytes = data_dir.as_os_str().as_encoded_bytes();
     let mut out = Vec::new();
-    for found in covered_entries(data_dir, Tablespaces::Follow) {
+    let mut found_all = covered_entries(data_dir, Tablespaces::Follow);
+    if crate::wal::enabled() {
+        found_all.extend(wal_entries(data_dir));
+    }
+    for found in found_all {
+        let (key, epoch_id) = if found.class == ArtifactClass::Wal {
+            (wal_key, &wal_epoch)
+        } else {
+            (key, &epoch_id)
+        };
         let rel = found
             .path
             .strip_prefix(data_dir)
@@ -148,7 +163,7 @@ pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
             });
         let (status, size) = match found.kind {
             EntryKind::Regular(_) => match read_head(&found.path) {
-                Ok((head, size)) => (status_of(&head, size, name.as_ref(), key, &epoch_id), size),
+                Ok((head, size)) => (status_of(&head, size, name.as_ref(), key, epoch_id), size),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) if e.raw_os_error() == Some(libc::ELOOP) => (FileStatus::Unexpected, 0),
                 Err(_) => (FileStatus::Unreadable, 0),

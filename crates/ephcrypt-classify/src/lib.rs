@@ -23,6 +23,7 @@
 //! | `temp_files` | `<T>/pgsql_tmp/pgsql_tmp<pid>.<n>.fileset/<any name>` | `pgsql_tmp<pid>.<n>.fileset/<name>` |
 //! | `temp_relations` | `<T>/<dboid>/t<backend>_<relfilenode>[_fsm\|_vm\|_init][.<seg>]` | `<dboid>/t<backend>_<relfilenode>...` |
 //! | `logical_spill` | `pg_replslot/<slot>/xid-<xid>-lsn-<X>-<Y>.spill` (X, Y hex) | `<slot>/xid-...spill` |
+//! | `wal` (opt-in) | `pg_wal/<24 hex>`, `pg_wal/<24 hex>.partial`, `pg_wal/xlogtemp.<pid>` | [`WAL_NAME`] for all |
 //!
 //! (`base` itself has no `PG_*` level: `base/pgsql_tmp/...`, `base/<db>/...`.)
 //! An absolute path is first made relative by removing the data directory;
@@ -39,7 +40,16 @@
 //! does not authenticate). It deliberately leaves out the tablespace: the
 //! real location of a tablespace does not contain its OID.
 //!
-//! Everything else — WAL, `pg_stat_tmp`, `pg_notify`, `pg_dynshmem`, DSM
+//! WAL files are renamed all the time (`xlogtemp.<pid>` to a segment name,
+//! recycling to a future name, the last segment to `.partial`), so their
+//! canonical name is the class's one constant name [`WAL_NAME`]: a rename
+//! keeps them readable, and PostgreSQL's own page header check
+//! (`xlp_pageaddr`) binds each page to its position (docs/DECISIONS.md).
+//! WAL paths are matched relative to the data directory (PostgreSQL always
+//! names them `pg_wal/...`) or absolute under it, never elsewhere.
+//!
+//! Everything else — other files in `pg_wal` (`*.history`, `*.backup`,
+//! `archive_status/`, `RECOVERYXLOG`), `pg_stat_tmp`, `pg_notify`, `pg_dynshmem`, DSM
 //! segments, durable relation files `base/<db>/<relfilenode>`, directories
 //! such as `base/pgsql_tmp` or `....fileset` — is not classified.
 #![forbid(unsafe_code)]
@@ -53,7 +63,9 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClassifyError {
     /// An artifact class name is not known.
-    #[error("unknown artifact class {0:?} (expected temp_files, temp_relations or logical_spill)")]
+    #[error(
+        "unknown artifact class {0:?} (expected temp_files, temp_relations, logical_spill or wal)"
+    )]
     UnknownClass(String),
 }
 
@@ -69,14 +81,26 @@ pub enum ArtifactClass {
     TempRelations = 1,
     /// Logical decoding spill files (`pg_replslot/*/xid-*.spill`).
     LogicalSpill = 2,
+    /// WAL segments (`pg_wal/<segment>`, `.partial`, `xlogtemp.<pid>`):
+    /// opt-in, for servers whose durability lives elsewhere.
+    Wal = 3,
 }
 
 impl ArtifactClass {
     /// Number of classes.
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
 
     /// Every class, in index order.
     pub const ALL: [ArtifactClass; Self::COUNT] = [
+        ArtifactClass::TempFiles,
+        ArtifactClass::TempRelations,
+        ArtifactClass::LogicalSpill,
+        ArtifactClass::Wal,
+    ];
+
+    /// The classes sealed when `pg_ephcrypt.classes` is not set: all but
+    /// the opt-in `wal`.
+    pub const DEFAULT: [ArtifactClass; 3] = [
         ArtifactClass::TempFiles,
         ArtifactClass::TempRelations,
         ArtifactClass::LogicalSpill,
@@ -109,6 +133,7 @@ impl ArtifactClass {
             ArtifactClass::TempFiles => "temp_files",
             ArtifactClass::TempRelations => "temp_relations",
             ArtifactClass::LogicalSpill => "logical_spill",
+            ArtifactClass::Wal => "wal",
         }
     }
 
@@ -314,10 +339,22 @@ fn tail(path: &[u8]) -> Option<Tail<'_>> {
 
 const PGSQL_TMP: &[u8] = b"pgsql_tmp";
 
+/// The canonical name of every file of the `wal` class (see the crate docs).
+pub const WAL_NAME: &[u8] = b"pg_wal";
+
 /// Rules for a path relative to the data directory.
 fn in_data_dir<'a>(t: &Tail<'a>) -> Option<Classified<'a>> {
     let r = &t.rev;
     match t.count {
+        2 if r[1] == b"pg_wal" && is_wal_file_name(r[0]) => Some(Classified {
+            class: ArtifactClass::Wal,
+            name: CanonicalName {
+                dir: None,
+                file: WAL_NAME,
+            },
+            // Written by one process at a time and read by others meanwhile.
+            shared: true,
+        }),
         3 => match r[2] {
             b"base" => under_tablespace_version_dir(t),
             b"pg_replslot" => {
@@ -453,6 +490,27 @@ pub fn is_temp_rel_name(name: &[u8]) -> bool {
     parse().is_some_and(<[u8]>::is_empty)
 }
 
+/// A WAL segment file name: 24 upper-case hex digits (PostgreSQL's
+/// `IsXLogFileName`).
+pub fn is_wal_segment_name(name: &[u8]) -> bool {
+    name.len() == 24 && name.iter().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+}
+
+/// A file of the `wal` class: a segment, a segment with `.partial` (the
+/// last segment of an old timeline, kept for archiving: `IsPartialXLogFileName`),
+/// or `xlogtemp.<pid>` (a segment being created or copied; also the
+/// temporary name of a timeline history file, see docs/DECISIONS.md).
+pub fn is_wal_file_name(name: &[u8]) -> bool {
+    if is_wal_segment_name(name) {
+        return true;
+    }
+    if let Some(seg) = name.strip_suffix(b".partial") {
+        return is_wal_segment_name(seg);
+    }
+    name.strip_prefix(b"xlogtemp.")
+        .is_some_and(|pid| !pid.is_empty() && digits(pid) == pid.len())
+}
+
 /// A logical decoding spill file: `xid-<xid>-lsn-<X>-<Y>.spill`.
 pub fn is_spill_file_name(name: &[u8]) -> bool {
     let parse = || {
@@ -578,11 +636,16 @@ mod tests {
         assert_eq!(TempFiles.name(), "temp_files");
         assert_eq!(TempRelations.name(), "temp_relations");
         assert_eq!(LogicalSpill.name(), "logical_spill");
+        assert_eq!(Wal.name(), "wal");
         assert_eq!(ArtifactClass::from_name(" Temp_Files "), Some(TempFiles));
+        assert_eq!(ArtifactClass::from_name("WAL"), Some(Wal));
         assert_eq!(ArtifactClass::from_name("temp_file"), None);
         assert_eq!(ArtifactClass::from_name(""), None);
-        let err = "wal".parse::<ArtifactClass>().unwrap_err();
-        assert!(matches!(err, ClassifyError::UnknownClass(ref s) if s == "wal"));
+        let err = "pg_wal".parse::<ArtifactClass>().unwrap_err();
+        assert!(matches!(err, ClassifyError::UnknownClass(ref s) if s == "pg_wal"));
+        // The default set leaves out the opt-in class.
+        assert!(!ArtifactClass::DEFAULT.contains(&Wal));
+        assert_eq!(ArtifactClass::DEFAULT.len() + 1, ArtifactClass::COUNT);
     }
 
     #[test]
@@ -595,6 +658,10 @@ mod tests {
         );
         assert_eq!(
             ArtifactClass::parse_list("temp_files,temp_relations,logical_spill").unwrap(),
+            ArtifactClass::DEFAULT.to_vec()
+        );
+        assert_eq!(
+            ArtifactClass::parse_list("temp_files,temp_relations,logical_spill,wal").unwrap(),
             ArtifactClass::ALL.to_vec()
         );
         assert!(ArtifactClass::parse_list("temp_files, pg_wal").is_err());
@@ -896,8 +963,6 @@ mod tests {
     #[test]
     fn other_files_are_not_classified() {
         for path in [
-            "pg_wal/000000010000000000000001",
-            "pg_wal/xlogtemp.1234",
             "pg_wal/archive_status/000000010000000000000001.done",
             "pg_stat_tmp/pgss_query_texts.stat",
             "pg_stat_tmp/global.tmp",
@@ -926,6 +991,63 @@ mod tests {
         assert_eq!(c("/tmp/.s.PGSQL.5432.lock"), None);
         assert_eq!(c(std::str::from_utf8(DD).unwrap()), None);
         assert_eq!(c(&format!("{}/", std::str::from_utf8(DD).unwrap())), None);
+    }
+
+    // --- wal ------------------------------------------------------------------
+
+    #[test]
+    fn wal_files_share_one_canonical_name() {
+        for f in [
+            "000000010000000000000001",
+            "0000000A00000003000000FF",
+            "000000010000000000000001.partial",
+            "xlogtemp.1234",
+            "xlogtemp.1",
+        ] {
+            let path = format!("pg_wal/{f}");
+            check(&path, Some(Wal));
+            assert_eq!(
+                name(&path),
+                Some((Wal, "pg_wal".to_string(), true)),
+                "{path}: rename-stable name, shared"
+            );
+        }
+        for f in [
+            "00000001000000000000001",   // 23 digits
+            "0000000100000000000000011", // 25
+            "00000001000000000000000a",  // lower case
+            "000000010000000000000001.partial.x",
+            "000000010000000000000001.backup",
+            "000000010000000000000001.00000028.backup",
+            "00000002.history",
+            "RECOVERYXLOG",
+            "RECOVERYHISTORY",
+            "xlogtemp.",
+            "xlogtemp.12x",
+            "xlogtemp",
+            "archive_status",
+            "summaries",
+        ] {
+            check(&format!("pg_wal/{f}"), None);
+        }
+        // Only directly under the data directory's pg_wal.
+        check("pg_wal/archive_status/000000010000000000000001", None);
+        check("base/pg_wal/000000010000000000000001", None);
+        check("pg_xlog/000000010000000000000001", None);
+        assert_eq!(c("000000010000000000000001"), None);
+        assert_eq!(c("/archive/pg_wal/000000010000000000000001"), None);
+        assert_eq!(
+            c("/srv/ts1/PG_15_202209061/pg_wal/000000010000000000000001"),
+            None
+        );
+        assert_eq!(
+            classify(
+                b"/var/lib/postgresql/15/main/pg_wal/000000010000000000000001",
+                b""
+            ),
+            None,
+            "absolute, data directory unknown"
+        );
     }
 
     #[test]

@@ -280,9 +280,78 @@ pub fn covered_entries(data_dir: &Path, policy: Tablespaces<'_>) -> Vec<Found> {
     walk(data_dir, policy).found
 }
 
+/// Every entry of the `wal` class under `data_dir/pg_wal` (sorted by
+/// path). Separate from [`covered_entries`]: WAL is opt-in, so an audit walks
+/// it only where the class is on (elsewhere pg_wal is durable data, out of
+/// scope, and would read as plaintext). An unreadable pg_wal gives no
+/// entries here; the server's own start-up and recovery report it.
+pub fn wal_entries(data_dir: &Path) -> Vec<Found> {
+    let dd = data_dir.as_os_str().as_encoded_bytes();
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (p, m) in entries(&data_dir.join("pg_wal"), &mut errors) {
+        // The path as PostgreSQL names it (pg_wal may be a symlink).
+        let rel = Path::new("pg_wal").join(p.file_name().unwrap_or_default());
+        if classify(rel.as_os_str().as_encoded_bytes(), dd) == Some(ArtifactClass::Wal) {
+            out.push(Found {
+                path: p,
+                class: ArtifactClass::Wal,
+                kind: kind_of(&m),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wal_entries_are_the_wal_class_only() {
+        let root = std::env::temp_dir().join(format!("ephcrypt-walk-wal-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let dd = root.join("data");
+        fs::create_dir_all(dd.join("pg_wal/archive_status")).unwrap();
+        for f in [
+            "000000010000000000000001",
+            "000000010000000000000002.partial",
+            "xlogtemp.77",
+            "00000002.history",
+            "RECOVERYXLOG",
+            "archive_status/000000010000000000000001.ready",
+        ] {
+            fs::write(dd.join("pg_wal").join(f), b"x").unwrap();
+        }
+        fs::create_dir(dd.join("pg_wal/000000010000000000000003")).unwrap();
+        let found = wal_entries(&dd);
+        let names: Vec<(String, EntryKind)> = found
+            .iter()
+            .map(|f| {
+                (
+                    f.path.file_name().unwrap().to_string_lossy().into_owned(),
+                    f.kind,
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("000000010000000000000001".into(), EntryKind::Regular(1)),
+                (
+                    "000000010000000000000002.partial".into(),
+                    EntryKind::Regular(1)
+                ),
+                ("000000010000000000000003".into(), EntryKind::Directory),
+                ("xlogtemp.77".into(), EntryKind::Regular(1)),
+            ]
+        );
+        assert!(found.iter().all(|f| f.class == ArtifactClass::Wal));
+        // The covered-class walk never looks into pg_wal.
+        assert!(covered_entries(&dd, Tablespaces::Follow).is_empty());
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn finds_every_kind_at_covered_names_and_nothing_else() {

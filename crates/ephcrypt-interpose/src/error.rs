@@ -29,6 +29,9 @@ pub enum InterposeError {
     /// The executable imports a call that could bypass the shims.
     #[error("import audit failed: {0}")]
     Audit(#[from] AuditError),
+    /// The start-up pass over pg_wal failed (the message names the file).
+    #[error("WAL start-up pass: {0}")]
+    Wal(String),
     /// `install` was called twice in one process.
     #[error("interposition is already installed in this process")]
     AlreadyInstalled,

@@ -2,6 +2,7 @@
 //! GOT patching live in `ephcrypt-got`, path rules in `ephcrypt-classify`).
 //!
 //! * [`secmem`]: the protected mapping that holds each epoch's key.
+//! * [`walkey`]: the postmaster-lifetime key of the `wal` class.
 //! * [`shim`]: the libc shims, the import audit and installation.
 //! * [`stats`]: per-class counters in a shared page.
 //! * [`memory`]: PostgreSQL's shared memory out of core dumps and swap.
@@ -14,3 +15,4 @@ pub mod memory;
 pub mod secmem;
 pub mod shim;
 pub mod stats;
+pub mod walkey;

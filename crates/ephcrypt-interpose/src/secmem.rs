@@ -205,7 +205,7 @@ impl KeyPage {
     }
 
     /// Make the page read-only in this process (a fork child).
-    fn protect_read_only(&self) {
+    pub(crate) fn protect_read_only(&self) {
         if self.mapped.load(Ordering::Acquire) {
             // SAFETY: base/len describe a live mapping of this page; a
             // read-only view only makes writes fault.

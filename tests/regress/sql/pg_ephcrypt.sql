@@ -39,6 +39,12 @@ SELECT memory_hygiene, dsm_dontdump, core_dumps FROM pg_ephcrypt_status();
 
 -- Counters: one row per class; a spilling sort shows up under temp_files.
 SELECT class, enabled FROM pg_ephcrypt_stats ORDER BY class;
+-- The opt-in wal class is off by default: this is a primary whose WAL
+-- durability is local.
+SELECT enabled, role, in_recovery, wal_durability, key_epoch_id IS NULL AS no_wal_key,
+       removed_at_start, sealed_at_start, refused
+FROM pg_ephcrypt_wal_status();
+
 SET work_mem = '64kB';
 SELECT count(*) FROM (SELECT md5(g::text) FROM generate_series(1, 30000) g ORDER BY 1) s;
 RESET work_mem;
@@ -98,6 +104,7 @@ SET ROLE ephcrypt_plain;
 SELECT try($$SELECT * FROM pg_ephcrypt_status()$$);
 SELECT try($$SELECT * FROM pg_ephcrypt_stats$$);
 SELECT try($$SELECT * FROM pg_ephcrypt_scan()$$);
+SELECT try($$SELECT * FROM pg_ephcrypt_wal_status()$$);
 SELECT try($$SELECT pg_ephcrypt_attest('\x0011223344556677'::bytea)$$);
 SELECT try($$SELECT pg_ephcrypt_verify_attestation('{}'::jsonb, '\x00'::bytea)$$);
 RESET ROLE;

@@ -8,6 +8,7 @@
 
 use std::ffi::{c_int, c_uint, c_void};
 
+use ephcrypt_classify::ArtifactClass;
 use libc::{iovec, off_t, size_t, ssize_t, FILE};
 
 use super::real::{errno, real, set_errno, Errno};
@@ -300,6 +301,24 @@ fn write_vectored(fd: c_int, iovs: &[iovec], off: Option<u64>) -> ssize_t {
         let mut total = 0u64;
         {
             let (s, mut io) = f.parts(fd)?;
+            if class == ArtifactClass::Wal {
+                if let Some(n) = super::wal::zero_extension(s, &mut io, nonces, iovs, start)? {
+                    if off.is_none() {
+                        f.pos = start + n;
+                    }
+                    stats::add(class, Counter::BytesSealed, n);
+                    return Ok(n as ssize_t);
+                }
+            }
+            if class == ArtifactClass::Wal {
+                if let Some(n) = super::wal::zero_extension(s, &mut io, nonces, iovs, start)? {
+                    if off.is_none() {
+                        f.pos = start + n;
+                    }
+                    stats::add(class, Counter::BytesSealed, n);
+                    return Ok(n as ssize_t);
+                }
+            }
             for v in iovs {
                 // SAFETY: each iovec describes readable caller memory
                 // (possibly one shared static zero page: we never encrypt in

@@ -8,7 +8,7 @@ use ephcrypt_got::elf::Executable;
 use ephcrypt_got::PatchReport;
 
 use super::audit::{self, AuditError};
-use super::{config, fd, nonces, path, real, table};
+use super::{config, fd, nonces, path, real, table, wal};
 use crate::error::InterposeError;
 use crate::{secmem, stats};
 
@@ -63,6 +63,8 @@ pub fn shim_table() -> Vec<(&'static str, usize)> {
         "truncate" => path::shim_truncate,
         "truncate64" => path::shim_truncate,
         "unlink" => path::shim_unlink,
+        "rename" => wal::shim_rename,
+        "link" => wal::shim_link,
         "fopen" => path::shim_fopen,
         "fopen64" => path::shim_fopen,
         "freopen" => path::shim_freopen,
@@ -152,6 +154,7 @@ extern "C" fn after_fork_in_child() {
     nonces::reseed_after_fork();
     stats::reset_local();
     secmem::protect_in_child();
+    crate::walkey::protect_in_child();
 }
 
 /// Resolve the real functions, audit the executable's imports, and patch

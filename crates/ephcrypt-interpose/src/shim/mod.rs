@@ -12,8 +12,8 @@
 //! longjmp: failures return -1 with `errno` (EIO for anything that does not
 //! authenticate) and PostgreSQL raises its own ERROR.
 //!
-//! Layering, top down: `install` → {`path`, `fd`} → {`table`, `writeback`,
-//! `poison`} → {`fdio`, `nonces`, `config`} → `real`.
+//! Layering, top down: `install` → {`path`, `fd`, `wal`} → {`table`,
+//! `writeback`, `poison`} → {`fdio`, `nonces`, `config`} → `real`.
 
 pub mod audit;
 mod config;
@@ -26,6 +26,7 @@ mod poison;
 mod real;
 mod remember;
 mod table;
+pub mod wal;
 mod writeback;
 
 pub use config::{enabled_classes, set_enabled_classes};

@@ -378,7 +378,15 @@ fn open_state(
     remembered: Option<&ephcrypt_format::Remembered>,
     nonces: &mut super::nonces::ProcessNonces<'_>,
 ) -> FileState {
-    let Some(page) = secmem::current() else {
+    // WAL lives under the postmaster-lifetime WAL key (crash recovery reads
+    // what was sealed before a crash-restart); everything else under the
+    // current epoch key.
+    let page = if classified.class == ArtifactClass::Wal {
+        crate::walkey::page()
+    } else {
+        secmem::current()
+    };
+    let Some(page) = page else {
         return FileState::Poisoned(libc::EIO);
     };
     let Some(key) = page.epoch_key() else {
@@ -400,6 +408,13 @@ fn open_state(
             return FileState::Poisoned(libc::EIO);
         };
         SealedFile::create(&mut io, nonces, key, &epoch_id, &file_id, &name, mode)
+    } else if classified.class == ArtifactClass::Wal {
+        // Another process may be rewriting the page that gives the length
+        // (shim/wal.rs): retry a failed authentication, bounded.
+        super::wal::retrying(|| {
+            *io.len = None;
+            SealedFile::open(&mut io, key, &epoch_id, &name, mode, None)
+        })
     } else {
         // A 0-byte file that should have content (or was never written):
         // `open` reports EmptyFile, which is EIO for every data access.

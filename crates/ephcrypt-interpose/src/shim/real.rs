@@ -82,6 +82,8 @@ real_fns! {
     sendfile = c"sendfile64": fn(c_int, c_int, *mut off_t, size_t) -> ssize_t;
     splice = c"splice": fn(c_int, *mut off_t, c_int, *mut off_t, size_t, c_uint) -> ssize_t;
     unlink = c"unlink": fn(*const c_char) -> c_int;
+    rename = c"rename": fn(*const c_char, *const c_char) -> c_int;
+    link = c"link": fn(*const c_char, *const c_char) -> c_int;
     socket = c"socket": fn(c_int, c_int, c_int) -> c_int;
     socketpair = c"socketpair": fn(c_int, c_int, c_int, *mut c_int) -> c_int;
     accept = c"accept": fn(c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> c_int;

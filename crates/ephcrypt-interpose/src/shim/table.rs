@@ -452,7 +452,7 @@ pub(crate) fn with_file<R>(
     fd: c_int,
     fail: R,
     own: OwnTail,
-    op: impl FnOnce(&mut OpenFile, &mut ProcessNonces<'_>) -> Result<R, Errno>,
+    mut op: impl FnMut(&mut OpenFile, &mut ProcessNonces<'_>) -> Result<R, Errno>,
 ) -> R {
     let mut guard = match Guard::acquire() {
         Ok(g) => g,
@@ -480,6 +480,24 @@ pub(crate) fn with_file<R>(
             }
             let class = file.class;
             let mut r = op(file, &mut nonces);
+            if class == ArtifactClass::Wal {
+                // A WAL file is rewritten by another process while we read
+                // it: a failed authentication may be a torn view. Retry from
+                // the disk, bounded (shim/wal.rs).
+                let mut attempt = 0;
+                while matches!(r, Err(Errno(libc::EIO)))
+                    && matches!(file.state, FileState::Sealed(_))
+                    && attempt < super::wal::MAX_RETRIES
+                {
+                    attempt += 1;
+                    super::wal::pause(attempt);
+                    file.known_len = None;
+                    if let FileState::Sealed(s) = &mut file.state {
+                        s.invalidate();
+                    }
+                    r = op(file, &mut nonces);
+                }
+            }
             if r.is_ok() && file.aliased {
                 // Another fd of this process reads the file from disk.
                 if let Ok((s, mut io)) = file.parts(fd) {

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""The `wal` class: a primary with a synchronous standby, sealed vs plain.
+
+Two pairs with the same configuration (benches/README.md):
+
+  enc    primary: pg_ephcrypt.classes = '...,wal', wal_durability = external;
+         its synchronous standby seals its WAL too
+  plain  the same pair with the default classes (WAL in plaintext)
+
+Measured alternately (the order rotates each round):
+
+  pgbench_tps  pgbench (TPC-B-like, -c 4 -j 2) against the primary; every
+               commit waits for the synchronous standby's flush
+  replay_mbps  the standby pauses replay, the primary writes a bulk insert,
+               the standby receives it; then the time to replay it (MB/s of
+               WAL read back from the standby's pg_wal)
+
+Each round measures both pairs back to back (the order alternates) and
+keeps the round's enc/plain ratio; the result is the median of those paired
+ratios, which is robust against the load of other work on the machine
+drifting between rounds (medians of each mode are printed too). Goal: TPS
+>= 0.95 of plain.
+Results are checked: both pairs end with equal data on primary and standby,
+and pg_ephcrypt_stats shows that enc sealed WAL and plain did not.
+
+Python 3.11 standard library only; needs the extension installed
+(scripts/cluster.sh install_extension, or PG_CONFIG pointing at a server
+where it is installed). Run: python3 benches/wal.py [--rounds N] [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+
+from cluster import PG_BIN, Cluster, _as_pg  # noqa: E402
+from walcluster import caught_up, lsn, primary, standby, wait_until  # noqa: E402
+
+COMMON = {"shared_buffers": "'128MB'", "max_wal_size": "'1GB'", "checkpoint_timeout": "'15min'",
+          "wal_compression": "off", "jit": "off"}
+
+
+def pair(mode: str) -> tuple[Cluster, Cluster]:
+    wal = mode == "enc"
+    p = primary(f"benchwal_{mode}_p", wal=wal, conf=COMMON).start()
+    p.sql("CREATE EXTENSION pg_ephcrypt")
+    s = standby(p, f"benchwal_{mode}_s", wal=wal, slot=f"bench_{mode}", conf=COMMON)
+    p.sql("ALTER SYSTEM SET synchronous_standby_names = '*'")
+    p.sql("SELECT pg_reload_conf()")
+    wait_until(lambda: p.sql("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'") == "1",
+               what="a synchronous standby")
+    run_pgbench(p, "-i", "-s", "10", "-q")
+    p.sql("CREATE TABLE bulk (id bigint, payload text)")
+    return p, s
+
+
+def run_pgbench(c: Cluster, *args: str) -> str:
+    r = subprocess.run(_as_pg([str(PG_BIN / "pgbench"), "-h", str(c.dir), "-p", str(c.port), "-U", "postgres",
+                               *args, "postgres"]), capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    return r.stdout
+
+
+def tps(p: Cluster, seconds: int) -> float:
+    out = run_pgbench(p, "-n", "-c", "4", "-j", "2", "-T", str(seconds))
+    for line in out.splitlines():
+        if line.startswith("tps = "):
+            return float(line.split()[2])
+    raise RuntimeError(out)
+
+
+def replay_rate(p: Cluster, s: Cluster, rows: int) -> float:
+    caught_up(p, s)
+    s.sql("SELECT pg_wal_replay_pause()")
+    wait_until(lambda: s.sql("SELECT pg_get_wal_replay_pause_state()") == "paused", what="pause")
+    start = lsn(s.sql("SELECT pg_last_wal_replay_lsn()"))
+    p.sql("TRUNCATE bulk")
+    p.sql(f"INSERT INTO bulk SELECT g, md5(g::text) || repeat('w', 60) FROM generate_series(1, {rows}) g")
+    end = lsn(p.sql("SELECT pg_current_wal_flush_lsn()"))
+    wait_until(lambda: lsn(s.sql("SELECT pg_last_wal_receive_lsn()")) >= end, timeout=300, what="receive")
+    t0 = time.perf_counter()
+    s.sql("SELECT pg_wal_replay_resume()")
+    wait_until(lambda: lsn(s.sql("SELECT pg_last_wal_replay_lsn()")) >= end, timeout=300, interval=0.02,
+               what="replay")
+    return (end - start) / (time.perf_counter() - t0) / 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    a = ap.parse_args()
+    pairs = {m: pair(m) for m in ("enc", "plain")}
+    samples: dict[tuple[str, str], list[float]] = {}
+    try:
+        for r in range(a.rounds):
+            order = ("enc", "plain") if r % 2 == 0 else ("plain", "enc")
+            for m in order:
+                p, s = pairs[m]
+                samples.setdefault(("pgbench_tps", m), []).append(tps(p, a.seconds))
+                samples.setdefault(("replay_mbps", m), []).append(replay_rate(p, s, a.rows))
+                print(f"round {r + 1} {m}: tps {samples[('pgbench_tps', m)][-1]:.0f}, "
+                      f"replay {samples[('replay_mbps', m)][-1]:.1f} MB/s", file=sys.stderr)
+        # Checks: equal data, and enc sealed WAL where plain did not.
+        for m, (p, s) in pairs.items():
+            caught_up(p, s)
+            q = "SELECT sum(abalance) || ':' || (SELECT count(*) FROM bulk) FROM pgbench_accounts"
+            assert p.sql(q) == s.sql(q), m
+            for c in (p, s):
+                sealed = int(c.sql("SELECT bytes_sealed FROM pg_ephcrypt_stats WHERE class = 'wal'") or 0)
+                assert (sealed > 0) == (m == "enc"), (m, c.dir.name, sealed)
+    finally:
+        for p, s in pairs.values():
+            s.stop(quiet=True)
+            p.stop(quiet=True)
+    ratios = {w: [e / p_ for e, p_ in zip(samples[(w, "enc")], samples[(w, "plain")])]
+              for w in ("pgbench_tps", "replay_mbps")}
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"Measured {now} at commit `{rev}`, {os.cpu_count()} CPUs, {platform.release()}, "
+          f"{a.rounds} rounds, pgbench -c 4 -j 2 -T {a.seconds}, scale 10, fsync = off, "
+          f"synchronous standby on the same host.\n")
+    print("| workload | median plain | median enc | median of paired enc/plain | range | goal | met? |")
+    print("|---|---:|---:|---:|---|---|---|")
+    for w, unit, goal in (("pgbench_tps", "tps", 0.95), ("replay_mbps", "MB/s", None)):
+        plain = statistics.median(samples[(w, "plain")])
+        enc = statistics.median(samples[(w, "enc")])
+        ratio = statistics.median(ratios[w])
+        g = f">= {goal}" if goal else "-"
+        met = ("yes" if ratio >= goal else "**no**") if goal else "-"
+        print(f"| {w} | {plain:.1f} {unit} | {enc:.1f} {unit} | {ratio:.3f} | "
+              f"{min(ratios[w]):.2f}-{max(ratios[w]):.2f} | {g} | {met} |")
+    for (w, m), v in sorted(samples.items()):
+        print(f"<!-- {w} {m}: {', '.join(f'{x:.1f}' for x in v)} -->")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,480 @@
+//! The `wal` class through the shims installed into this test binary's GOT,
+//! as PostgreSQL drives it: segments created as `xlogtemp.<pid>`, zero
+//! filled (or sparse) and renamed into place; pages rewritten in place
+//! while another process reads them; history files renamed out of the
+//! class; restored segments renamed into it; the start-up pass.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use common::*;
+use ephcrypt_classify::ArtifactClass;
+use ephcrypt_format::{EpochKey, FileName, Mode, SealedFile, VecIo};
+use ephcrypt_interpose::secmem::{self, AllocMode};
+use ephcrypt_interpose::shim::wal::{self, StartupPolicy};
+use ephcrypt_interpose::walkey;
+
+const SEG: u64 = 16 * 1024 * 1024;
+const PAGE: usize = 8192;
+
+fn wal_dir() -> (&'static Path, std::sync::MutexGuard<'static, ()>) {
+    let (dir, _report, guard) = setup();
+    fs::create_dir_all(dir.join("pg_wal/archive_status")).unwrap();
+    walkey::start(AllocMode::Auto, 7).unwrap();
+    (dir, guard)
+}
+
+/// A segment as XLogFileInit makes it: xlogtemp.<pid>, O_CREAT|O_EXCL,
+/// zero-filled with 32-page writes (or one byte at the end), fsync,
+/// close, rename.
+fn create_segment(dir: &Path, name: &str, sparse: bool) {
+    let tmp = dir.join(format!("pg_wal/xlogtemp.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .unwrap();
+    if sparse {
+        f.write_all_at(&[0], SEG - 1).unwrap();
+    } else if name.ends_with('1') {
+        // PostgreSQL's way: pwritev of PG_IOV_MAX (32) iovecs of one zero page.
+        use std::os::fd::AsRawFd;
+        let zero = vec![0u8; PAGE];
+        let iov: Vec<libc::iovec> = (0..32)
+            .map(|_| libc::iovec {
+                iov_base: zero.as_ptr() as *mut libc::c_void,
+                iov_len: PAGE,
+            })
+            .collect();
+        let mut off = 0u64;
+        while off < SEG {
+            // SAFETY: 32 valid iovecs over a live buffer; goes through the GOT.
+            let n = unsafe { libc::pwritev(f.as_raw_fd(), iov.as_ptr(), 32, off as i64) };
+            assert_eq!(n, 32 * PAGE as isize);
+            off += n as u64;
+        }
+    } else {
+        let zeros = vec![0u8; 32 * PAGE];
+        let mut off = 0;
+        while off < SEG {
+            f.write_all_at(&zeros, off).unwrap();
+            off += zeros.len() as u64;
+        }
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    fs::rename(&tmp, dir.join("pg_wal").join(name)).unwrap();
+}
+
+/// Create (or replace) a file with `data` through raw syscalls, which no
+/// shim sees (a file written by another program).
+fn raw_create(path: &Path, data: &[u8]) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: direct syscalls on a path and an fd we own.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC,
+            0o600,
+        ) as i32;
+        assert!(fd >= 0);
+        let mut off = 0usize;
+        while off < data.len() {
+            let n = libc::syscall(
+                libc::SYS_pwrite64,
+                fd,
+                data[off..].as_ptr(),
+                data.len() - off,
+                off as i64,
+            );
+            assert!(n > 0);
+            off += n as usize;
+        }
+        libc::syscall(libc::SYS_close, fd);
+    }
+}
+
+/// link(2) through this binary's GOT (std's hard_link calls linkat).
+fn link(from: &Path, to: &Path) {
+    let a = std::ffi::CString::new(from.as_os_str().as_encoded_bytes()).unwrap();
+    let b = std::ffi::CString::new(to.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: two valid NUL-terminated paths.
+    assert_eq!(unsafe { libc::link(a.as_ptr(), b.as_ptr()) }, 0, "link");
+}
+
+fn page_with(version: u32, fill: usize) -> Vec<u8> {
+    // A WAL-like tail page: a prefix that only grows, zeros after it.
+    let mut p = vec![0u8; PAGE];
+    let marker = payload(fill, 99);
+    p[..fill].copy_from_slice(&marker);
+    p[PAGE - 4..].copy_from_slice(&version.to_le_bytes());
+    p
+}
+
+#[test]
+fn segments_are_sealed_sized_and_survive_renames_and_epoch_rotation() {
+    let (dir, _g) = wal_dir();
+    for (name, sparse) in [
+        ("000000010000000000000001", false),
+        ("000000010000000000000002", true),
+    ] {
+        create_segment(dir, name, sparse);
+        let path = dir.join("pg_wal").join(name);
+        let raw = raw_bytes(&path);
+        assert!(raw.starts_with(b"PGEPHCR\0"), "{name}: sealed header");
+        // 16 MiB of data plus one metadata page per 2 MiB group.
+        assert_eq!(raw.len() as u64, SEG + 8 * PAGE as u64, "{name}");
+        assert_eq!(
+            stat_size(&path),
+            SEG,
+            "{name}: stat reports the logical size"
+        );
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        assert_eq!(fstat_size(&f), SEG, "{name}: fstat");
+        // Untouched pages read as zeros (a sparse segment too): sealed zero
+        // blocks, never holes.
+        let mut buf = vec![1u8; 128 * 1024];
+        f.read_exact_at(&mut buf, 5 * 1024 * 1024).unwrap();
+        assert!(buf.iter().all(|&b| b == 0), "{name}: zeros");
+        // XLogWrite: whole pages at page offsets, the tail rewritten.
+        let p1 = page_with(1, 100);
+        let p2 = page_with(2, 5000);
+        f.write_all_at(&p1, 3 * PAGE as u64).unwrap();
+        f.write_all_at(&p2, 3 * PAGE as u64).unwrap();
+        // The walreceiver: arbitrary ranges.
+        f.write_all_at(&payload(3000, 5), 10 * PAGE as u64 + 77)
+            .unwrap();
+        let mut back = vec![0u8; PAGE];
+        f.read_exact_at(&mut back, 3 * PAGE as u64).unwrap();
+        assert!(back == p2);
+        assert_eq!(fstat_size(&f), SEG, "{name}: writes inside keep the size");
+        drop(f);
+        assert!(!contains(&raw_bytes(&path), MARKER), "{name}: no plaintext");
+    }
+    // Recycling: a segment renamed to a future name stays readable.
+    let old = dir.join("pg_wal/000000010000000000000001");
+    let future = dir.join("pg_wal/000000010000000000000009");
+    fs::rename(&old, &future).unwrap();
+    let mut back = vec![0u8; PAGE];
+    fs::File::open(&future)
+        .unwrap()
+        .read_exact_at(&mut back, 3 * PAGE as u64)
+        .unwrap();
+    assert!(back == page_with(2, 5000));
+    // link() within the class too (durable_rename_excl of older minors).
+    let linked = dir.join("pg_wal/00000001000000000000000A");
+    link(&future, &linked);
+    fs::File::open(&linked)
+        .unwrap()
+        .read_exact_at(&mut back, 3 * PAGE as u64)
+        .unwrap();
+    assert!(back == page_with(2, 5000));
+
+    // A crash-restart rotates the epoch key: temp files of the old epoch
+    // are unreadable, WAL (under the WAL key) is not.
+    let temp = dir.join("base/pgsql_tmp/pgsql_tmp7.0");
+    fs::write(&temp, payload(10_000, 1)).unwrap();
+    secmem::start_epoch(AllocMode::Auto, 8).unwrap();
+    assert!(
+        fs::read(&temp).is_err(),
+        "control: the old epoch's temp file"
+    );
+    fs::File::open(&future)
+        .unwrap()
+        .read_exact_at(&mut back, 3 * PAGE as u64)
+        .unwrap();
+    assert!(
+        back == page_with(2, 5000),
+        "WAL readable after the rotation"
+    );
+    fs::remove_file(&temp).unwrap();
+    for f in [
+        &future,
+        &linked,
+        &dir.join("pg_wal/000000010000000000000002"),
+    ] {
+        fs::remove_file(f).unwrap();
+    }
+}
+
+#[test]
+fn renames_out_of_the_class_unseal_and_into_it_seal() {
+    let (dir, _g) = wal_dir();
+    // writeTimeLineHistory: xlogtemp.<pid> written with write(), renamed
+    // to <tli>.history, then read with stdio: it must be plaintext.
+    let text = b"1\t0/3000060\tno recovery target specified\n";
+    let tmp = dir.join("pg_wal/xlogtemp.4242");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .unwrap();
+    f.write_all(text).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert!(
+        raw_bytes(&tmp).starts_with(b"PGEPHCR\0"),
+        "sealed while temporary"
+    );
+    let history = dir.join("pg_wal/00000002.history");
+    fs::rename(&tmp, &history).unwrap();
+    assert!(
+        raw_bytes(&history) == text,
+        "plaintext under its history name"
+    );
+    assert!(!tmp.exists());
+    // The same through link() + unlink() (durable_rename_excl).
+    let tmp2 = dir.join("pg_wal/xlogtemp.4243");
+    fs::write(&tmp2, text).unwrap();
+    let history3 = dir.join("pg_wal/00000003.history");
+    link(&tmp2, &history3);
+    fs::remove_file(&tmp2).unwrap();
+    assert!(
+        raw_bytes(&history3) == text,
+        "link out of the class unseals too"
+    );
+
+    // KeepFileRestoredFromArchive: a plaintext RECOVERYXLOG written by
+    // restore_command, renamed to a segment name: sealed on the way in.
+    let restored = dir.join("pg_wal/RECOVERYXLOG");
+    let content = payload(3 * 1024 * 1024 + 123, 42);
+    fs::write(&restored, &content).unwrap();
+    assert!(
+        contains(&raw_bytes(&restored), MARKER),
+        "control: plaintext before"
+    );
+    let seg = dir.join("pg_wal/000000010000000000000005");
+    fs::rename(&restored, &seg).unwrap();
+    assert!(!restored.exists());
+    let raw = raw_bytes(&seg);
+    assert!(raw.starts_with(b"PGEPHCR\0"));
+    assert!(!contains(&raw, MARKER), "sealed under its segment name");
+    assert_eq!(stat_size(&seg), content.len() as u64);
+    assert!(
+        fs::read(&seg).unwrap() == content,
+        "readable through the shims"
+    );
+    // A plaintext file put at a WAL name behind our back never reads.
+    let planted = dir.join("pg_wal/000000010000000000000006");
+    raw_create(&planted, &content[..PAGE]);
+    assert!(fs::read(&planted).is_err(), "plaintext at a WAL name: EIO");
+    for f in [&history, &history3, &seg, &planted] {
+        fs::remove_file(f).unwrap();
+    }
+}
+
+#[test]
+fn readers_retry_a_tail_page_rewritten_by_another_process() {
+    let (dir, _g) = wal_dir();
+    create_segment(dir, "000000010000000000000011", false);
+    let path = dir.join("pg_wal/000000010000000000000011");
+    let tail = 300u64; // a page in group 1: its metadata page is rewritten too
+    let rounds = 4000u32;
+    // SAFETY: fork in a test; the child only writes through the shims and
+    // _exits without running destructors.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            for v in 1..=rounds {
+                let fill = 16 + (v as usize * 2) % (PAGE - 64);
+                f.write_all_at(&page_with(v, fill), tail * PAGE as u64)
+                    .unwrap();
+            }
+        })
+        .map_or(1, |_| 0);
+        // SAFETY: _exit runs no destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let f = fs::File::open(&path).unwrap();
+    let before = wal::retries();
+    let (mut reads, mut status) = (0u64, 0);
+    let mut buf = vec![0u8; 16 * PAGE];
+    loop {
+        // Walsender-style: 128 kB around the tail page, and the page alone.
+        f.read_exact_at(&mut buf, (tail - 8) * PAGE as u64)
+            .expect("a reader never fails while the tail is rewritten");
+        let page = &buf[8 * PAGE..9 * PAGE];
+        let v = u32::from_le_bytes(page[PAGE - 4..].try_into().unwrap());
+        if v != 0 {
+            let fill = 16 + (v as usize * 2) % (PAGE - 64);
+            assert!(page == &page_with(v, fill)[..], "an authentic version");
+        }
+        assert!(buf[..8 * PAGE].iter().all(|&b| b == 0));
+        reads += 1;
+        // SAFETY: waitpid on our child with a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "writer ok"
+    );
+    assert!(reads > 10, "reads overlapped the writes ({reads})");
+    eprintln!(
+        "{reads} reads during {rounds} rewrites, {} retries",
+        wal::retries() - before
+    );
+    let mut last = vec![0u8; PAGE];
+    f.read_exact_at(&mut last, tail * PAGE as u64).unwrap();
+    let fill = 16 + (rounds as usize * 2) % (PAGE - 64);
+    assert!(last == page_with(rounds, fill), "the last write wins");
+
+    // Control: a genuinely damaged block fails, after a bounded wait.
+    let phys = (tail + tail / 256 + 1) * PAGE as u64 + 10;
+    let mut b = raw_bytes(&path)[phys as usize];
+    b ^= 0x40;
+    raw_write_at(&path, phys, &[b]);
+    let t = std::time::Instant::now();
+    let err = f.read_exact_at(&mut last, tail * PAGE as u64).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(f);
+    fs::remove_file(&path).unwrap();
+}
+
+/// A sealed segment of another (ended) postmaster's WAL key.
+fn ended_segment(path: &Path) {
+    let key = EpochKey::from_bytes([9; 32]);
+    let name = FileName::new(ArtifactClass::Wal.index() as u8, b"pg_wal").unwrap();
+    let mut io = VecIo::default();
+    let mut nonces = ephcrypt_format::NonceSequence::new([5; 8]);
+    let mut s = SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &key,
+        &[3; 16],
+        &[4; 16],
+        &name,
+        Mode::Shared,
+    )
+    .unwrap();
+    s.write_at(&mut io, &mut nonces, &payload(PAGE * 3, 1), 0)
+        .unwrap();
+    raw_create(path, &io.data);
+}
+
+#[test]
+fn startup_pass_removes_ended_wal_on_a_standby_and_touches_nothing_on_a_primary() {
+    let (dir, _g) = wal_dir();
+    let w = dir.join("pg_wal");
+    let ended = [
+        "000000010000000000000021",
+        "000000010000000000000022.partial",
+    ];
+    for n in ended {
+        ended_segment(&w.join(n));
+    }
+    fs::write(w.join("archive_status/000000010000000000000021.ready"), b"").unwrap();
+    fs::write(
+        w.join("archive_status/000000010000000000000022.partial.done"),
+        b"",
+    )
+    .unwrap();
+    // A plaintext segment (a base backup's), a stale temp file, and files
+    // the class does not cover.
+    let plain = payload(SEG as usize, 3);
+    raw_create(&w.join("000000010000000000000023"), &plain);
+    raw_create(&w.join("xlogtemp.99"), b"junk");
+    raw_create(&w.join("00000002.history"), b"1\t0/1\tx\n");
+
+    // Primary: report, change nothing.
+    let primary = StartupPolicy {
+        remove_ended: false,
+        seal_plaintext: true,
+    };
+    let r = wal::startup_pass(dir, primary).unwrap();
+    assert_eq!(r.ended, ended.map(String::from).to_vec());
+    assert!(r.removed.is_empty() && r.converted.is_empty() && r.temps_removed == 0);
+    for n in ended {
+        assert!(w.join(n).exists(), "a primary's WAL is never deleted");
+    }
+    assert!(contains(
+        &raw_bytes(&w.join("000000010000000000000023")),
+        MARKER
+    ));
+
+    // Standby: the ended files and their status files go, the plaintext
+    // segment is sealed under the live WAL key, the temp file goes.
+    let standby = StartupPolicy {
+        remove_ended: true,
+        seal_plaintext: true,
+    };
+    let r = wal::startup_pass(dir, standby).unwrap();
+    assert_eq!(r.removed, ended.map(String::from).to_vec());
+    assert_eq!(r.status_removed, 2);
+    assert_eq!(r.temps_removed, 1);
+    assert_eq!(r.converted, vec!["000000010000000000000023".to_string()]);
+    for n in ended {
+        assert!(!w.join(n).exists());
+    }
+    assert!(!w.join("xlogtemp.99").exists());
+    assert!(fs::read_dir(w.join("archive_status"))
+        .unwrap()
+        .next()
+        .is_none());
+    let seg = w.join("000000010000000000000023");
+    assert!(!contains(&raw_bytes(&seg), MARKER), "sealed in place");
+    assert!(
+        fs::read(&seg).unwrap() == plain,
+        "and readable through the shims"
+    );
+    assert!(raw_bytes(&w.join("00000002.history")) == b"1\t0/1\tx\n");
+    // Idempotent: a second pass finds nothing to do.
+    let r = wal::startup_pass(dir, standby).unwrap();
+    assert_eq!(r, Default::default());
+    fs::remove_file(&seg).unwrap();
+    fs::remove_file(w.join("00000002.history")).unwrap();
+}
+
+#[test]
+#[ignore]
+fn measure_wal_write_and_read_costs() {
+    let (dir, _g) = wal_dir();
+    create_segment(dir, "0000000100000000000000F1", false);
+    let path = dir.join("pg_wal/0000000100000000000000F1");
+    let plain = dir.join("plainfile");
+    fs::write(&plain, vec![0u8; SEG as usize]).unwrap();
+    let page = page_with(1, 3000);
+    for (label, p) in [("sealed", &path), ("plain", &plain)] {
+        let f = OpenOptions::new().read(true).write(true).open(p).unwrap();
+        let n = 20000u64;
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            f.write_all_at(&page, (100 + i % 7) * PAGE as u64).unwrap();
+        }
+        let w = t.elapsed().as_nanos() as f64 / n as f64 / 1000.0;
+        let mut buf = vec![0u8; PAGE];
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            f.read_exact_at(&mut buf, (100 + i % 7) * PAGE as u64)
+                .unwrap();
+        }
+        let r = t.elapsed().as_nanos() as f64 / n as f64 / 1000.0;
+        eprintln!("{label}: write {w:.2} us, read {r:.2} us per 8 KiB page");
+    }
+}
