@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import BUILD, PG_BIN, PG_CONFIG, PG_USER, Cluster, SqlError, _as_pg, crash_a_backend
+from cluster import E2E, PG_BIN, PG_CONFIG, PG_USER, Cluster, SqlError, _as_pg, crash_a_backend
 
 MARKER = b"FAULTMARK-"
 
@@ -235,7 +235,9 @@ def test_symlink_at_a_temp_file_name_is_not_followed(preload):
 
 
 def build_fork_watcher() -> Path:
-    out = BUILD / "e2e" / "ephcrypt_test_fork_watcher.so"
+    # Per server build (E2E is build/e2e-<server>): the module's magic block
+    # carries the major it was compiled against.
+    out = E2E / "ephcrypt_test_fork_watcher.so"
     src = Path(__file__).parent / "helpers" / "fork_watcher.c"
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
         inc = subprocess.check_output([PG_CONFIG, "--includedir-server"], text=True).strip()

@@ -6,6 +6,7 @@ test suites (install_extension): the suite's own library is put back
 afterwards, on a new inode, and the dpkg steps wait while another suite runs."""
 
 import hashlib
+import re
 import io
 import os
 import shutil
@@ -24,6 +25,12 @@ PKG = "postgresql-15-pg-ephcrypt"
 
 def pg_config(flag: str) -> str:
     return subprocess.check_output([PG_CONFIG, flag], text=True).strip()
+
+
+# The major of the server under test ("PostgreSQL 16.15" -> "16"): packages
+# are per major, and this suite runs on every server build.
+MAJOR = re.match(r"PostgreSQL (\d+)", pg_config("--version")).group(1)
+OTHER_MAJOR = "16" if MAJOR != "16" else "17"
 
 
 def version() -> str:
@@ -57,7 +64,7 @@ def packages():
                    stdout=subprocess.DEVNULL)
     ver = version()
     deb = OUT / f"{PKG}_{ver}_{subprocess.check_output(['dpkg', '--print-architecture'], text=True).strip()}.deb"
-    tgz = OUT / f"pg_ephcrypt-{ver}-pg15-{os.uname().machine}.tar.gz"
+    tgz = OUT / f"pg_ephcrypt-{ver}-pg{MAJOR}-{os.uname().machine}.tar.gz"
     assert tgz.exists(), list(OUT.iterdir())
     assert deb.exists() == _debian_server(), list(OUT.iterdir())
     return deb, tgz
@@ -228,7 +235,7 @@ def test_tarball_install_script(packages, tmp_path):
         members = t.getmembers()
         assert all(m.uid == 0 and m.gid == 0 for m in members)
     subprocess.run(["tar", "-C", str(tmp_path), "-xzf", str(tgz)], check=True)
-    top = tmp_path / f"pg_ephcrypt-{version()}-pg15"
+    top = tmp_path / f"pg_ephcrypt-{version()}-pg{MAJOR}"
     assert sorted(p.name for p in (top / "extension").iterdir()) == sorted(
         ["pg_ephcrypt.control", f"pg_ephcrypt--{version()}.sql", f"pg_ephcrypt--0.1.0--{version()}.sql",
          "pg_ephcrypt--0.1.0.sql"])
@@ -252,19 +259,19 @@ def test_tarball_install_script(packages, tmp_path):
         p.chmod(0o755)
         return p
 
-    r = subprocess.run([str(top / "install.sh"), str(fake_pg_config("15"))], capture_output=True, text=True)
+    r = subprocess.run([str(top / "install.sh"), str(fake_pg_config(MAJOR))], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (prefix / "lib" / "pg_ephcrypt.so").read_bytes() == so
     assert (prefix / "share" / "extension" / "pg_ephcrypt.control").exists()
     # Reinstalling puts the library on a new inode (a running server keeps
     # its mapping).
     ino = (prefix / "lib" / "pg_ephcrypt.so").stat().st_ino
-    assert subprocess.run([str(top / "install.sh"), str(fake_pg_config("15"))], capture_output=True).returncode == 0
+    assert subprocess.run([str(top / "install.sh"), str(fake_pg_config(MAJOR))], capture_output=True).returncode == 0
     assert (prefix / "lib" / "pg_ephcrypt.so").stat().st_ino != ino
     # Controls: another major is refused; a damaged file is refused.
-    r = subprocess.run([str(top / "install.sh"), str(fake_pg_config("16"))], capture_output=True, text=True)
-    assert r.returncode != 0 and "built for PostgreSQL 15" in r.stderr
+    r = subprocess.run([str(top / "install.sh"), str(fake_pg_config(OTHER_MAJOR))], capture_output=True, text=True)
+    assert r.returncode != 0 and f"built for PostgreSQL {MAJOR}" in r.stderr
     with open(top / "extension" / "pg_ephcrypt.control", "a") as f:
         f.write("# changed\n")
-    r = subprocess.run([str(top / "install.sh"), str(fake_pg_config("15"))], capture_output=True, text=True)
+    r = subprocess.run([str(top / "install.sh"), str(fake_pg_config(MAJOR))], capture_output=True, text=True)
     assert r.returncode != 0

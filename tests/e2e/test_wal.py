@@ -115,6 +115,49 @@ def test_standby_seals_streamed_wal_and_answers_like_the_primary(pair):
     assert att == ["true", "standby", "t", "t"], att
 
 
+def test_offline_audit_of_standby_copies_covers_sealed_wal(pair):
+    """ephcrypt-audit of cp -a copies of the running standbys: the sealed
+    standby's pg_wal is audited (every WAL file sealed under the WAL key's
+    epoch, clean); the control standby's plaintext WAL is durable data, not
+    audited. A plaintext segment planted in the sealed copy is a finding."""
+    from tools import audit, copy_tree
+
+    p, s, control = pair
+    insert_marked(p, ROWS + 1, 2000)
+    caught_up(p, s)
+    wal_epoch = s.sql("SELECT key_epoch_id FROM pg_ephcrypt_wal_status()")
+    copy = s.dir / "audit_copy"
+    copy_tree(s.data, copy)
+    try:
+        rc, rep, err = audit(copy)
+        assert rc == 0, (err, rep)
+        assert rep["wal"]["audited"] is True and rep["wal"]["files"] >= 1, rep["wal"]
+        wal = [e for e in rep["entries"] if e["class"] == "wal"]
+        assert len(wal) == rep["wal"]["files"]
+        assert all(e["status"] == "sealed" for e in wal), wal
+        assert {e["epoch_id"] for e in wal} == {wal_epoch}, (wal_epoch, wal)
+        # Planted: a segment in the clear next to the sealed ones.
+        planted = copy / "pg_wal" / "0000000100000000000000FE"
+        planted.write_bytes(MARKER * 100)
+        rc, rep, err = audit(copy)
+        assert rc == 1, rep
+        found = [e for e in rep["entries"] if e["path"] == "pg_wal/0000000100000000000000FE"]
+        assert found and found[0]["status"] == "plaintext" and found[0]["class"] == "wal", found
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    # Control: the standby without the class has plaintext WAL, reported as
+    # not sealed and not listed (it is durable data there).
+    ccopy = control.dir / "audit_copy"
+    copy_tree(control.data, ccopy)
+    try:
+        rc, rep, err = audit(ccopy)
+        assert rc == 0, (err, rep)
+        assert rep["wal"]["audited"] is False and rep["wal"]["files"] >= 1, rep["wal"]
+        assert not [e for e in rep["entries"] if e["class"] == "wal"]
+    finally:
+        shutil.rmtree(ccopy, ignore_errors=True)
+
+
 def test_clean_restart_and_kill9_of_the_standby_stream_again(pair):
     p, s, _control = pair
     before = wal_status(s)

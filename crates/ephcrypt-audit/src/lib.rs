@@ -23,7 +23,7 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use ephcrypt_classify::walk::{walk, EntryKind, Tablespaces};
+use ephcrypt_classify::walk::{wal_entries, walk, EntryKind, Found, Tablespaces};
 use ephcrypt_classify::ArtifactClass;
 use ephcrypt_format::{physical_to_logical_size, FormatError, Header, HEADER_LEN};
 use serde_json::{json, Value};
@@ -140,6 +140,29 @@ pub struct Report {
     pub entries: Vec<Entry>,
     /// Every tablespace entry.
     pub tablespaces: Vec<TablespaceReport>,
+    /// What the audit made of pg_wal.
+    pub wal: WalAudit,
+}
+
+/// pg_wal in the copy. WAL is sealed only where the opt-in `wal` class was
+/// on; elsewhere it is durable data under the operator's storage
+/// encryption, out of scope. Without a key or the server's settings the
+/// copy itself has to tell: if any WAL file carries pg_ephcrypt's magic,
+/// the class was on and every WAL file is audited (a plaintext segment is
+/// then a finding); if none does, pg_wal is reported as not sealed and its
+/// files are not listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalAudit {
+    /// Sealed WAL present: every WAL file is among the entries.
+    Audited {
+        /// WAL files (segments, `.partial`, `xlogtemp.*`) in pg_wal.
+        files: usize,
+    },
+    /// No WAL file carries the magic: pg_wal holds durable (or no) WAL.
+    NotSealed {
+        /// WAL files in pg_wal, none of them sealed.
+        files: usize,
+    },
 }
 
 /// Why the data directory cannot be audited at all (exit status 2).
@@ -339,49 +362,30 @@ pub fn audit(data_dir: &Path, root: Option<&Path>) -> Result<Report, AuditError>
         })
         .collect();
 
-    let mut entries = Vec::new();
-    for found in &w.found {
-        let path = display_path(&found.path, &dd, &locations);
-        let kind = kind_name(found.kind, &found.path);
-        let mut e = Entry {
-            path,
-            class: Some(found.class),
-            kind,
-            size: None,
-            logical_size: None,
-            status: Status::Unexpected,
-            epoch_id: None,
-            detail: None,
-        };
-        match found.kind {
-            EntryKind::Regular(_) => match read_head(&found.path) {
-                Read64::File { head, size } => {
-                    let (status, epoch, detail) = judge(&head, size);
-                    e.size = Some(size);
-                    e.logical_size = match status {
-                        Status::Sealed => physical_to_logical_size(size).ok(),
-                        Status::Plaintext => Some(size),
-                        Status::Empty => Some(0),
-                        Status::Unexpected | Status::Unreadable => None,
-                    };
-                    e.status = status;
-                    e.epoch_id = epoch;
-                    e.detail = detail;
-                }
-                // Only a live directory changes under the audit.
-                Read64::Vanished => continue,
-                Read64::Unexpected(why) => e.detail = Some(why),
-                Read64::Failed(why) => {
-                    e.status = Status::Unreadable;
-                    e.detail = Some(why);
-                }
-            },
-            EntryKind::Symlink => e.detail = Some("a symbolic link (never followed)".into()),
-            EntryKind::Directory => e.detail = Some("a directory at a file's name".into()),
-            EntryKind::Other => e.detail = Some(format!("a {kind} at a file's name")),
+    let mut entries: Vec<Entry> = w
+        .found
+        .iter()
+        .filter_map(|f| entry_of(f, &dd, &locations))
+        .collect();
+    let wal_files: Vec<Entry> = wal_entries(&dd)
+        .iter()
+        .filter_map(|f| entry_of(f, &dd, &locations))
+        .collect();
+    // Unreadable counts as "the class was on": a WAL file with the magic
+    // but a damaged header is unreadable, and so is one the audit could not
+    // open; either way listing pg_wal errs towards more findings.
+    let wal = if wal_files
+        .iter()
+        .any(|e| matches!(e.status, Status::Sealed | Status::Unreadable))
+    {
+        let files = wal_files.len();
+        entries.extend(wal_files);
+        WalAudit::Audited { files }
+    } else {
+        WalAudit::NotSealed {
+            files: wal_files.len(),
         }
-        entries.push(e);
-    }
+    };
     for err in &w.errors {
         entries.push(Entry {
             path: display_path(&err.path, &dd, &locations),
@@ -402,7 +406,52 @@ pub fn audit(data_dir: &Path, root: Option<&Path>) -> Result<Report, AuditError>
         pg_version,
         entries,
         tablespaces,
+        wal,
     })
+}
+
+/// The entry for one covered name found by the walker (`None`: it vanished
+/// under the audit, which only a live directory does).
+fn entry_of(found: &Found, dd: &Path, locations: &[(PathBuf, String)]) -> Option<Entry> {
+    let path = display_path(&found.path, dd, locations);
+    let kind = kind_name(found.kind, &found.path);
+    let mut e = Entry {
+        path,
+        class: Some(found.class),
+        kind,
+        size: None,
+        logical_size: None,
+        status: Status::Unexpected,
+        epoch_id: None,
+        detail: None,
+    };
+    match found.kind {
+        EntryKind::Regular(_) => match read_head(&found.path) {
+            Read64::File { head, size } => {
+                let (status, epoch, detail) = judge(&head, size);
+                e.size = Some(size);
+                e.logical_size = match status {
+                    Status::Sealed => physical_to_logical_size(size).ok(),
+                    Status::Plaintext => Some(size),
+                    Status::Empty => Some(0),
+                    Status::Unexpected | Status::Unreadable => None,
+                };
+                e.status = status;
+                e.epoch_id = epoch;
+                e.detail = detail;
+            }
+            Read64::Vanished => return None,
+            Read64::Unexpected(why) => e.detail = Some(why),
+            Read64::Failed(why) => {
+                e.status = Status::Unreadable;
+                e.detail = Some(why);
+            }
+        },
+        EntryKind::Symlink => e.detail = Some("a symbolic link (never followed)".into()),
+        EntryKind::Directory => e.detail = Some("a directory at a file's name".into()),
+        EntryKind::Other => e.detail = Some(format!("a {kind} at a file's name")),
+    }
+    Some(e)
 }
 
 impl Report {
@@ -497,6 +546,10 @@ impl Report {
             "system_identifier": self.system_identifier.map(|s| s.to_string()),
             "entries": entries,
             "tablespaces": tablespaces,
+            "wal": match self.wal {
+                WalAudit::Audited { files } => json!({"audited": true, "files": files}),
+                WalAudit::NotSealed { files } => json!({"audited": false, "files": files}),
+            },
             "summary": summary,
             "epochs": self.epochs(),
             "findings": self.findings(),
@@ -554,6 +607,16 @@ impl Report {
                 }
             }
         }
+        let _ = match self.wal {
+            WalAudit::Audited { files } => writeln!(
+                out,
+                "pg_wal      sealed WAL present (the wal class was on): all {files} WAL files audited above"
+            ),
+            WalAudit::NotSealed { files } => writeln!(
+                out,
+                "pg_wal      {files} WAL files, none sealed: durable WAL (the wal class was off), not audited"
+            ),
+        };
         let epochs = self.epochs();
         let _ = writeln!(
             out,

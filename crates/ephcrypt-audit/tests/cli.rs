@@ -287,3 +287,70 @@ fn usage_and_unauditable_directories_exit_2() {
     // `--` ends the options.
     assert_eq!(code(&run(&["--", s(&dd)])), 0);
 }
+
+/// pg_wal is audited only when the copy shows the `wal` class was on (a WAL
+/// file with pg_ephcrypt's magic): then a plaintext segment is a finding.
+/// Without any sealed WAL file, plaintext segments are durable WAL (control:
+/// the same plaintext segment, no finding).
+#[test]
+fn wal_is_audited_where_sealed_wal_is_present() {
+    let dd = data_dir(&scratch("wal"));
+    let wal = dd.join("pg_wal");
+    std::fs::create_dir_all(wal.join("archive_status")).unwrap();
+    std::fs::write(
+        wal.join("000000010000000000000002"),
+        b"plaintext WAL record bytes",
+    )
+    .unwrap();
+    std::fs::write(wal.join("00000001.history"), b"not a WAL file").unwrap();
+
+    // Control: durable WAL only, not audited, clean.
+    let o = run(&["--json", s(&dd)]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let j = json(&o);
+    assert_eq!(j["wal"]["audited"], false);
+    assert_eq!(j["wal"]["files"], 1);
+    assert!(
+        j["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| !e["path"].as_str().unwrap().starts_with("pg_wal")),
+        "{j}"
+    );
+    let text = stdout(&run(&[s(&dd)]));
+    assert!(text.contains("none sealed"), "{text}");
+
+    // A sealed segment next to it: the class was on, the plaintext one is a finding.
+    seal(&wal.join("000000010000000000000003"), 3, b"pg_wal");
+    let o = run(&["--json", s(&dd)]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let j = json(&o);
+    assert_eq!(j["wal"]["audited"], true);
+    assert_eq!(j["wal"]["files"], 2);
+    let plain = entry(&j, "pg_wal/000000010000000000000002");
+    assert_eq!(plain["status"], "plaintext");
+    assert_eq!(plain["class"], "wal");
+    let sealed = entry(&j, "pg_wal/000000010000000000000003");
+    assert_eq!(sealed["status"], "sealed");
+    assert_eq!(sealed["epoch_id"], "ab".repeat(16));
+    assert!(
+        j["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["path"] != "pg_wal/00000001.history"),
+        "history files are not WAL segments: {j}"
+    );
+
+    // Sealed only: clean, both sealed files counted.
+    std::fs::remove_file(wal.join("000000010000000000000002")).unwrap();
+    seal(&wal.join("000000010000000000000004.partial"), 3, b"pg_wal");
+    let o = run(&["--json", s(&dd)]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let j = json(&o);
+    assert_eq!(j["summary"]["sealed"], 4);
+    assert_eq!(j["wal"]["files"], 2);
+    let text = stdout(&run(&[s(&dd)]));
+    assert!(text.contains("sealed WAL present"), "{text}");
+}
