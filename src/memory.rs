@@ -24,7 +24,10 @@ use crate::errors::EphError;
 use crate::gucs::{self, MemoryHygiene, OnUnsupported};
 
 /// What the postmaster read back from the kernel about the main segment.
+/// `start`, `end` and `dontdump` are a record for the `#[pg_test]`s, which
+/// compare them with a backend's own mapping; release code reads the rest.
 #[derive(Clone, Copy, Default)]
+#[cfg_attr(not(feature = "pg_test"), allow(dead_code))]
 pub struct MemoryPublic {
     /// The postmaster looked at this segment (set by the startup hook).
     pub applied: bool,
