@@ -479,8 +479,12 @@ pub(crate) fn with_file<R>(
                 }
             }
             let class = file.class;
-            let mut r = op(file, &mut nonces);
-            if class == ArtifactClass::Wal {
+            let is_wal = class == ArtifactClass::Wal;
+            let mut r = {
+                let _held = is_wal.then(super::wal::SignalsHeld::hold);
+                op(file, &mut nonces)
+            };
+            if is_wal {
                 // A WAL file is rewritten by another process while we read
                 // it: a failed authentication may be a torn view. Retry from
                 // the disk, bounded (shim/wal.rs).
@@ -495,11 +499,13 @@ pub(crate) fn with_file<R>(
                     if let FileState::Sealed(s) = &mut file.state {
                         s.invalidate();
                     }
+                    let _held = super::wal::SignalsHeld::hold();
                     r = op(file, &mut nonces);
                 }
             }
             if r.is_ok() && file.aliased {
                 // Another fd of this process reads the file from disk.
+                let _held = is_wal.then(super::wal::SignalsHeld::hold);
                 if let Ok((s, mut io)) = file.parts(fd) {
                     if let Err(e) = s.flush(&mut io, &mut nonces) {
                         r = Err(e);
