@@ -310,15 +310,6 @@ fn write_vectored(fd: c_int, iovs: &[iovec], off: Option<u64>) -> ssize_t {
                     return Ok(n as ssize_t);
                 }
             }
-            if class == ArtifactClass::Wal {
-                if let Some(n) = super::wal::zero_extension(s, &mut io, nonces, iovs, start)? {
-                    if off.is_none() {
-                        f.pos = start + n;
-                    }
-                    stats::add(class, Counter::BytesSealed, n);
-                    return Ok(n as ssize_t);
-                }
-            }
             for v in iovs {
                 // SAFETY: each iovec describes readable caller memory
                 // (possibly one shared static zero page: we never encrypt in
