@@ -283,6 +283,9 @@ fn readers_retry_a_tail_page_rewritten_by_another_process() {
     let path = dir.join("pg_wal/000000010000000000000011");
     let tail = 300u64; // a page in group 1: its metadata page is rewritten too
     let rounds = 4000u32;
+    let stop = dir.join("writer.stop");
+    let last_version = dir.join("writer.last");
+    let _ = fs::remove_file(&stop);
     // SAFETY: fork in a test; the child only writes through the shims and
     // _exits without running destructors.
     let pid = unsafe { libc::fork() };
@@ -294,11 +297,20 @@ fn readers_retry_a_tail_page_rewritten_by_another_process() {
                 .write(true)
                 .open(&path)
                 .unwrap();
-            for v in 1..=rounds {
+            // Rewrite until the reader has overlapped enough (a loaded
+            // machine may otherwise finish the writes before it reads),
+            // then say which version was last.
+            let mut v = 0u32;
+            let started = std::time::Instant::now();
+            while v < rounds
+                || (!stop.exists() && started.elapsed() < std::time::Duration::from_secs(60))
+            {
+                v += 1;
                 let fill = 16 + (v as usize * 2) % (PAGE - 64);
                 f.write_all_at(&page_with(v, fill), tail * PAGE as u64)
                     .unwrap();
             }
+            fs::write(&last_version, v.to_le_bytes()).unwrap();
         })
         .map_or(1, |_| 0);
         // SAFETY: _exit runs no destructors.
@@ -320,6 +332,9 @@ fn readers_retry_a_tail_page_rewritten_by_another_process() {
         }
         assert!(buf[..8 * PAGE].iter().all(|&b| b == 0));
         reads += 1;
+        if reads == 300 {
+            fs::write(&stop, b"").unwrap();
+        }
         // SAFETY: waitpid on our child with a valid out-pointer.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
@@ -330,15 +345,19 @@ fn readers_retry_a_tail_page_rewritten_by_another_process() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "writer ok"
     );
-    assert!(reads > 10, "reads overlapped the writes ({reads})");
+    assert!(reads >= 300, "reads overlapped the writes ({reads})");
     eprintln!(
         "{reads} reads during {rounds} rewrites, {} retries",
         wal::retries() - before
     );
     let mut last = vec![0u8; PAGE];
     f.read_exact_at(&mut last, tail * PAGE as u64).unwrap();
-    let fill = 16 + (rounds as usize * 2) % (PAGE - 64);
-    assert!(last == page_with(rounds, fill), "the last write wins");
+    let v = u32::from_le_bytes(fs::read(&last_version).unwrap().try_into().unwrap());
+    assert!(v >= rounds);
+    let fill = 16 + (v as usize * 2) % (PAGE - 64);
+    assert!(last == page_with(v, fill), "the last write wins");
+    fs::remove_file(&stop).unwrap();
+    fs::remove_file(&last_version).unwrap();
 
     // Control: a genuinely damaged block fails, after a bounded wait.
     let phys = (tail + tail / 256 + 1) * PAGE as u64 + 10;
