@@ -309,6 +309,11 @@ fn readers_retry_a_tail_page_rewritten_by_another_process() {
                 let fill = 16 + (v as usize * 2) % (PAGE - 64);
                 f.write_all_at(&page_with(v, fill), tail * PAGE as u64)
                     .unwrap();
+                // A flush rate PostgreSQL can reach with fsync = off (one
+                // tail rewrite per ~20-80 µs). Back-to-back rewrites with no
+                // gap at all would tear nearly every 128 kB read attempt
+                // and starve the reader; XLogWrite never runs that way.
+                std::thread::sleep(std::time::Duration::from_micros(20));
             }
             fs::write(&last_version, v.to_le_bytes()).unwrap();
         })
