@@ -581,31 +581,3 @@ fn startup_pass_removes_ended_wal_on_a_standby_and_touches_nothing_on_a_primary(
     fs::remove_file(&seg).unwrap();
     fs::remove_file(w.join("00000002.history")).unwrap();
 }
-
-#[test]
-#[ignore]
-fn measure_wal_write_and_read_costs() {
-    let (dir, _g) = wal_dir();
-    create_segment(dir, "0000000100000000000000F1", false);
-    let path = dir.join("pg_wal/0000000100000000000000F1");
-    let plain = dir.join("plainfile");
-    fs::write(&plain, vec![0u8; SEG as usize]).unwrap();
-    let page = page_with(1, 3000);
-    for (label, p) in [("sealed", &path), ("plain", &plain)] {
-        let f = OpenOptions::new().read(true).write(true).open(p).unwrap();
-        let n = 20000u64;
-        let t = std::time::Instant::now();
-        for i in 0..n {
-            f.write_all_at(&page, (100 + i % 7) * PAGE as u64).unwrap();
-        }
-        let w = t.elapsed().as_nanos() as f64 / n as f64 / 1000.0;
-        let mut buf = vec![0u8; PAGE];
-        let t = std::time::Instant::now();
-        for i in 0..n {
-            f.read_exact_at(&mut buf, (100 + i % 7) * PAGE as u64)
-                .unwrap();
-        }
-        let r = t.elapsed().as_nanos() as f64 / n as f64 / 1000.0;
-        eprintln!("{label}: write {w:.2} us, read {r:.2} us per 8 KiB page");
-    }
-}
