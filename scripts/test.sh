@@ -6,6 +6,7 @@
 #   scripts/test.sh e2e      end-to-end tests driving real clusters (pytest), per server
 # Servers: PG_MAJORS="16 18" ./scripts/test.sh e2e (majors or build names,
 # see scripts/pg-servers.sh; default all: 15 16 17 18-debian 18-pypi).
+# A partial e2e run: PG_EPHCRYPT_E2E_SELECT="core_dumps or wal" ./scripts/test.sh e2e
 # Every requested server runs even after a failure; the summary at the end
 # lists each tier x server with its result and time (also build/test-summary.txt).
 set -euo pipefail
@@ -94,7 +95,10 @@ run_e2e() {
     if [ -z "$soak" ]; then
         if [ "$PG_TARGET" = "$SOAK_TARGET" ]; then soak=180; else soak=30; fi
     fi
-    PG_EPHCRYPT_SOAK_SECONDS="$soak" "$VENV/bin/pytest" -q "$ROOT/tests/e2e"
+    # PG_EPHCRYPT_E2E_SELECT: a pytest -k expression, for a partial run.
+    local select=()
+    if [ -n "${PG_EPHCRYPT_E2E_SELECT:-}" ]; then select=(-k "$PG_EPHCRYPT_E2E_SELECT"); fi
+    PG_EPHCRYPT_SOAK_SECONDS="$soak" "$VENV/bin/pytest" -q "$ROOT/tests/e2e" "${select[@]}"
 }
 
 # run_tier TIER [TARGET]: run it, log to build/logs, record result and time.

@@ -86,6 +86,27 @@ def instance_pids(c: Cluster) -> list[int]:
     return pids
 
 
+def proc_owner_while_alive(pid: int) -> int | None:
+    """The owner of /proc/<pid>/environ, or None when the process is exiting.
+
+    The kernel (task_dump_owner) gives the /proc files of a task without an mm
+    -- one past exit_mm, or a zombie -- to root whatever its dumpable flag, so a
+    short-lived child (an autovacuum worker) caught while it exits would read as
+    non-dumpable. The state is read *after* the owner: an mm once released never
+    comes back, so a process with an mm (vsize > 0) that is not a zombie here
+    had one when its owner was read."""
+    try:
+        owner = os.stat(f"/proc/{pid}/environ").st_uid
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+    state, vsize = fields[0], int(fields[20])  # stat fields 3 and 23
+    if state in ("Z", "X", "x") or vsize == 0:
+        return None
+    return owner
+
+
 def status(c: Cluster) -> dict:
     hygiene, dsm, core, refused = c.rows(
         "SELECT memory_hygiene, dsm_dontdump, core_dumps, refused_configurations FROM pg_ephcrypt_status()")[0]
@@ -383,10 +404,9 @@ def test_core_dumps_off_leaves_no_core_and_refuses_ptrace(core_dumps):
             # world-readable /proc/<pid> directory itself) to root.
             owners = {}
             for p in pids:
-                try:
-                    owners[p] = os.stat(f"/proc/{p}/environ").st_uid
-                except FileNotFoundError:
-                    pass  # a short-lived child (autovacuum worker, ...) exited meanwhile
+                owner = proc_owner_while_alive(p)
+                if owner is not None:
+                    owners[p] = owner
             assert pid in owners and c.postmaster_pid() in owners and len(owners) >= 4, owners
             expected = 0 if core_dumps == "off" else pg_uid
             assert all(u == expected for u in owners.values()), owners
