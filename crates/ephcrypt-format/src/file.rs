@@ -208,6 +208,10 @@ pub struct SealedFile {
     len: Option<u64>,
     /// Private mode: one digest per group (`groups_for_len(len)` entries).
     digests: Vec<[u8; TAG_LEN]>,
+    /// Shared mode: rewrite a call's first block metadata-first, keeping its
+    /// previous version readable until its data is written
+    /// ([`Self::set_write_ahead`]).
+    write_ahead: bool,
 }
 
 impl core::fmt::Debug for SealedFile {
@@ -308,6 +312,62 @@ fn load_page<I: PhysicalIo>(
     Ok(state)
 }
 
+/// A block's nonce and tag, and its previous version's when the page's
+/// previous-version record names it (FORMAT.md §14).
+struct BlockEntry {
+    nonce: [u8; NONCE_LEN],
+    tag: [u8; TAG_LEN],
+    previous: Option<([u8; NONCE_LEN], [u8; TAG_LEN])>,
+}
+
+impl BlockEntry {
+    fn of(page: &Page, j: usize) -> Self {
+        let (nonce, tag) = meta::entry(page, j);
+        let previous = meta::previous(page)
+            .filter(|p| p.entry == j)
+            .map(|p| (p.nonce, p.tag));
+        Self {
+            nonce,
+            tag,
+            previous,
+        }
+    }
+}
+
+/// Read block `index`'s ciphertext (exactly `buf.len()` bytes) into `buf`
+/// and open it in place; if that fails and the block has a previous version
+/// (a write ahead whose data write never happened), read it again and open
+/// it under that. The first failure is the one reported.
+fn read_and_open<I: PhysicalIo>(
+    cipher: &FileCipher,
+    io: &mut I,
+    index: u64,
+    e: &BlockEntry,
+    buf: &mut [u8],
+) -> Result<(), I::Error> {
+    let read = |io: &mut I, buf: &mut [u8]| -> Result<(), I::Error> {
+        if io.read_at(buf, data_offset(index))? != buf.len() {
+            buf.fill(0);
+            return Err(FormatError::Truncated {
+                group: group_of(index),
+            }
+            .into());
+        }
+        Ok(())
+    };
+    read(io, buf)?;
+    let Err(err) = cipher.open_block_in_place(index, &e.nonce, &e.tag, buf) else {
+        return Ok(());
+    };
+    let Some((nonce, tag)) = e.previous else {
+        return Err(err.into());
+    };
+    read(io, buf)?;
+    cipher
+        .open_block_in_place(index, &nonce, &tag, buf)
+        .map_err(|_| err.into())
+}
+
 impl SealedFile {
     fn new(cipher: FileCipher, mode: Mode) -> Result<Self> {
         let slots = mode.slots()?;
@@ -332,6 +392,7 @@ impl SealedFile {
             tick: 0,
             len: None,
             digests: Vec::new(),
+            write_ahead: false,
         })
     }
 
@@ -488,6 +549,18 @@ impl SealedFile {
         self.mode
     }
 
+    /// Shared mode: make every write call that rewrites an existing block
+    /// in place (same length) as its first block write the metadata page
+    /// first, with the block's previous nonce and tag kept in the page's
+    /// previous-version record, and the data block second (FORMAT.md §14).
+    /// A writer that ends between the two, or before either, leaves a block
+    /// that authenticates under its previous version; readers fall back to
+    /// that record. Costs one metadata write per call with a multi-block
+    /// first group, none for a one-block call. No effect in private mode.
+    pub fn set_write_ahead(&mut self, on: bool) {
+        self.write_ahead = on && self.mode == Mode::Shared;
+    }
+
     /// True if metadata is cached that the disk does not have yet.
     #[must_use]
     pub fn is_dirty(&self) -> bool {
@@ -633,35 +706,22 @@ impl SealedFile {
                 if span.start == 0 && want == plain_len {
                     // The whole block is wanted: decrypt in the caller's
                     // buffer, no copy.
-                    let (nonce, tag) =
-                        self.entry_for_read(io, span.index, nonces.as_deref_mut())?;
-                    let n = io.read_at(dst, data_offset(span.index))?;
-                    if n != plain_len {
-                        dst.fill(0);
-                        return Err(FormatError::Truncated {
-                            group: group_of(span.index),
-                        }
-                        .into());
-                    }
-                    self.cipher
-                        .open_block_in_place(span.index, &nonce, &tag, dst)?;
+                    let e = self.entry_for_read(io, span.index, nonces.as_deref_mut())?;
+                    read_and_open(&self.cipher, io, span.index, &e, dst)?;
                     total += want;
                     continue;
                 }
                 if self.cache_dirty && nonces.is_none() {
                     // The cache holds another block's unsealed bytes and this
                     // handle may not write: decrypt around the cache.
-                    let (nonce, tag) = self.entry_for_read(io, span.index, None::<&mut N>)?;
-                    let n = io.read_at(&mut self.phys[..plain_len], data_offset(span.index))?;
-                    if n != plain_len {
-                        return Err(FormatError::Truncated {
-                            group: group_of(span.index),
-                        }
-                        .into());
-                    }
-                    let phys = &mut self.phys[..plain_len];
-                    self.cipher
-                        .open_block_in_place(span.index, &nonce, &tag, phys)?;
+                    let e = self.entry_for_read(io, span.index, None::<&mut N>)?;
+                    read_and_open(
+                        &self.cipher,
+                        io,
+                        span.index,
+                        &e,
+                        &mut self.phys[..plain_len],
+                    )?;
                     dst.copy_from_slice(&self.phys[span.start..span.end]);
                     total += want;
                     continue;
@@ -833,6 +893,10 @@ impl SealedFile {
         }
         for span in BlockSpans::new(off, buf.len()) {
             let data = &buf[span.buf_pos..span.buf_pos + (span.end - span.start)];
+            // Only a call's first block can hold bytes an earlier call wrote
+            // and a caller relies on (a WAL tail page; later blocks of
+            // PostgreSQL's WAL writes are new): it alone is written ahead.
+            let ahead = span.buf_pos == 0;
             let len = self.current_len();
             let existing = block_plain_len(len, span.index);
             // The write's partial last block is held unsealed (private mode)
@@ -855,7 +919,7 @@ impl SealedFile {
                     continue;
                 }
                 self.cache_dirty = false;
-                self.write_block(io, nonces, span.index, Plain::Buf(data))?;
+                self.write_block(io, nonces, span.index, Plain::Buf(data), ahead)?;
                 if data.len() < BLOCK_SIZE {
                     // A short last block: likely appended to next (spill
                     // files), so keep it for the next read-modify-write.
@@ -877,7 +941,9 @@ impl SealedFile {
                     self.hold_cache(span.index);
                     continue;
                 }
-                if let Err(e) = self.write_block(io, nonces, span.index, Plain::Cache(new_len)) {
+                let written =
+                    self.write_block(io, nonces, span.index, Plain::Cache(new_len), ahead);
+                if let Err(e) = written {
                     if self.is_private() {
                         // The cache holds bytes earlier writes acknowledged:
                         // keep them to seal later (flush retries).
@@ -914,7 +980,7 @@ impl SealedFile {
             self.cache_dirty = false;
             return Ok(());
         };
-        self.write_block(io, nonces, index, Plain::Cache(self.cache_len))?;
+        self.write_block(io, nonces, index, Plain::Cache(self.cache_len), false)?;
         self.cache_dirty = false;
         Ok(())
     }
@@ -962,7 +1028,7 @@ impl SealedFile {
         // Commit (no failure from here on).
         let page = page_at(&mut self.pages, s);
         if let Some((k, nonce, tag)) = resealed {
-            meta::set_entry(page, slot_in_group(k), &nonce, &tag);
+            meta::replace_entry(page, slot_in_group(k), &nonce, &tag);
             self.cache_index = Some(k);
             self.cache_len = cut_len;
         }
@@ -1013,7 +1079,7 @@ impl SealedFile {
             let new_len = (to - index * B).min(B) as usize;
             self.cache[partial..new_len].fill(0);
             self.cache_len = new_len;
-            if let Err(e) = self.write_block(io, nonces, index, Plain::Cache(new_len)) {
+            if let Err(e) = self.write_block(io, nonces, index, Plain::Cache(new_len), false) {
                 if self.cache_dirty {
                     // Keep the held bytes to seal later; the failed
                     // extension does not count.
@@ -1033,7 +1099,7 @@ impl SealedFile {
             if self.cache_index == Some(index) {
                 self.cache_index = None;
             }
-            self.write_block(io, nonces, index, Plain::Zeros(n))?;
+            self.write_block(io, nonces, index, Plain::Zeros(n), false)?;
             from += n as u64;
         }
         Ok(())
@@ -1041,13 +1107,16 @@ impl SealedFile {
 
     /// Seal and write block `index`, which must start at or before the
     /// current end (gaps are filled first) and ends at or after the block's
-    /// current end. Memory changes only after the data `pwrite` succeeded.
+    /// current end. Memory changes only after the data `pwrite` succeeded,
+    /// except in a write ahead (`ahead`, [`Self::set_write_ahead`]), where
+    /// the metadata page goes first.
     fn write_block<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         nonces: &mut N,
         index: u64,
         plain: Plain<'_>,
+        ahead: bool,
     ) -> Result<(), I::Error> {
         let len = self.current_len();
         debug_assert!(index * B <= len);
@@ -1082,6 +1151,36 @@ impl SealedFile {
         let tag = self
             .cipher
             .seal_block(index, nonce, src, &mut self.phys[..])?;
+        // A rewrite in place of a block that keeps its length (so that its
+        // previous version's ciphertext length still matches the group
+        // state the new page records).
+        if ahead && self.write_ahead && previous.is_none() && block_plain_len(len, index) == n {
+            let page = page_at(&mut self.pages, target);
+            if let Some(p) = meta::previous(page) {
+                // The last write ahead in this group: if its data never got
+                // to disk, its block still holds the previous version, and
+                // the entry must say so before the record moves on.
+                let k = group * GROUP_BLOCKS as u64 + p.entry as u64;
+                let m = block_plain_len(len, k).min(meta::HEAD_LEN);
+                let mut head = [0u8; meta::HEAD_LEN];
+                let got = io.read_at(&mut head[..m], data_offset(k))?;
+                if got != m || head[..m] != p.new_head[..m] {
+                    meta::set_entry(page, p.entry, &p.nonce, &p.tag);
+                }
+            }
+            let j = slot_in_group(index);
+            meta::keep_previous(page, j, &self.phys[..n]);
+            meta::set_entry(page, j, &nonce, &tag);
+            self.mark(target, group, SlotState::Dirty);
+            if let Err(e) = self.write_back(io, nonces, target) {
+                // Not on disk: forget the changed page (the next call
+                // loads the disk's).
+                self.slots[target].state = SlotState::Free;
+                return Err(e);
+            }
+            io.write_all_at(&self.phys[..n], data_offset(index))?;
+            return Ok(());
+        }
         io.write_all_at(&self.phys[..n], data_offset(index))?;
         // Commit.
         if let Some(prev) = previous {
@@ -1099,12 +1198,9 @@ impl SealedFile {
                 self.digests.push(UNKNOWN);
             }
         }
-        meta::set_entry(
-            page_at(&mut self.pages, target),
-            slot_in_group(index),
-            &nonce,
-            &tag,
-        );
+        let page = page_at(&mut self.pages, target);
+        let j = slot_in_group(index);
+        meta::replace_entry(page, j, &nonce, &tag);
         self.set_group_state(target, group, new_len);
         self.len = Some(new_len);
         Ok(())
@@ -1253,21 +1349,21 @@ impl SealedFile {
         io: &mut I,
         index: u64,
         nonces: Option<&mut N>,
-    ) -> Result<([u8; NONCE_LEN], [u8; TAG_LEN]), I::Error> {
+    ) -> Result<BlockEntry, I::Error> {
         let group = group_of(index);
         let j = slot_in_group(index);
         let expect = expected_group_state(self.current_len(), group);
         if let Some(s) = self.find_slot(io, group, expect)? {
-            return Ok(meta::entry(page_at(&mut self.pages, s), j));
+            return Ok(BlockEntry::of(page_at(&mut self.pages, s), j));
         }
         if let Some(s) = self.take_clean_slot(None) {
             self.load_into_slot(io, s, group)?;
-            return Ok(meta::entry(page_at(&mut self.pages, s), j));
+            return Ok(BlockEntry::of(page_at(&mut self.pages, s), j));
         }
         if let Some(nonces) = nonces {
             let s = self.take_slot_for_write(io, nonces, None)?;
             self.load_into_slot(io, s, group)?;
-            return Ok(meta::entry(page_at(&mut self.pages, s), j));
+            return Ok(BlockEntry::of(page_at(&mut self.pages, s), j));
         }
         let expect = expected_group_state(self.current_len(), group);
         let digests = if self.is_private() {
@@ -1276,7 +1372,7 @@ impl SealedFile {
             None
         };
         load_page(&self.cipher, io, &mut self.phys, group, expect, digests)?;
-        Ok(meta::entry(&self.phys, j))
+        Ok(BlockEntry::of(&self.phys, j))
     }
 
     /// Make the plaintext cache hold block `index`, which has `plain_len`
@@ -1302,7 +1398,7 @@ impl SealedFile {
         }
         self.cache_index = None;
         if plain_len > 0 {
-            let (nonce, tag) = self.entry_for_read(io, index, nonces)?;
+            let e = self.entry_for_read(io, index, nonces)?;
             let n = io.read_at(&mut self.phys[..plain_len], data_offset(index))?;
             if n != plain_len {
                 return Err(FormatError::Truncated {
@@ -1310,13 +1406,16 @@ impl SealedFile {
                 }
                 .into());
             }
-            self.cipher.open_block(
-                index,
-                &nonce,
-                &tag,
-                &self.phys[..plain_len],
-                &mut self.cache[..],
-            )?;
+            let ct = &self.phys[..plain_len];
+            let opened = self
+                .cipher
+                .open_block(index, &e.nonce, &e.tag, ct, &mut self.cache[..]);
+            if let Err(err) = opened {
+                let (nonce, tag) = e.previous.ok_or(err)?;
+                self.cipher
+                    .open_block(index, &nonce, &tag, ct, &mut self.cache[..])
+                    .map_err(|_| err)?;
+            }
         }
         self.cache_index = Some(index);
         self.cache_len = plain_len;

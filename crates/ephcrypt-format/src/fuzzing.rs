@@ -362,6 +362,17 @@ fn open_harness(io: &mut VecIo, mode: Mode, rem: Option<&crate::Remembered>) -> 
 /// [`VecIo`], and panic at the first observable difference (read data and
 /// counts, sizes, physical size, nonce reuse on disk).
 pub fn check_file_ops(ops: &[FileOp], mode: Mode) {
+    check_file_ops_with(ops, mode, false);
+}
+
+/// [`check_file_ops`] with every handle's [`SealedFile::set_write_ahead`]
+/// set to `write_ahead`.
+pub fn check_file_ops_with(ops: &[FileOp], mode: Mode, write_ahead: bool) {
+    let open_harness = |io: &mut VecIo, mode: Mode, rem: Option<&crate::Remembered>| {
+        let mut f = open_harness(io, mode, rem);
+        f.set_write_ahead(write_ahead);
+        f
+    };
     let key = fuzz_key();
     let mut io = VecIo::default();
     let mut nonces = NonceSequence::new(*b"fuzznonc");
@@ -375,6 +386,7 @@ pub fn check_file_ops(ops: &[FileOp], mode: Mode) {
         mode,
     )
     .expect("create");
+    file.set_write_ahead(write_ahead);
     let private = mode != Mode::Shared;
     let mut other: Option<SealedFile> = None;
     let mut other_nonces = NonceSequence::new(*b"fuzzoth2");

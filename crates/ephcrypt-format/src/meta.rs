@@ -20,6 +20,28 @@ pub const OFF_FLAGS: usize = 76;
 pub const OFF_ENTRIES: usize = 128;
 /// End of the entries.
 pub const END_ENTRIES: usize = OFF_ENTRIES + GROUP_BLOCKS * ENTRY_LEN;
+/// Offset of the previous-version record (FORMAT.md §3.2, §14): which
+/// entry it belongs to (u16, `j + 1`; 0 = none), that block's previous
+/// nonce and tag, and the first bytes of its new ciphertext.
+pub const OFF_PREVIOUS: usize = END_ENTRIES;
+/// Bytes of the new ciphertext the record keeps.
+pub const HEAD_LEN: usize = 8;
+/// End of the previous-version record.
+pub const END_PREVIOUS: usize = OFF_PREVIOUS + 2 + ENTRY_LEN + HEAD_LEN;
+
+/// A previous-version record (FORMAT.md §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Previous {
+    /// The entry (block `256*g + entry`) it belongs to.
+    pub entry: usize,
+    /// The block's nonce before its latest write ahead.
+    pub nonce: [u8; NONCE_LEN],
+    /// The block's tag before its latest write ahead.
+    pub tag: [u8; TAG_LEN],
+    /// The first `HEAD_LEN` bytes (zero-padded) of the ciphertext that write
+    /// ahead was about to write: on disk iff the data write happened.
+    pub new_head: [u8; HEAD_LEN],
+}
 /// Offset of the MAC nonce; everything before it is the MAC's AAD.
 pub const OFF_MAC_NONCE: usize = PAGE_SIZE - NONCE_LEN - TAG_LEN;
 /// Offset of the MAC tag.
@@ -27,7 +49,7 @@ pub const OFF_MAC_TAG: usize = PAGE_SIZE - TAG_LEN;
 /// `flags` bit: this is the file's last group.
 pub const FLAG_FINAL: u8 = 1;
 
-const _: () = assert!(END_ENTRIES <= OFF_MAC_NONCE);
+const _: () = assert!(END_PREVIOUS <= OFF_MAC_NONCE);
 
 /// The record of a group, as stored in its page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +122,66 @@ pub fn set_state(page: &mut Page, s: GroupState) {
     page[OFF_FLAGS] = if s.final_group { FLAG_FINAL } else { 0 };
     let used = OFF_ENTRIES + usize::from(s.count) * ENTRY_LEN;
     page[used..END_ENTRIES].fill(0);
+    if previous(page).is_some_and(|p| p.entry >= usize::from(s.count)) {
+        clear_previous(page);
+    }
+}
+
+/// The previous-version record, if any (and if it names an entry): the
+/// nonce and tag block `256*g + entry` had before its latest write ahead,
+/// whose data write may not have happened (FORMAT.md §14).
+#[must_use]
+pub fn previous(page: &Page) -> Option<Previous> {
+    let which = usize::from(u16::from_le_bytes([
+        page[OFF_PREVIOUS],
+        page[OFF_PREVIOUS + 1],
+    ]));
+    if which == 0 || which > GROUP_BLOCKS {
+        return None;
+    }
+    let at = OFF_PREVIOUS + 2;
+    let mut p = Previous {
+        entry: which - 1,
+        nonce: [0; NONCE_LEN],
+        tag: [0; TAG_LEN],
+        new_head: [0; HEAD_LEN],
+    };
+    p.nonce.copy_from_slice(&page[at..at + NONCE_LEN]);
+    p.tag.copy_from_slice(&page[at + NONCE_LEN..at + ENTRY_LEN]);
+    p.new_head
+        .copy_from_slice(&page[at + ENTRY_LEN..at + ENTRY_LEN + HEAD_LEN]);
+    Some(p)
+}
+
+/// Record entry `j`'s current nonce and tag as its previous version, and
+/// the head of the ciphertext about to be written (`new_ct`, its first
+/// `HEAD_LEN` bytes, zero-padded).
+pub fn keep_previous(page: &mut Page, j: usize, new_ct: &[u8]) {
+    debug_assert!(j < GROUP_BLOCKS);
+    let (nonce, tag) = entry(page, j);
+    page[OFF_PREVIOUS..OFF_PREVIOUS + 2].copy_from_slice(&(j as u16 + 1).to_le_bytes());
+    let at = OFF_PREVIOUS + 2;
+    page[at..at + NONCE_LEN].copy_from_slice(&nonce);
+    page[at + NONCE_LEN..at + ENTRY_LEN].copy_from_slice(&tag);
+    let head = &mut page[at + ENTRY_LEN..END_PREVIOUS];
+    head.fill(0);
+    let n = new_ct.len().min(HEAD_LEN);
+    head[..n].copy_from_slice(&new_ct[..n]);
+}
+
+/// Store entry `j` for a write that is not a write ahead: a record naming
+/// `j` goes with the version it described (it could no longer tell which
+/// version is on disk).
+pub fn replace_entry(page: &mut Page, j: usize, nonce: &[u8; NONCE_LEN], tag: &[u8; TAG_LEN]) {
+    set_entry(page, j, nonce, tag);
+    if previous(page).is_some_and(|p| p.entry == j) {
+        clear_previous(page);
+    }
+}
+
+/// Drop the previous-version record.
+pub fn clear_previous(page: &mut Page) {
+    page[OFF_PREVIOUS..END_PREVIOUS].fill(0);
 }
 
 /// Entry `j`: nonce and tag of the group's `j`-th data block.
@@ -135,6 +217,7 @@ mod tests {
     #[test]
     fn layout_matches_format_md() {
         assert_eq!(END_ENTRIES, 7296);
+        assert_eq!((OFF_PREVIOUS, END_PREVIOUS), (7296, 7334));
         assert_eq!(OFF_MAC_NONCE, 8164);
         assert_eq!(OFF_MAC_TAG, 8176);
     }
@@ -162,6 +245,45 @@ mod tests {
         assert_eq!(entry(&p, 0), ([1; 12], [0x10; 16]));
         p[OFF_FLAGS] = 2;
         assert_eq!(state(&p), None);
+    }
+
+    #[test]
+    fn previous_record_round_trips_and_goes_with_its_entry() {
+        let mut p = [0u8; PAGE_SIZE];
+        init(&mut p, &[7; HEADER_LEN], 0);
+        assert_eq!(previous(&p), None, "a fresh page has none");
+        set_entry(&mut p, 2, &[3; 12], &[4; 16]);
+        keep_previous(&mut p, 2, &[9, 8, 7]);
+        set_entry(&mut p, 2, &[5; 12], &[6; 16]);
+        let want = Previous {
+            entry: 2,
+            nonce: [3; 12],
+            tag: [4; 16],
+            new_head: [9, 8, 7, 0, 0, 0, 0, 0],
+        };
+        assert_eq!(previous(&p), Some(want));
+        assert_eq!(entry(&p, 2), ([5; 12], [6; 16]));
+        keep_previous(&mut p, 2, &[1; 100]);
+        assert_eq!(previous(&p).unwrap().new_head, [1; 8]);
+        assert_eq!(previous(&p).unwrap().nonce, [5; 12]);
+        let s = GroupState {
+            count: 3,
+            last_len: 100,
+            final_group: true,
+        };
+        set_state(&mut p, s);
+        assert_eq!(
+            previous(&p).map(|r| r.entry),
+            Some(2),
+            "entry 2 still exists"
+        );
+        set_state(&mut p, GroupState { count: 2, ..s });
+        assert_eq!(previous(&p), None, "cut with its entry");
+        // Out-of-range indexes name nothing.
+        p[OFF_PREVIOUS..OFF_PREVIOUS + 2].copy_from_slice(&257u16.to_le_bytes());
+        assert_eq!(previous(&p), None);
+        clear_previous(&mut p);
+        assert!(p[OFF_PREVIOUS..END_PREVIOUS].iter().all(|&b| b == 0));
     }
 
     #[test]

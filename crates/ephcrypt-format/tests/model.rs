@@ -6,7 +6,7 @@
 //! encrypted file; every observable result must be identical (see
 //! `fuzzing::check_file_ops`).
 
-use ephcrypt_format::fuzzing::{check_file_ops, FileOp};
+use ephcrypt_format::fuzzing::{check_file_ops, check_file_ops_with, FileOp};
 use ephcrypt_format::{Mode, BLOCK_SIZE, GROUP_BLOCKS};
 use proptest::prelude::*;
 
@@ -62,6 +62,12 @@ proptest! {
     fn encrypted_file_behaves_like_a_vec(ops in prop::collection::vec(op(), 1..32), mode in mode()) {
         check_file_ops(&ops, mode);
     }
+
+    /// Shared handles that write ahead (the `wal` class) behave the same.
+    #[test]
+    fn a_file_written_ahead_behaves_like_a_vec(ops in prop::collection::vec(op(), 1..32)) {
+        check_file_ops_with(&ops, Mode::Shared, true);
+    }
 }
 
 /// Sequential 8 KiB reads at an unaligned offset, then small appends: the
@@ -113,6 +119,7 @@ fn postgres_like_patterns() {
     ] {
         check_file_ops(&ops, mode);
     }
+    check_file_ops_with(&ops, Mode::Shared, true);
 }
 
 /// Several groups: gap extension over three groups with two cache slots
@@ -175,4 +182,5 @@ fn multi_group_patterns() {
     ] {
         check_file_ops(&ops, mode);
     }
+    check_file_ops_with(&ops, Mode::Shared, true);
 }

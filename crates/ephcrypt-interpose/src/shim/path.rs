@@ -421,7 +421,14 @@ fn open_state(
         SealedFile::open(&mut io, key, &epoch_id, &name, mode, remembered)
     };
     match opened {
-        Ok(s) => FileState::Sealed(s),
+        Ok(mut s) => {
+            if classified.class == ArtifactClass::Wal {
+                // A tail-page rewrite keeps the page's previous version
+                // readable until its data is written (FORMAT.md §14).
+                s.set_write_ahead(super::wal::write_ahead());
+            }
+            FileState::Sealed(s)
+        }
         Err(Errno(e)) => FileState::Poisoned(e),
     }
 }

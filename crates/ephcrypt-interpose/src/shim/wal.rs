@@ -87,6 +87,21 @@ pub fn set_hold_signals(on: bool) {
     HOLD_SIGNALS.store(on, Ordering::Relaxed);
 }
 
+/// Whether WAL files rewrite in place metadata-first (tests turn it off to
+/// show what it prevents).
+static WRITE_AHEAD: AtomicBool = AtomicBool::new(true);
+
+/// Tests only: turn the write ahead of WAL files opened from now on off
+/// (`false`) or back on.
+#[doc(hidden)]
+pub fn set_write_ahead(on: bool) {
+    WRITE_AHEAD.store(on, Ordering::Relaxed);
+}
+
+pub(crate) fn write_ahead() -> bool {
+    WRITE_AHEAD.load(Ordering::Relaxed)
+}
+
 /// Catchable signals held back for one operation on a WAL fd.
 ///
 /// A tail-page rewrite is two pwrites, the data block and then the metadata

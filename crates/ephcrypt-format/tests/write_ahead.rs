@@ -1,0 +1,423 @@
+//! Write ahead (FORMAT.md §14, `SealedFile::set_write_ahead`): a shared
+//! file's in-place rewrite of a call's first block writes the metadata page
+//! (new entry, previous version kept) before the data block, so that a
+//! writer that dies between the two leaves the block readable under its
+//! previous version. Each case has its control without write ahead.
+
+use ephcrypt_format::{
+    data_offset, meta_offset, EpochKey, FileName, FormatError, Mode, NonceSequence, PhysicalIo,
+    SealedFile, VecIo, BLOCK_SIZE, PAGE_SIZE,
+};
+
+const EK: [u8; 32] = [0x5A; 32];
+const EPOCH: [u8; 16] = [0xE5; 16];
+const FILE: [u8; 16] = [0xF5; 16];
+const B: usize = BLOCK_SIZE;
+
+/// What a write does when the writer "dies" at it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Death {
+    /// The write does not happen.
+    Before,
+    /// Half of it happens (a page-granular torn write).
+    Torn,
+}
+
+/// A physical file whose writer dies at write number `dies_at` (0-based):
+/// that write and every later one fail (after `Death::Torn` wrote half).
+struct DyingIo {
+    inner: VecIo,
+    writes: usize,
+    dies_at: Option<usize>,
+    death: Death,
+    /// (is_metadata, offset) of every write that happened.
+    log: Vec<(bool, u64)>,
+}
+
+impl DyingIo {
+    fn new(inner: VecIo) -> Self {
+        Self {
+            inner,
+            writes: 0,
+            dies_at: None,
+            death: Death::Before,
+            log: Vec::new(),
+        }
+    }
+}
+
+fn is_meta(off: u64) -> bool {
+    off.is_multiple_of(257 * PAGE_SIZE as u64)
+}
+
+impl PhysicalIo for DyingIo {
+    type Error = FormatError;
+    fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
+        self.inner.read_at(buf, off)
+    }
+    fn write_all_at(&mut self, buf: &[u8], off: u64) -> Result<(), FormatError> {
+        let n = self.writes;
+        self.writes += 1;
+        if self.dies_at.is_some_and(|d| n >= d) {
+            if n == self.dies_at.unwrap() && self.death == Death::Torn {
+                self.inner.write_all_at(&buf[..buf.len() / 2], off)?;
+            }
+            return Err(FormatError::InvalidArgument("the writer died"));
+        }
+        self.log.push((is_meta(off), off));
+        self.inner.write_all_at(buf, off)
+    }
+    fn set_len(&mut self, len: u64) -> Result<(), FormatError> {
+        self.inner.set_len(len)
+    }
+    fn len(&mut self) -> Result<u64, FormatError> {
+        self.inner.len()
+    }
+}
+
+fn name() -> FileName<'static> {
+    FileName::new(3, b"pg_wal").unwrap()
+}
+
+fn key() -> EpochKey {
+    EpochKey::from_bytes(EK)
+}
+
+fn block(seed: u8) -> Vec<u8> {
+    (0..B)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
+}
+
+/// A shared file of 4 full blocks (block i = `block(i)`), sealed.
+fn four_blocks() -> VecIo {
+    let mut io = VecIo::default();
+    let mut nonces = NonceSequence::new([1; 8]);
+    let mut f = SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &key(),
+        &EPOCH,
+        &FILE,
+        &name(),
+        Mode::Shared,
+    )
+    .unwrap();
+    let all: Vec<u8> = (0..4).flat_map(|i| block(i as u8)).collect();
+    f.write_at(&mut io, &mut nonces, &all, 0).unwrap();
+    io
+}
+
+/// Rewrite `buf` at `off` with a writer that dies at write `dies_at`;
+/// returns the physical file left behind and the writes that happened.
+fn rewrite_and_die(
+    write_ahead: bool,
+    buf: &[u8],
+    off: u64,
+    dies_at: Option<usize>,
+    death: Death,
+) -> (VecIo, Vec<(bool, u64)>) {
+    let mut io = DyingIo::new(four_blocks());
+    let mut nonces = NonceSequence::new([2; 8]);
+    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    f.set_write_ahead(write_ahead);
+    io.dies_at = dies_at;
+    io.death = death;
+    let r = f.write_at(&mut io, &mut nonces, buf, off);
+    assert_eq!(r.is_ok(), dies_at.is_none(), "{r:?}");
+    (io.inner, io.log)
+}
+
+/// Block `i` as a fresh process (crash recovery) reads it.
+fn read_block(io: &mut VecIo, i: u64) -> Result<Vec<u8>, FormatError> {
+    let mut f = SealedFile::open(io, &key(), &EPOCH, &name(), Mode::Shared, None)?;
+    let mut out = vec![0u8; B];
+    let n = f.read_at(io, &mut out, i * B as u64)?;
+    assert_eq!(n, B);
+    Ok(out)
+}
+
+/// The same through the unaligned path (the plaintext cache, `load_block`).
+fn read_block_unaligned(io: &mut VecIo, i: u64) -> Result<Vec<u8>, FormatError> {
+    let mut f = SealedFile::open(io, &key(), &EPOCH, &name(), Mode::Shared, None)?;
+    let mut out = vec![0u8; B - 10];
+    f.read_at(io, &mut out, i * B as u64 + 10)?;
+    Ok(out)
+}
+
+#[test]
+fn a_write_ahead_writes_the_metadata_page_first_and_costs_no_extra_write_for_one_block() {
+    let (_, log) = rewrite_and_die(true, &block(9), B as u64, None, Death::Before);
+    assert_eq!(
+        log,
+        vec![(true, meta_offset(0)), (false, data_offset(1))],
+        "metadata, then data, nothing else"
+    );
+    // Control: the usual order.
+    let (_, log) = rewrite_and_die(false, &block(9), B as u64, None, Death::Before);
+    assert_eq!(log, vec![(false, data_offset(1)), (true, meta_offset(0))]);
+    // Three blocks in one call: the first ahead, the others as usual, and
+    // the page once more at the end.
+    let three: Vec<u8> = (0..3).flat_map(|i| block(20 + i)).collect();
+    let (mut io, log) = rewrite_and_die(true, &three, B as u64, None, Death::Before);
+    assert_eq!(
+        log,
+        vec![
+            (true, meta_offset(0)),
+            (false, data_offset(1)),
+            (false, data_offset(2)),
+            (false, data_offset(3)),
+            (true, meta_offset(0)),
+        ]
+    );
+    for i in 0..3 {
+        assert_eq!(read_block(&mut io, 1 + i).unwrap(), block(20 + i as u8));
+    }
+}
+
+#[test]
+fn a_writer_that_dies_between_the_two_writes_leaves_the_previous_version_readable() {
+    let new = block(9);
+    let (mut io, log) = rewrite_and_die(true, &new, B as u64, Some(1), Death::Before);
+    assert_eq!(
+        log,
+        vec![(true, meta_offset(0))],
+        "only the metadata page went out"
+    );
+    assert_eq!(
+        read_block(&mut io, 1).unwrap(),
+        block(1),
+        "the previous version"
+    );
+    assert_eq!(read_block_unaligned(&mut io, 1).unwrap(), block(1)[10..]);
+    for i in [0u64, 2, 3] {
+        assert_eq!(read_block(&mut io, i).unwrap(), block(i as u8), "untouched");
+    }
+    // The file stays writable: the next rewrite of the same block wins.
+    let mut nonces = NonceSequence::new([3; 8]);
+    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    f.set_write_ahead(true);
+    f.write_at(&mut io, &mut nonces, &new, B as u64).unwrap();
+    assert_eq!(read_block(&mut io, 1).unwrap(), new);
+
+    // Control: without write ahead the data goes first, and a writer that
+    // dies before the metadata page leaves the block unreadable.
+    let (mut io, log) = rewrite_and_die(false, &new, B as u64, Some(1), Death::Before);
+    assert_eq!(log, vec![(false, data_offset(1))]);
+    assert_eq!(
+        read_block(&mut io, 1),
+        Err(FormatError::BlockAuthFailed { index: 1 })
+    );
+}
+
+#[test]
+fn a_partial_rewrite_of_the_first_block_is_written_ahead_too() {
+    // The walreceiver's case: bytes 100.. of block 2 (read-modify-write).
+    let (mut io, _) = rewrite_and_die(
+        true,
+        &[0xEE; 500],
+        2 * B as u64 + 100,
+        Some(1),
+        Death::Before,
+    );
+    assert_eq!(read_block(&mut io, 2).unwrap(), block(2));
+    let (mut io, _) = rewrite_and_die(true, &[0xEE; 500], 2 * B as u64 + 100, None, Death::Before);
+    let mut want = block(2);
+    want[100..600].fill(0xEE);
+    assert_eq!(read_block(&mut io, 2).unwrap(), want);
+    // Control.
+    let (mut io, _) = rewrite_and_die(
+        false,
+        &[0xEE; 500],
+        2 * B as u64 + 100,
+        Some(1),
+        Death::Before,
+    );
+    assert!(read_block(&mut io, 2).is_err());
+}
+
+#[test]
+fn a_writer_that_dies_before_either_write_changes_nothing() {
+    for ahead in [true, false] {
+        let (mut io, log) = rewrite_and_die(ahead, &block(9), B as u64, Some(0), Death::Before);
+        assert!(log.is_empty());
+        assert_eq!(read_block(&mut io, 1).unwrap(), block(1), "ahead = {ahead}");
+    }
+}
+
+/// The limit that stays (FORMAT.md §14): a data write torn inside itself
+/// leaves a block that is neither version.
+#[test]
+fn a_torn_data_write_is_still_unreadable_never_other_bytes() {
+    let (mut io, log) = rewrite_and_die(true, &block(9), B as u64, Some(1), Death::Torn);
+    assert_eq!(log, vec![(true, meta_offset(0))]);
+    assert_eq!(
+        read_block(&mut io, 1),
+        Err(FormatError::BlockAuthFailed { index: 1 })
+    );
+    assert!(read_block_unaligned(&mut io, 1).is_err());
+}
+
+/// The previous-version record vouches for one block's one earlier
+/// ciphertext, at its own index: it makes no other bytes authentic.
+#[test]
+fn the_previous_version_authenticates_nothing_but_its_own_block() {
+    let before = four_blocks();
+    let (mut io, _) = rewrite_and_die(true, &block(9), B as u64, None, Death::Before);
+    assert_eq!(read_block(&mut io, 1).unwrap(), block(9));
+    let old = |i: u64| {
+        let at = data_offset(i) as usize;
+        before.data[at..at + B].to_vec()
+    };
+    // Block 1's previous ciphertext at block 2's place: the record names
+    // entry 1, and the AAD binds the index.
+    let mut moved = io.clone();
+    let at = data_offset(2) as usize;
+    moved.data[at..at + B].copy_from_slice(&old(1));
+    assert_eq!(
+        read_block(&mut moved, 2),
+        Err(FormatError::BlockAuthFailed { index: 2 })
+    );
+    // An older version of block 2 (never recorded as previous) put back
+    // after block 2 was rewritten too: refused.
+    let mut nonces = NonceSequence::new([4; 8]);
+    let mut two = io.clone();
+    let mut f = SealedFile::open(&mut two, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    f.set_write_ahead(true);
+    f.write_at(&mut two, &mut nonces, &block(10), 2 * B as u64)
+        .unwrap();
+    let mut stale = two.clone();
+    stale.data[at..at + B].copy_from_slice(&old(2));
+    assert_eq!(
+        read_block(&mut stale, 2).unwrap(),
+        block(2),
+        "the recorded previous version"
+    );
+    let mut stale1 = two.clone();
+    let at1 = data_offset(1) as usize;
+    stale1.data[at1..at1 + B].copy_from_slice(&old(1));
+    assert_eq!(
+        read_block(&mut stale1, 1),
+        Err(FormatError::BlockAuthFailed { index: 1 }),
+        "block 1's previous version is no longer recorded"
+    );
+}
+
+#[test]
+fn write_ahead_has_no_effect_in_private_mode_or_past_the_end() {
+    // Private mode: the setting is ignored (data first, metadata at flush).
+    let mut io = DyingIo::new(VecIo::default());
+    let mut nonces = NonceSequence::new([5; 8]);
+    let mut f = SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &key(),
+        &EPOCH,
+        &FILE,
+        &name(),
+        Mode::PRIVATE,
+    )
+    .unwrap();
+    f.set_write_ahead(true);
+    io.log.clear();
+    f.write_at(&mut io, &mut nonces, &block(1), 0).unwrap();
+    f.write_at(&mut io, &mut nonces, &block(2), 0).unwrap();
+    f.flush(&mut io, &mut nonces).unwrap();
+    assert_eq!(
+        io.log,
+        vec![
+            (false, data_offset(0)),
+            (false, data_offset(0)),
+            (true, meta_offset(0))
+        ]
+    );
+    // Shared mode, a block that grows (the file's end): no record of a
+    // version whose length no longer matches; the usual order.
+    let (_, log) = rewrite_and_die(true, &block(9), 4 * B as u64, None, Death::Before);
+    assert_eq!(log, vec![(false, data_offset(4)), (true, meta_offset(0))]);
+}
+
+/// One rewrite of `buf` at `off` through a fresh handle on `io` (a new
+/// writer after a crash), dying at write `dies_at` if given.
+fn rewrite_on(io: VecIo, buf: &[u8], off: u64, dies_at: Option<usize>) -> VecIo {
+    let mut io = DyingIo::new(io);
+    // Every writer its own nonce prefix, as every process has.
+    static WRITER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0x40);
+    let prefix = WRITER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut nonces = NonceSequence::new([prefix; 8]);
+    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    f.set_write_ahead(true);
+    io.dies_at = dies_at;
+    let r = f.write_at(&mut io, &mut nonces, buf, off);
+    assert_eq!(r.is_ok(), dies_at.is_none(), "{r:?}");
+    io.inner
+}
+
+/// Writers killed one after another at the same block, each between its
+/// two writes: the block's on-disk version must stay the one the record
+/// keeps, not the version the last writer never wrote.
+#[test]
+fn repeated_deaths_at_the_same_block_keep_the_version_on_disk() {
+    let mut io = four_blocks();
+    for round in 0..4u8 {
+        io = rewrite_on(io, &block(50 + round), B as u64, Some(1));
+        assert_eq!(
+            read_block(&mut io, 1).unwrap(),
+            block(1),
+            "after death {round}"
+        );
+    }
+    // A partial rewrite (read-modify-write) after the deaths merges with
+    // the on-disk version.
+    io = rewrite_on(io, &[0xAB; 16], B as u64 + 8, None);
+    let mut want = block(1);
+    want[8..24].fill(0xAB);
+    assert_eq!(read_block(&mut io, 1).unwrap(), want);
+    // And a completed rewrite after that is what is read.
+    io = rewrite_on(io, &block(60), B as u64, None);
+    assert_eq!(read_block(&mut io, 1).unwrap(), block(60));
+    io = rewrite_on(io, &block(61), B as u64, Some(1));
+    assert_eq!(read_block(&mut io, 1).unwrap(), block(60));
+}
+
+/// A writer killed mid-rewrite of block 1, then a write ahead of another
+/// block of the group: block 1 keeps its on-disk version (its entry is
+/// set back to the recorded one before the record moves on).
+#[test]
+fn a_write_ahead_elsewhere_in_the_group_keeps_an_interrupted_block_readable() {
+    let mut io = four_blocks();
+    io = rewrite_on(io, &block(70), B as u64, Some(1));
+    io = rewrite_on(io, &block(71), 2 * B as u64, None);
+    assert_eq!(read_block(&mut io, 1).unwrap(), block(1));
+    assert_eq!(read_block(&mut io, 2).unwrap(), block(71));
+    // Also when that second writer dies between its writes as well.
+    let mut io = four_blocks();
+    io = rewrite_on(io, &block(70), B as u64, Some(1));
+    io = rewrite_on(io, &block(71), 2 * B as u64, Some(1));
+    assert_eq!(read_block(&mut io, 1).unwrap(), block(1));
+    assert_eq!(read_block(&mut io, 2).unwrap(), block(2));
+    // A completed write ahead is not undone by the next one elsewhere.
+    let mut io = four_blocks();
+    io = rewrite_on(io, &block(72), B as u64, None);
+    io = rewrite_on(io, &block(73), 3 * B as u64, None);
+    assert_eq!(read_block(&mut io, 1).unwrap(), block(72));
+    assert_eq!(read_block(&mut io, 3).unwrap(), block(73));
+}
+
+/// A block named by the record and then rewritten without write ahead (a
+/// truncate that cuts inside it re-seals it): the record goes, so that a
+/// later write ahead does not mistake the new data for an interrupted write.
+#[test]
+fn a_block_rewritten_without_write_ahead_drops_the_record() {
+    let mut io = four_blocks();
+    io = rewrite_on(io, &block(80), B as u64, None); // record names block 1
+    let mut nonces = NonceSequence::new([0x77; 8]);
+    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    f.set_len(&mut io, &mut nonces, B as u64 + 4096).unwrap(); // re-seals block 1
+    io = rewrite_on(io, &block(83), 0, None); // a write ahead elsewhere
+    assert_eq!(read_block(&mut io, 0).unwrap(), block(83));
+    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    let mut out = vec![0u8; 4096];
+    assert_eq!(f.read_at(&mut io, &mut out, B as u64).unwrap(), 4096);
+    assert_eq!(out, block(80)[..4096]);
+}
