@@ -421,3 +421,30 @@ fn a_block_rewritten_without_write_ahead_drops_the_record() {
     assert_eq!(f.read_at(&mut io, &mut out, B as u64).unwrap(), 4096);
     assert_eq!(out, block(80)[..4096]);
 }
+
+/// The record's bytes as FORMAT.md §3.2 lays them out, read from the raw
+/// page (not through the crate's accessors).
+#[test]
+fn the_record_bytes_match_format_md() {
+    let before = four_blocks();
+    assert!(
+        before.data[7296..8164].iter().all(|&b| b == 0),
+        "no record before any write ahead"
+    );
+    let (after, _) = rewrite_and_die(true, &block(9), 2 * B as u64, None, Death::Before);
+    let page = &after.data[..PAGE_SIZE];
+    let old_entry = &before.data[128 + 2 * 28..128 + 3 * 28];
+    let data = &after.data[data_offset(2) as usize..];
+    assert_eq!(&page[7296..7298], &3u16.to_le_bytes(), "entry + 1");
+    assert_eq!(&page[7298..7326], old_entry, "previous nonce || tag");
+    assert_eq!(&page[7326..7334], &data[..8], "head of the new ciphertext");
+    assert!(
+        page[7334..8164].iter().all(|&b| b == 0),
+        "the rest stays zero"
+    );
+    assert_ne!(
+        &page[128 + 2 * 28..128 + 3 * 28],
+        old_entry,
+        "entry 2 is new"
+    );
+}
