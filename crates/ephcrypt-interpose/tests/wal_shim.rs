@@ -603,3 +603,71 @@ fn startup_pass_removes_ended_wal_on_a_standby_and_touches_nothing_on_a_primary(
     fs::remove_file(&seg).unwrap();
     fs::remove_file(w.join("00000002.history")).unwrap();
 }
+
+/// A writer stopped between its two writes (a CPU quota, a SIGSTOP): here
+/// the data block of a new version is on disk and its metadata page is not
+/// yet, the order of every write but a write ahead. A reader retries for
+/// about 0.5 s (MAX_RETRIES): a 150 ms stop is waited out and the new
+/// version read; a 2 s stop ends in EIO after the budget, never in other
+/// bytes (the control: the retry budget is what the first case relies on).
+#[test]
+fn a_reader_waits_out_a_writer_stopped_between_its_writes_for_a_bounded_time() {
+    let (dir, _g) = wal_dir();
+    create_segment(dir, "000000010000000000000017", false);
+    let path = dir.join("pg_wal/000000010000000000000017");
+    let tail = 300u64; // group 1
+    let data_at = (tail + tail / 256 + 1) * PAGE as u64;
+    let meta_at = (256 + 1) * PAGE as u64;
+    let write = |v: u32| {
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&page_with(v, 500), tail * PAGE as u64)
+            .unwrap();
+    };
+    write(1);
+    let old = raw_bytes(&path);
+    write(2);
+    let new = raw_bytes(&path);
+    let (pg, dt) = (PAGE as usize, data_at as usize);
+    let (new_data, new_meta) = (
+        new[dt..dt + pg].to_vec(),
+        new[meta_at as usize..meta_at as usize + pg].to_vec(),
+    );
+    for (stop_ms, should_read) in [(150u64, true), (2000, false)] {
+        raw_write_at(&path, 0, &old); // version 1 on disk
+        raw_write_at(&path, data_at, &new_data); // the stopped writer's first write
+        let p = path.clone();
+        let meta = new_meta.clone();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(stop_ms));
+            raw_write_at(&p, meta_at, &meta); // ... and its second
+        });
+        let f = fs::File::open(&path).unwrap();
+        let mut got = vec![0u8; PAGE];
+        let t = std::time::Instant::now();
+        let r = f.read_exact_at(&mut got, tail * PAGE as u64);
+        let waited = t.elapsed();
+        writer.join().unwrap();
+        if should_read {
+            r.unwrap_or_else(|e| {
+                panic!("a {stop_ms} ms stop was not waited out ({waited:?}): {e}")
+            });
+            assert_eq!(got, page_with(2, 500), "the new version");
+            assert!(
+                waited >= std::time::Duration::from_millis(100),
+                "{waited:?}"
+            );
+        } else {
+            let e = r.expect_err("a 2 s stop outlasts the retry budget");
+            assert_eq!(e.raw_os_error(), Some(libc::EIO));
+            assert!(
+                waited >= std::time::Duration::from_millis(300)
+                    && waited < std::time::Duration::from_millis(1900),
+                "the budget is about 0.5 s: {waited:?}"
+            );
+            // Once the writer resumed, the page reads.
+            f.read_exact_at(&mut got, tail * PAGE as u64).unwrap();
+            assert_eq!(got, page_with(2, 500));
+        }
+    }
+    fs::remove_file(&path).unwrap();
+}
