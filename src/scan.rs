@@ -8,7 +8,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use ephcrypt_classify::walk::{covered_entries, wal_entries, EntryKind, Tablespaces};
+use ephcrypt_classify::walk::{wal_entries, walk, EntryKind, Tablespaces};
 
 use ephcrypt_classify::{classify_named, ArtifactClass};
 use ephcrypt_format::{
@@ -61,11 +61,12 @@ impl FileStatus {
     }
 }
 
-/// One covered file found on disk.
+/// One covered file found on disk, or a directory the scan needed and could
+/// not list (class `None`, status unreadable).
 pub struct ScannedFile {
     /// Path relative to the data directory.
     pub path: String,
-    pub class: ArtifactClass,
+    pub class: Option<ArtifactClass>,
     pub size: u64,
     pub logical_size: Option<u64>,
     pub status: FileStatus,
@@ -139,7 +140,30 @@ pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
     let wal_epoch = wal_page.map(|p| p.epoch_id()).unwrap_or([0; 16]);
     let dir_bytes = data_dir.as_os_str().as_encoded_bytes();
     let mut out = Vec::new();
-    let mut found_all = covered_entries(data_dir, Tablespaces::Follow);
+    let rel_of = |p: &Path| p.strip_prefix(data_dir).unwrap_or(p).display().to_string();
+    let walked = walk(data_dir, Tablespaces::Follow);
+    // What the walk could not list hides whatever is in it, plaintext
+    // included: a scan that skipped it silently would look clean.
+    let unlisted = |path: String| ScannedFile {
+        path,
+        class: None,
+        size: 0,
+        logical_size: None,
+        status: FileStatus::Unreadable,
+    };
+    for err in &walked.errors {
+        out.push(unlisted(rel_of(&err.path)));
+    }
+    for t in &walked.tablespaces {
+        // A tablespace whose location is gone (a dangling pg_tblspc link):
+        // the walk finds nothing there and says nothing.
+        if let Some(location) = &t.followed {
+            if fs::symlink_metadata(location).is_err() {
+                out.push(unlisted(rel_of(&t.link)));
+            }
+        }
+    }
+    let mut found_all = walked.found;
     if crate::wal::enabled() {
         found_all.extend(wal_entries(data_dir));
     }
@@ -182,7 +206,7 @@ pub fn scan(data_dir: &Path) -> Vec<ScannedFile> {
         };
         out.push(ScannedFile {
             path: rel,
-            class: found.class,
+            class: Some(found.class),
             size,
             logical_size,
             status,
@@ -205,7 +229,7 @@ fn pg_ephcrypt_scan() -> TableIterator<
     'static,
     (
         name!(path, String),
-        name!(class, &'static str),
+        name!(class, Option<&'static str>),
         name!(size, i64),
         name!(logical_size, Option<i64>),
         name!(status, &'static str),
@@ -217,7 +241,7 @@ fn pg_ephcrypt_scan() -> TableIterator<
         .map(|f| {
             (
                 f.path,
-                f.class.name(),
+                f.class.map(|c| c.name()),
                 i64::try_from(f.size).unwrap_or(i64::MAX),
                 f.logical_size.and_then(|s| i64::try_from(s).ok()),
                 f.status.name(),

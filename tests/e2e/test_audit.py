@@ -143,3 +143,50 @@ def test_control_plain_postgresql_copy_shows_plaintext():
 def test_not_a_data_directory_exits_2(tmp_path):
     rc, rep, err = audit(tmp_path)
     assert rc == 2 and rep is None and "PG_VERSION" in err
+
+
+def test_live_scan_reports_what_it_cannot_list():
+    """pg_ephcrypt_scan() and pg_ephcrypt_last_scan() report a covered
+    directory the server cannot list, and a tablespace whose location is
+    gone, as unreadable rows (class NULL): files could hide there. Controls:
+    the same scan before and after shows none."""
+    c = Cluster("scan_unlisted").init()
+    c.append_conf({"temp_buffers": "'800kB'"})
+    c.start()
+    held = None
+    try:
+        c.sql("CREATE EXTENSION pg_ephcrypt")
+        ts_oid = _tablespace(c, "ts_unlisted")
+        held = hold_spill(c, "SET temp_tablespaces = 'ts_unlisted';\n"
+                             "CREATE TEMP TABLE big AS SELECT g, repeat('x', 300) AS pad "
+                             "FROM generate_series(1, 20000) g;")
+        q = "SELECT path, coalesce(class, '<null>'), status FROM pg_ephcrypt_scan()"
+        unreadable = lambda: [r for r in c.rows(q) if r[2] == "unreadable"]  # noqa: E731
+        last_unreadable = lambda: int(c.sql("SELECT unreadable FROM pg_ephcrypt_last_scan()"))  # noqa: E731
+        assert unreadable() == [] and last_unreadable() == 0  # control
+        dboid = c.sql("SELECT oid FROM pg_database WHERE datname = 'postgres'")
+        (pg_dir,) = [d for d in (c.dir / "ts_unlisted").iterdir() if d.name.startswith("PG_")]
+        db_dir = pg_dir / dboid
+        in_ts = [r for r in c.rows(q) if r[0].startswith(str(db_dir))]
+        assert in_ts and {r[1] for r in in_ts} == {"temp_relations"}, in_ts
+        os.chmod(db_dir, 0o311)  # traversable, not listable
+        try:
+            assert unreadable() == [[str(db_dir), "<null>", "unreadable"]]
+            assert last_unreadable() == 1
+        finally:
+            os.chmod(db_dir, 0o700)
+        assert unreadable() == [] and last_unreadable() == 0  # control
+        release(held)
+        held = None
+        # The tablespace's location moved away: pg_tblspc/<oid> dangles.
+        loc = c.dir / "ts_unlisted"
+        os.rename(loc, c.dir / "ts_moved")
+        try:
+            assert unreadable() == [[f"pg_tblspc/{ts_oid}", "<null>", "unreadable"]]
+        finally:
+            os.rename(c.dir / "ts_moved", loc)
+        assert unreadable() == []  # control
+    finally:
+        if held:
+            release(held)
+        c.stop(quiet=True)

@@ -627,7 +627,7 @@ fn a_reader_waits_out_a_writer_stopped_between_its_writes_for_a_bounded_time() {
     let old = raw_bytes(&path);
     write(2);
     let new = raw_bytes(&path);
-    let (pg, dt) = (PAGE as usize, data_at as usize);
+    let (pg, dt) = (PAGE, data_at as usize);
     let (new_data, new_meta) = (
         new[dt..dt + pg].to_vec(),
         new[meta_at as usize..meta_at as usize + pg].to_vec(),
