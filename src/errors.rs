@@ -56,6 +56,12 @@ pub enum EphError {
     AnchorMemory(String),
     #[error("pg_ephcrypt cannot certify the new key epoch: {0}")]
     AnchorEpoch(String),
+    /// A warning at start, not a refusal.
+    #[error(
+        "remove_temp_files_after_crash is off: after a crash-restart the sealed temporary files \
+         and relations of the ended epoch stay on disk, and nothing can read them"
+    )]
+    StaleTempFilesKept,
 }
 
 impl EphError {
@@ -82,6 +88,7 @@ impl EphError {
             }
             EphError::AnchorKey { .. } => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
             EphError::AnchorMemory(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
+            EphError::StaleTempFilesKept => PgSqlErrorCode::ERRCODE_WARNING,
         }
     }
 
@@ -145,6 +152,12 @@ impl EphError {
                  pg_ephcrypt.attestation_anchor_key_file to '' to run with unanchored attestations."
             }
             EphError::AnchorEpoch(_) => "Check the server log; restart the server.",
+            EphError::StaleTempFilesKept => {
+                "Their key died with the epoch, so they are no use for debugging, and statements that \
+                 copy a database directory (CREATE DATABASE ... STRATEGY FILE_COPY, ALTER DATABASE \
+                 ... SET TABLESPACE) fail with an I/O error on them until a clean restart removes \
+                 them. Set remove_temp_files_after_crash = on (the default)."
+            }
         }
     }
 

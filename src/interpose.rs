@@ -84,6 +84,15 @@ pub fn install_in_postmaster() {
     // (before any child, so before recovery): src/wal.rs.
     let classes = crate::wal::prepare_at_start(classes);
     shim::set_enabled_classes(&classes);
+    let keeps_stale =
+        crate::server::setting(c"remove_temp_files_after_crash").is_some_and(|v| v == "off");
+    if keeps_stale
+        && classes
+            .iter()
+            .any(|c| matches!(c, ArtifactClass::TempFiles | ArtifactClass::TempRelations))
+    {
+        EphError::StaleTempFilesKept.report(PgLogLevel::WARNING);
+    }
     match shim::install(Config {
         data_dir,
         io_uring_in_use,

@@ -237,3 +237,36 @@ def test_concurrent_mixed_spilling_clients(control):
         assert stats == [["0", "0"]]
     finally:
         c.stop()
+
+
+def test_remove_temp_files_after_crash_off_warns_and_its_limit_holds():
+    """remove_temp_files_after_crash = off keeps the ended epoch's sealed temp
+    relations after a crash-restart: nothing can read them, and copying the
+    database directory fails on them (the documented limit, OPERATIONS.md).
+    The start warns with a hint; the default (on) does not (control)."""
+    c = Cluster("stale_kept").init()
+    c.append_conf({"remove_temp_files_after_crash": "off", "temp_buffers": "'800kB'"})
+    c.start()
+    ctl = Cluster("stale_removed").init().start()
+    try:
+        log = c.log_text()
+        assert "remove_temp_files_after_crash is off" in log and "HINT:" in log, log[-2000:]
+        assert "remove_temp_files_after_crash" not in ctl.log_text()  # control
+        c.sql("CREATE DATABASE src")
+        s = c.session("src")
+        s.stdin.write("CREATE TEMP TABLE orphan AS SELECT g, repeat('x', 300) AS pad "
+                      "FROM generate_series(1, 20000) g;\n\\echo MADE\nSELECT pg_sleep(60);\n")
+        s.stdin.flush()
+        assert "MADE" in s.stdout.readline()
+        kill9(int(c.sql("SELECT pid FROM pg_stat_activity WHERE datname = 'src' AND pid <> pg_backend_pid()")))
+        s.kill()
+        time.sleep(1)
+        c.wait_ready()
+        dboid = c.sql("SELECT oid FROM pg_database WHERE datname = 'src'")
+        orphans = [p for p in (c.data / "base" / dboid).iterdir() if p.name.startswith("t")]
+        assert orphans, "the crashed backend's temp relation stays"
+        with pytest.raises(SqlError, match="Input/output error"):
+            c.sql("CREATE DATABASE copy TEMPLATE src STRATEGY FILE_COPY")
+    finally:
+        c.stop(quiet=True)
+        ctl.stop(quiet=True)
