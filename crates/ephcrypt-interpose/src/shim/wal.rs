@@ -111,9 +111,10 @@ pub(crate) fn write_ahead() -> bool {
 /// every child from a signal handler at a crash-restart (SIGQUIT ->
 /// `_exit(2)`), and crash recovery then reads that page under the same WAL
 /// key. Holding the signals makes such a handler run after the operation,
-/// never inside it. Two `rt_sigprocmask` calls per WAL operation, which
-/// PostgreSQL did not ask for (DECISIONS.md #53); SIGKILL and SIGSTOP cannot
-/// be held (the limit is in FORMAT.md §14 and OPERATIONS.md §13).
+/// never inside it. Two `rt_sigprocmask` calls per WAL write (reads hold
+/// nothing), which PostgreSQL did not ask for (DECISIONS.md #53); SIGKILL
+/// and SIGSTOP cannot be held: the write ahead of FORMAT.md §14 covers a
+/// kill between two writes.
 pub(crate) struct SignalsHeld {
     old: libc::sigset_t,
     held: bool,
