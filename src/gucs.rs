@@ -1,9 +1,10 @@
 //! Every GUC of pg_ephcrypt, with typed getters. The `pg_ephcrypt.` prefix
 //! is reserved: a misspelt `pg_ephcrypt.*` setting is reported, not ignored.
 
-use std::ffi::CString;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgSqlErrorCode, PostgresGucEnum};
 
 /// What to do when the protection cannot hold (key memory cannot be
 /// protected, GOT cannot be patched, an unsupported configuration).
@@ -100,14 +101,21 @@ pub fn init() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
-    GucRegistry::define_string_guc(
-        c"pg_ephcrypt.classes",
-        c"Artifact classes to encrypt: temp_files, temp_relations, logical_spill, wal (comma-separated), or none.",
-        c"A class left out is passed through untouched (plaintext), e.g. to measure the interposition cost alone. wal is opt-in: standbys, and primaries with pg_ephcrypt.wal_durability = external.",
-        &CLASSES,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    // SAFETY: check_classes is #[pg_guard]ed and only reads its arguments
+    // and PostgreSQL globals (below).
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"pg_ephcrypt.classes",
+            c"Artifact classes to encrypt: temp_files, temp_relations, logical_spill, wal (comma-separated), or none.",
+            c"A class left out is passed through untouched (plaintext), e.g. to measure the interposition cost alone. wal is opt-in: standbys, and primaries with pg_ephcrypt.wal_durability = external.",
+            &CLASSES,
+            GucContext::Postmaster,
+            GucFlags::default(),
+            Some(check_classes),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_enum_guc(
         c"pg_ephcrypt.wal_durability",
         c"Where this primary's WAL durability lives: local (default) or external.",
@@ -152,6 +160,49 @@ pub fn on_unsupported() -> OnUnsupported {
 /// `pg_ephcrypt.wal_durability`.
 pub fn wal_durability() -> WalDurability {
     WAL_DURABILITY.get()
+}
+
+/// Check hook of `pg_ephcrypt.classes`: ALTER SYSTEM (and SET, which the
+/// context refuses anyway) reject an unknown class at once, 22023 with a
+/// hint, instead of persisting a value the next start refuses. In the
+/// postmaster (start, reload) every value passes: a rejected value there
+/// would become a WARNING and the default classes, where
+/// `install_in_postmaster` refuses it with FATAL.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_classes(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: a plain global, set once in each child.
+    if !unsafe { pg_sys::IsUnderPostmaster } {
+        return true;
+    }
+    // SAFETY: PostgreSQL passes the candidate value, a NUL-terminated string
+    // (or NULL for no value), valid for this call.
+    let value = unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return true;
+        }
+        CStr::from_ptr(*newval).to_string_lossy().into_owned()
+    };
+    let Err(e) = crate::interpose::parse_classes(&value) else {
+        return true;
+    };
+    let detail = CString::new(e.to_string()).unwrap_or_default();
+    let hint =
+        c"Use a comma-separated list of temp_files, temp_relations, logical_spill, wal, or none.";
+    // SAFETY: what PostgreSQL's GUC_check_errcode/errdetail/errhint macros
+    // do from a check hook: the strings are copied into ErrorContext, where
+    // format_elog_string puts them.
+    unsafe {
+        pg_sys::GUC_check_errcode(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as c_int);
+        pg_sys::GUC_check_errdetail_string =
+            pg_sys::MemoryContextStrdup(pg_sys::ErrorContext, detail.as_ptr());
+        pg_sys::GUC_check_errhint_string =
+            pg_sys::MemoryContextStrdup(pg_sys::ErrorContext, hint.as_ptr());
+    }
+    false
 }
 
 /// `pg_ephcrypt.classes`, raw (parsed by the caller).

@@ -28,7 +28,8 @@ pub fn covered_classes() -> Vec<String> {
         .collect()
 }
 
-fn parse_classes(raw: &str) -> Result<Vec<ArtifactClass>, EphError> {
+/// A `pg_ephcrypt.classes` value as a list (also its GUC check hook).
+pub(crate) fn parse_classes(raw: &str) -> Result<Vec<ArtifactClass>, EphError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("none") {
         return Ok(Vec::new());

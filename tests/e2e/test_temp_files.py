@@ -289,3 +289,26 @@ def test_invalid_classes_setting_refuses_start():
         c.start()
     assert "pg_ephcrypt.classes" in c.log_text()
     c.stop(quiet=True)
+
+
+def test_alter_system_rejects_an_invalid_classes_setting():
+    """ALTER SYSTEM validates pg_ephcrypt.classes (22023, a detail naming the
+    class, a hint), so a typo is never persisted for the next start to
+    refuse. Control: a valid list is written, and the server restarts with
+    it."""
+    c = Cluster("tf_alter").init().start()
+    try:
+        auto = c.data / "postgresql.auto.conf"
+        with pytest.raises(SqlError) as e:
+            c.sql("ALTER SYSTEM SET pg_ephcrypt.classes = 'temp_files,bogus'")
+        msg = str(e.value)
+        assert 'invalid value for parameter "pg_ephcrypt.classes"' in msg, msg
+        assert "bogus" in msg and "HINT:" in msg and "temp_relations" in msg, msg
+        assert "bogus" not in auto.read_text()
+        c.sql("ALTER SYSTEM SET pg_ephcrypt.classes = 'temp_files, logical_spill'")  # control
+        assert "temp_files, logical_spill" in auto.read_text()
+        c.stop()
+        c.start()
+        assert c.sql("SHOW pg_ephcrypt.classes") == "temp_files, logical_spill"
+    finally:
+        c.stop(quiet=True)
