@@ -212,6 +212,13 @@ pub struct SealedFile {
     /// previous version readable until its data is written
     /// ([`Self::set_write_ahead`]).
     write_ahead: bool,
+    /// Shared mode: the length, once established, is kept across calls
+    /// ([`Self::set_fixed_len`]).
+    fixed_len: bool,
+    /// Shared mode: group and page MAC of this handle's last completed
+    /// write ahead (its data write returned), so that the next one in an
+    /// unchanged page need not read the block's head back.
+    last_ahead: Option<(u64, [u8; TAG_LEN])>,
 }
 
 impl core::fmt::Debug for SealedFile {
@@ -393,6 +400,8 @@ impl SealedFile {
             len: None,
             digests: Vec::new(),
             write_ahead: false,
+            fixed_len: false,
+            last_ahead: None,
         })
     }
 
@@ -561,6 +570,19 @@ impl SealedFile {
         self.write_ahead = on && self.mode == Mode::Shared;
     }
 
+    /// Shared mode: the caller vouches that no other process changes this
+    /// file's length (a WAL segment, created at its full size, FORMAT.md
+    /// §14), so that calls after the first reuse the authenticated length
+    /// instead of asking the file's size and revalidating its last group's
+    /// page each time. This handle's own writes and truncates still update
+    /// it. Should another writer cut the file anyway, reads past the cut
+    /// fail ([`FormatError::Truncated`]) or their blocks fail their tags:
+    /// never other bytes. No effect in private mode (which keeps its length
+    /// anyway).
+    pub fn set_fixed_len(&mut self, on: bool) {
+        self.fixed_len = on && self.mode == Mode::Shared;
+    }
+
     /// True if metadata is cached that the disk does not have yet.
     #[must_use]
     pub fn is_dirty(&self) -> bool {
@@ -579,7 +601,9 @@ impl SealedFile {
             self.cache_len = 0;
         }
         if self.mode == Mode::Shared {
-            self.len = None;
+            if !self.fixed_len {
+                self.len = None;
+            }
             for s in self.slots.iter_mut() {
                 s.state = match s.state {
                     SlotState::Clean | SlotState::Stale => SlotState::Stale,
@@ -792,6 +816,9 @@ impl SealedFile {
     fn begin_call<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
         if self.mode == Mode::Shared {
             self.invalidate();
+            if let (true, Some(len)) = (self.fixed_len, self.len) {
+                return Ok(len);
+            }
             return self.establish_len(io);
         }
         match self.len {
@@ -1156,7 +1183,11 @@ impl SealedFile {
         // state the new page records).
         if ahead && self.write_ahead && previous.is_none() && block_plain_len(len, index) == n {
             let page = page_at(&mut self.pages, target);
-            if let Some(p) = meta::previous(page) {
+            // This handle's own last write ahead, in the page as it left it
+            // (revalidated this call): its data write returned, nothing to
+            // check.
+            let ours = self.last_ahead == Some((group, meta::mac_tag(page)));
+            if let Some(p) = meta::previous(page).filter(|_| !ours) {
                 // The last write ahead in this group: if its data never got
                 // to disk, its block still holds the previous version, and
                 // the entry must say so before the record moves on.
@@ -1172,6 +1203,7 @@ impl SealedFile {
             meta::keep_previous(page, j, &self.phys[..n]);
             meta::set_entry(page, j, &nonce, &tag);
             self.mark(target, group, SlotState::Dirty);
+            self.last_ahead = None;
             if let Err(e) = self.write_back(io, nonces, target) {
                 // Not on disk: forget the changed page (the next call
                 // loads the disk's).
@@ -1179,6 +1211,7 @@ impl SealedFile {
                 return Err(e);
             }
             io.write_all_at(&self.phys[..n], data_offset(index))?;
+            self.last_ahead = Some((group, meta::mac_tag(page_at(&mut self.pages, target))));
             return Ok(());
         }
         io.write_all_at(&self.phys[..n], data_offset(index))?;

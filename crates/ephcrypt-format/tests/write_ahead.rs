@@ -2,7 +2,8 @@
 //! file's in-place rewrite of a call's first block writes the metadata page
 //! (new entry, previous version kept) before the data block, so that a
 //! writer that dies between the two leaves the block readable under its
-//! previous version. Each case has its control without write ahead.
+//! previous version. Each case has its control without write ahead. Also
+//! the other setting of WAL files, `set_fixed_len`.
 
 use ephcrypt_format::{
     data_offset, meta_offset, EpochKey, FileName, FormatError, Mode, NonceSequence, PhysicalIo,
@@ -32,6 +33,12 @@ struct DyingIo {
     death: Death,
     /// (is_metadata, offset) of every write that happened.
     log: Vec<(bool, u64)>,
+    /// Reads of at most 8 bytes in a data block (a write ahead's check).
+    head_reads: usize,
+    /// Size queries.
+    lens: usize,
+    /// 28-byte reads of a metadata page's MAC trailer.
+    trailer_reads: usize,
 }
 
 impl DyingIo {
@@ -42,6 +49,9 @@ impl DyingIo {
             dies_at: None,
             death: Death::Before,
             log: Vec::new(),
+            head_reads: 0,
+            lens: 0,
+            trailer_reads: 0,
         }
     }
 }
@@ -53,6 +63,12 @@ fn is_meta(off: u64) -> bool {
 impl PhysicalIo for DyingIo {
     type Error = FormatError;
     fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
+        if buf.len() <= 8 && !is_meta(off - off % PAGE_SIZE as u64) {
+            self.head_reads += 1;
+        }
+        if buf.len() == 28 && is_meta(off - (PAGE_SIZE as u64 - 28)) {
+            self.trailer_reads += 1;
+        }
         self.inner.read_at(buf, off)
     }
     fn write_all_at(&mut self, buf: &[u8], off: u64) -> Result<(), FormatError> {
@@ -71,6 +87,7 @@ impl PhysicalIo for DyingIo {
         self.inner.set_len(len)
     }
     fn len(&mut self) -> Result<u64, FormatError> {
+        self.lens += 1;
         self.inner.len()
     }
 }
@@ -447,4 +464,116 @@ fn the_record_bytes_match_format_md() {
         old_entry,
         "entry 2 is new"
     );
+}
+
+/// A handle's second write ahead in a page it left as it was does not read
+/// the block's head back (its own first one completed); a fresh handle
+/// does (control), and so does the same handle once another wrote the page.
+#[test]
+fn a_handle_trusts_its_own_completed_write_ahead() {
+    let mut io = DyingIo::new(four_blocks());
+    let mut nonces = NonceSequence::new([0x61; 8]);
+    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    f.set_write_ahead(true);
+    f.write_at(&mut io, &mut nonces, &block(1), B as u64)
+        .unwrap();
+    assert_eq!(io.head_reads, 0, "no record yet: nothing to check");
+    f.write_at(&mut io, &mut nonces, &block(2), B as u64)
+        .unwrap();
+    f.write_at(&mut io, &mut nonces, &block(3), 2 * B as u64)
+        .unwrap();
+    assert_eq!(io.head_reads, 0, "its own record");
+    // Control: another handle (another process) must check.
+    let mut nonces2 = NonceSequence::new([0x62; 8]);
+    let mut g = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    g.set_write_ahead(true);
+    g.write_at(&mut io, &mut nonces2, &block(4), B as u64)
+        .unwrap();
+    assert_eq!(io.head_reads, 1);
+    // ... and so must the first handle now: the page is not as it left it.
+    f.write_at(&mut io, &mut nonces, &block(5), B as u64)
+        .unwrap();
+    assert_eq!(io.head_reads, 2);
+    let mut vio = io.inner;
+    assert_eq!(read_block(&mut vio, 1).unwrap(), block(5));
+    assert_eq!(read_block(&mut vio, 2).unwrap(), block(3));
+}
+
+/// `set_fixed_len`: calls after the first ask no size and revalidate no
+/// last-group page; without it every call does both (control). A file cut
+/// behind the handle's back gives errors past the cut, never other bytes.
+#[test]
+fn a_fixed_length_handle_asks_the_size_once_and_fails_closed_when_cut() {
+    // 300 blocks: two groups; the block read (block 1) is in group 0, the
+    // length is established from group 1.
+    let mut io = VecIo::default();
+    let mut nonces = NonceSequence::new([0x63; 8]);
+    let mut f = SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &key(),
+        &EPOCH,
+        &FILE,
+        &name(),
+        Mode::Shared,
+    )
+    .unwrap();
+    let all: Vec<u8> = (0..300).flat_map(|i| block(i as u8)).collect();
+    f.write_at(&mut io, &mut nonces, &all, 0).unwrap();
+    let reads = |fixed: bool| {
+        let mut io = DyingIo::new(io.clone());
+        let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+        f.set_fixed_len(fixed);
+        let mut out = vec![0u8; B];
+        f.read_at(&mut io, &mut out, B as u64).unwrap(); // the first call establishes it
+        let (lens, trailers) = (io.lens, io.trailer_reads);
+        for _ in 0..10 {
+            f.read_at(&mut io, &mut out, B as u64).unwrap();
+            assert_eq!(out, block(1));
+        }
+        (io.lens - lens, io.trailer_reads - trailers)
+    };
+    assert_eq!(
+        reads(true),
+        (0, 10),
+        "one trailer (block 1's group) per call"
+    );
+    assert_eq!(
+        reads(false),
+        (10, 20),
+        "control: size and both groups per call"
+    );
+
+    // Cut behind its back (to 100 blocks): reads past the cut fail.
+    let mut g = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    g.set_fixed_len(true);
+    let mut out = vec![0u8; B];
+    g.read_at(&mut io, &mut out, 250 * B as u64).unwrap();
+    let mut cutter =
+        SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    cutter
+        .set_len(&mut io, &mut nonces, 100 * B as u64)
+        .unwrap();
+    // Past the cut, and in the group whose page now says "final": errors
+    // (the page no longer matches the length the handle holds).
+    for at in [250u64, 150, 100, 99, 0] {
+        assert!(
+            g.read_at(&mut io, &mut out, at * B as u64).is_err(),
+            "block {at}"
+        );
+    }
+    // A handle's own truncate and writes keep its length right.
+    let mut h = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    h.set_fixed_len(true);
+    h.read_at(&mut io, &mut out, 99 * B as u64).unwrap();
+    assert_eq!(out, block(99));
+    h.set_len(&mut io, &mut nonces, 50 * B as u64).unwrap();
+    assert_eq!(h.read_at(&mut io, &mut out, 60 * B as u64).unwrap(), 0);
+    h.write_at(&mut io, &mut nonces, &block(7), 270 * B as u64)
+        .unwrap();
+    h.read_at(&mut io, &mut out, 270 * B as u64).unwrap();
+    assert_eq!(out, block(7));
+    h.read_at(&mut io, &mut out, 100 * B as u64).unwrap();
+    assert_eq!(out, vec![0u8; B], "the gap reads as zeros");
+    assert_eq!(h.len(&mut io).unwrap(), 271 * B as u64);
 }

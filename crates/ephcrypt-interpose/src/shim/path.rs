@@ -424,8 +424,11 @@ fn open_state(
         Ok(mut s) => {
             if classified.class == ArtifactClass::Wal {
                 // A tail-page rewrite keeps the page's previous version
-                // readable until its data is written (FORMAT.md §14).
+                // readable until its data is written; and a segment's length
+                // never changes after its creation, which only its creator
+                // sees (FORMAT.md §14).
                 s.set_write_ahead(super::wal::write_ahead());
+                s.set_fixed_len(true);
             }
             FileState::Sealed(s)
         }
