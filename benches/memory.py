@@ -20,7 +20,12 @@ sample a fresh session:
                       workers through the mmap shim, batch files sealed)
 
 Printed: medians, min-max spread, the ratio of medians vs off and the median
-of per-round paired ratios, as speed ratios (higher is better; goal >= 0.99).
+of per-round paired ratios, as speed ratios (higher is better; goal >= 0.99);
+for each workload twice: by wall time (tps, seconds) and by the server's CPU
+time per unit of work (every process of the instance, reaped children
+included: /proc/<postmaster>/stat utime+stime+cutime+cstime plus each live
+child's utime+stime), which the load of other work on a shared machine
+disturbs much less than wall time.
 Python 3.11 standard library only. Run it through ./scripts/bench-memory.sh.
 """
 
@@ -67,6 +72,9 @@ PHJ_SETTINGS = ("SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; SET m
                 "SET enable_parallel_hash = on; SET enable_mergejoin = off; SET enable_nestloop = off;")
 PHJ_QUERY = "SELECT count(*), sum(length(t2.s)) FROM t1 JOIN t2 ON t1.s = t2.s"
 GOAL = 0.99
+
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def log(msg: str) -> None:
@@ -170,13 +178,21 @@ VACUUM (FREEZE, ANALYZE) t1, t2;""", timeout=1800)
             order = MODES[rnd % len(MODES):] + MODES[:rnd % len(MODES)]
             for m in order:
                 c = clusters[m]
+                cpu0 = c.cpu_seconds()
                 out = c.pgbench(["-T", str(args.pgbench_secs), "-c", "2", "-j", "2"])
+                cpu = c.cpu_seconds() - cpu0
                 tps = float(re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out).group(1))
+                txns = int(re.search(r"number of transactions actually processed: ([0-9]+)", out).group(1))
                 samples.setdefault(("pgbench_tps", m), []).append(tps)
+                # Transactions per server CPU second: higher is better.
+                samples.setdefault(("pgbench_tx_per_cpu_s", m), []).append(txns / max(cpu, 1 / TICK))
+                cpu0 = c.cpu_seconds()
                 times = [c.timed(PHJ_SETTINGS + "\n\\timing on\n" + PHJ_QUERY + ";\n")[1]
                          for _ in range(args.phj_reps)]
+                cpu = c.cpu_seconds() - cpu0
                 # Speed (1/s) so that both rows read "higher is better".
                 samples.setdefault(("parallel_hash_join", m), []).append(1.0 / statistics.median(times))
+                samples.setdefault(("phj_per_cpu_s", m), []).append(args.phj_reps / max(cpu, 1 / TICK))
             log(f"round {rnd + 1}/{args.rounds}: " + "  ".join(
                 f"{m} {samples[('pgbench_tps', m)][-1]:.0f} tps / {1 / samples[('parallel_hash_join', m)][-1]:.3f} s"
                 for m in MODES))
@@ -198,13 +214,15 @@ VACUUM (FREEZE, ANALYZE) t1, t2;""", timeout=1800)
         "| workload | mode | median | min-max | ratio vs off (medians) | paired ratio (median, min-max) | goal >= 0.99 |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
-    for w, unit in (("pgbench_tps", "tps"), ("parallel_hash_join", "s")):
+    for w, unit in (("pgbench_tps", "tps"), ("pgbench_tx_per_cpu_s", "tx/cpu-s"),
+                    ("parallel_hash_join", "s"), ("phj_per_cpu_s", "cpu-s")):
         base = samples[(w, "off")]
         for m in MODES:
             v = samples[(w, m)]
             med = statistics.median(v)
-            show = (lambda x: f"{x:.0f}") if unit == "tps" else (lambda x: f"{1 / x:.3f}")
-            lo, hi = (min(v), max(v)) if unit == "tps" else (max(v), min(v))
+            inverse = unit in ("s", "cpu-s")  # stored as speed, shown as time
+            show = (lambda x: f"{1 / x:.3f}") if inverse else (lambda x: f"{x:.0f}")
+            lo, hi = (max(v), min(v)) if inverse else (min(v), max(v))
             ratio = med / statistics.median(base)
             paired = [a / b for a, b in zip(v, base)]
             pr = statistics.median(paired)
