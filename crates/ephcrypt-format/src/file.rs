@@ -77,7 +77,8 @@ pub enum Mode {
         cache_groups: u8,
     },
     /// Other processes may read and write the file meanwhile: every call
-    /// re-establishes the length from the disk and uses a cached metadata
+    /// asks the file's size (re-establishing the length when it changed,
+    /// FORMAT.md §8.1) and uses a cached metadata
     /// page only after finding its MAC trailer unchanged on disk (else it
     /// reloads and verifies the page); writes go through before returning.
     Shared,
@@ -215,6 +216,12 @@ pub struct SealedFile {
     /// Shared mode: the length, once established, is kept across calls
     /// ([`Self::set_fixed_len`]).
     fixed_len: bool,
+    /// Shared mode: the physical size and the logical length this handle
+    /// last established or left the file at (its own writes go through).
+    /// A call that finds the same physical size skips re-checking the last
+    /// group's page: a genuine file of that size has that length, and any
+    /// other content at that size fails its page MACs or block tags.
+    verified_size: Option<(u64, u64)>,
     /// Shared mode: group and page MAC of this handle's last completed
     /// write ahead (its data write returned), so that the next one in an
     /// unchanged page need not read the block's head back.
@@ -401,6 +408,7 @@ impl SealedFile {
             digests: Vec::new(),
             write_ahead: false,
             fixed_len: false,
+            verified_size: None,
             last_ahead: None,
         })
     }
@@ -573,8 +581,7 @@ impl SealedFile {
     /// Shared mode: the caller vouches that no other process changes this
     /// file's length (a WAL segment, created at its full size, FORMAT.md
     /// §14), so that calls after the first reuse the authenticated length
-    /// instead of asking the file's size and revalidating its last group's
-    /// page each time. This handle's own writes and truncates still update
+    /// without asking the file's size each time. This handle's own writes and truncates still update
     /// it. Should another writer cut the file anyway, reads past the cut
     /// fail ([`FormatError::Truncated`]) or their blocks fail their tags:
     /// never other bytes. No effect in private mode (which keeps its length
@@ -819,7 +826,17 @@ impl SealedFile {
             if let (true, Some(len)) = (self.fixed_len, self.len) {
                 return Ok(len);
             }
-            return self.establish_len(io);
+            let physical = io.len()?;
+            if let Some((size, len)) = self.verified_size {
+                if size == physical {
+                    self.len = Some(len);
+                    return Ok(len);
+                }
+            }
+            self.verified_size = None;
+            let len = self.establish_len_of(io, physical)?;
+            self.verified_size = Some((physical, len));
+            return Ok(len);
         }
         match self.len {
             Some(l) => Ok(l),
@@ -843,13 +860,31 @@ impl SealedFile {
         } else {
             Ok(())
         };
-        result.and(flushed)
+        let result = result.and(flushed);
+        if self.mode == Mode::Shared {
+            // Written through: the file is now exactly what this length
+            // needs (a failed call leaves it unknown).
+            self.verified_size = match (&result, self.len) {
+                (Ok(()), Some(len)) => logical_to_physical_size(len).ok().map(|p| (p, len)),
+                _ => None,
+            };
+        }
+        result
     }
 
     /// FORMAT.md §7.1: one size query and the page of the group that holds
     /// the last block.
     fn establish_len<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
         let physical = io.len()?;
+        self.establish_len_of(io, physical)
+    }
+
+    /// [`Self::establish_len`] for a file of `physical` bytes.
+    fn establish_len_of<I: PhysicalIo>(
+        &mut self,
+        io: &mut I,
+        physical: u64,
+    ) -> Result<u64, I::Error> {
         let (group, expect, len) = match physical_shape(physical)? {
             PhysicalShape::Empty => return Err(FormatError::EmptyFile.into()),
             PhysicalShape::HeaderOnly => (0, (0, 0), 0),

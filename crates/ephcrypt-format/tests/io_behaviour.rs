@@ -307,22 +307,73 @@ fn shared_calls_revalidate_cached_pages_and_write_through() {
     // Nothing stays dirty between calls.
     assert!(!f.is_dirty());
     // invalidate() (the shims call it before every call on a shared file)
-    // keeps the verified pages as stale copies: still one trailer read.
+    // keeps the verified pages as stale copies; at the physical size this
+    // handle verified last, the length is not re-checked: one size query.
     other.invalidate();
     assert_eq!(other.len(&mut io), Ok(100));
     assert_eq!(
         io.take(),
         Counts {
             lens: 1,
+            ..Counts::default()
+        }
+    );
+    // Control: another size (the writer grew the file) is checked again.
+    f.write_at(&mut io, &mut nonces, &pattern(10, 5), 100)
+        .unwrap();
+    io.take();
+    assert_eq!(other.len(&mut io), Ok(110));
+    assert_eq!(
+        io.take(),
+        Counts {
+            lens: 1,
             trailer_reads: 1,
+            meta_reads: 1,
             ..Counts::default()
         }
     );
 }
 
-/// Outside the final group a call revalidates two pages: the final one
-/// (the length) and the one of the block; at the group boundary two pages
-/// change and both are written through.
+/// A shared handle skips the length check at the size it verified last;
+/// content changed behind it at that size is still caught, by page MACs
+/// and block tags (never other bytes).
+#[test]
+fn a_same_size_shared_call_trusts_the_length_and_still_fails_closed() {
+    let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    f.write_at(&mut io, &mut nonces, &pattern(3 * B, 1), 0)
+        .unwrap();
+    let mut other = reopen(&mut io, Mode::Shared);
+    let mut buf = vec![0u8; B];
+    assert_eq!(other.read_at(&mut io, &mut buf, 2 * B as u64), Ok(B));
+    // Cut to one block and regrow to the same physical size with zeros,
+    // behind both handles' backs.
+    let size = io.inner.data.len();
+    io.inner.data.truncate(2 * PAGE_SIZE);
+    io.inner.data.resize(size, 0);
+    io.take();
+    assert!(other.read_at(&mut io, &mut buf, 2 * B as u64).is_err());
+    assert!(buf.iter().all(|&b| b == 0), "nothing but zeros returned");
+    // A replayed page 0 of another time at the same size: its entries no
+    // longer match the blocks.
+    let (mut io2, mut n2, mut g) = setup(Mode::Shared);
+    g.write_at(&mut io2, &mut n2, &pattern(3 * B, 1), 0)
+        .unwrap();
+    let old_page = io2.inner.data[..PAGE_SIZE].to_vec();
+    let mut reader = reopen(&mut io2, Mode::Shared);
+    assert_eq!(reader.read_at(&mut io2, &mut buf, 0), Ok(B));
+    g.write_at(&mut io2, &mut n2, &pattern(3 * B, 2), 0)
+        .unwrap();
+    io2.inner.data[..PAGE_SIZE].copy_from_slice(&old_page);
+    assert!(
+        reader.read_at(&mut io2, &mut buf, 0).is_err(),
+        "the replayed page"
+    );
+}
+
+/// Outside the final group a call revalidates the block's page, and also
+/// the final one (the length) when the file's size changed since the
+/// handle's last call; at the group boundary two pages change and both are
+/// written through.
 #[test]
 fn shared_calls_outside_the_final_group_revalidate_two_pages() {
     let (mut io, mut nonces, mut f) = setup(Mode::Shared);
@@ -340,33 +391,36 @@ fn shared_calls_outside_the_final_group_revalidate_two_pages() {
             io.take(),
             Counts {
                 lens: 1,
-                trailer_reads: 2,
+                trailer_reads: 1,
                 data_reads: 1,
                 ..Counts::default()
             },
             "block {i}"
         );
     }
+    // The writer's own set_len left the size it now finds: only the
+    // block's page is revalidated.
     f.write_at(&mut io, &mut nonces, &pattern(B, 1), (3 * B) as u64)
         .unwrap();
     assert_eq!(
         io.take(),
         Counts {
             lens: 1,
-            trailer_reads: 2,
+            trailer_reads: 1,
             data_writes: 1,
             meta_writes: 1,
             ..Counts::default()
         }
     );
-    // Only group 0 changed: only its page is reloaded.
+    // Only group 0 changed, the size did not: only its page is revalidated
+    // and reloaded.
     assert_eq!(other.read_at(&mut io, &mut buf, (3 * B) as u64), Ok(B));
     assert_eq!(buf, pattern(B, 1));
     assert_eq!(
         io.take(),
         Counts {
             lens: 1,
-            trailer_reads: 2,
+            trailer_reads: 1,
             meta_reads: 1,
             data_reads: 1,
             ..Counts::default()
