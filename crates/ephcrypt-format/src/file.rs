@@ -33,6 +33,9 @@ pub const MAX_CACHE_GROUPS: u8 = 64;
 const SHARED_SLOTS: usize = 2;
 /// MAC nonce and tag at the end of a metadata page.
 const MAC_TRAILER_LEN: usize = PAGE_SIZE - OFF_MAC_NONCE;
+/// Evicted groups remembered to tell a reload from a first visit.
+const EVICTED_RING: usize = 8;
+
 /// Digests reserved at open: 512 groups = a 1 GiB segment, PostgreSQL's split.
 pub const DIGEST_RESERVE: usize = 512;
 /// "No digest known yet" (a real tag is all zero with probability 2^-128).
@@ -202,8 +205,15 @@ pub struct SealedFile {
     /// small appends) is sealed once, not twice.
     cache_dirty: bool,
     /// `slots.len()` metadata pages, back to back.
-    pages: Box<[u8]>,
-    slots: Box<[Slot]>,
+    pages: Vec<u8>,
+    slots: Vec<Slot>,
+    /// Private mode: the cache may grow to this many slots
+    /// ([`Self::set_cache_limit`]); `slots.len()` otherwise.
+    max_slots: usize,
+    /// The groups whose pages were evicted last (a ring; `u64::MAX` =
+    /// empty): loading one of them again means the cache is too small.
+    evicted: [u64; EVICTED_RING],
+    evicted_next: usize,
     tick: u64,
     /// Authenticated logical length; `None` only in shared mode between calls.
     len: Option<u64>,
@@ -393,7 +403,7 @@ impl SealedFile {
             cache_index: None,
             cache_len: 0,
             cache_dirty: false,
-            pages: try_vec(slots * PAGE_SIZE, 0u8)?.into_boxed_slice(),
+            pages: try_vec(slots * PAGE_SIZE, 0u8)?,
             slots: try_vec(
                 slots,
                 Slot {
@@ -401,8 +411,10 @@ impl SealedFile {
                     state: SlotState::Free,
                     last_use: 0,
                 },
-            )?
-            .into_boxed_slice(),
+            )?,
+            max_slots: slots,
+            evicted: [u64::MAX; EVICTED_RING],
+            evicted_next: 0,
             tick: 0,
             len: None,
             digests: Vec::new(),
@@ -576,6 +588,30 @@ impl SealedFile {
     /// first group, none for a one-block call. No effect in private mode.
     pub fn set_write_ahead(&mut self, on: bool) {
         self.write_ahead = on && self.mode == Mode::Shared;
+    }
+
+    /// Private mode: let the metadata cache grow, one 8 KiB page at a time,
+    /// up to `groups` pages (`MIN_CACHE_GROUPS..=MAX_CACHE_GROUPS`), when a
+    /// read or an in-place rewrite needs a group *before the final one* and
+    /// every slot is taken: the access pattern of logical tapes (sort
+    /// merges, hash aggregate batches) and tuplestores, which otherwise
+    /// write back and reload pages at every turn. Appending never grows it
+    /// (a sequentially written file keeps the slots it was opened with, so
+    /// a hash join's many batch files stay small), and neither does a
+    /// failed allocation (the least recently used page is evicted, as
+    /// without a limit). At most `groups - slots` allocations per handle,
+    /// each bounded; FORMAT.md §8. No effect in shared mode.
+    pub fn set_cache_limit(&mut self, groups: u8) {
+        if self.is_private() {
+            let g = groups.clamp(MIN_CACHE_GROUPS, MAX_CACHE_GROUPS);
+            self.max_slots = usize::from(g).max(self.slots.len());
+        }
+    }
+
+    /// Metadata pages the cache holds now (8 KiB each).
+    #[must_use]
+    pub fn cache_slots(&self) -> usize {
+        self.slots.len()
     }
 
     /// Shared mode: the caller vouches that no other process changes this
@@ -907,7 +943,7 @@ impl SealedFile {
                 })
             }
             None => {
-                let slot = self.take_clean_slot(None);
+                let slot = self.take_clean_slot(None, group);
                 let digests = if self.is_private() {
                     Some(&mut self.digests)
                 } else {
@@ -1198,7 +1234,7 @@ impl SealedFile {
             }
             let prev = self.acquire_group(io, nonces, group - 1, None)?;
             (
-                self.take_slot_for_write(io, nonces, Some(prev))?,
+                self.take_slot_for_write(io, nonces, Some(prev), group)?,
                 Some(prev),
             )
         } else {
@@ -1339,7 +1375,8 @@ impl SealedFile {
     }
 
     /// A free slot, else the least recently used clean one; never `pin`.
-    fn take_clean_slot(&mut self, pin: Option<usize>) -> Option<usize> {
+    /// `for_group`: the group it is taken for.
+    fn take_clean_slot(&mut self, pin: Option<usize>, for_group: u64) -> Option<usize> {
         let candidates = (0..self.slots.len()).filter(|&s| Some(s) != pin);
         let s = candidates
             .filter(|&s| self.slots[s].state != SlotState::Dirty)
@@ -1349,19 +1386,36 @@ impl SealedFile {
                     self.slots[s].last_use,
                 )
             })?;
+        self.note_eviction(s, for_group);
         self.slots[s].state = SlotState::Free;
         Some(s)
     }
 
-    /// A slot to fill, writing back the least recently used dirty page if
-    /// every slot is dirty.
+    /// Slot `s` is about to be reused for `for_group`: remember which group
+    /// it held, if an access back into the file (not an append, not the
+    /// length's final group) pushed it out.
+    fn note_eviction(&mut self, s: usize, for_group: u64) {
+        let back = for_group + 1 < groups_for_len(self.current_len());
+        if back && self.slots[s].state != SlotState::Free {
+            self.evicted[self.evicted_next] = self.slots[s].group;
+            self.evicted_next = (self.evicted_next + 1) % EVICTED_RING;
+        }
+    }
+
+    /// A slot to fill for `group`: a free one, else a new one if the cache
+    /// may grow for it ([`Self::set_cache_limit`]), else the least recently
+    /// used clean one, else writing back the least recently used dirty page.
     fn take_slot_for_write<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         nonces: &mut N,
         pin: Option<usize>,
+        group: u64,
     ) -> Result<usize, I::Error> {
-        if let Some(s) = self.take_clean_slot(pin) {
+        if let Some(s) = self.free_or_grown_slot(group) {
+            return Ok(s);
+        }
+        if let Some(s) = self.take_clean_slot(pin, group) {
             return Ok(s);
         }
         let victim = (0..self.slots.len())
@@ -1369,8 +1423,35 @@ impl SealedFile {
             .min_by_key(|&s| self.slots[s].last_use)
             .ok_or(FormatError::InvalidArgument("no metadata slot"))?;
         self.write_back(io, nonces, victim)?;
+        self.note_eviction(victim, group);
         self.slots[victim].state = SlotState::Free;
         Ok(victim)
+    }
+
+    /// A free slot, else one more slot if the cache may grow, `group` is
+    /// before the final group (an access back into the file, not an append)
+    /// and its page was evicted lately (a reload, not a first visit: a
+    /// sequential read of a file never grows the cache).
+    fn free_or_grown_slot(&mut self, group: u64) -> Option<usize> {
+        if let Some(s) = self.slots.iter().position(|s| s.state == SlotState::Free) {
+            return Some(s);
+        }
+        if self.slots.len() >= self.max_slots
+            || group + 1 >= groups_for_len(self.current_len())
+            || !self.evicted.contains(&group)
+        {
+            return None;
+        }
+        self.pages.try_reserve_exact(PAGE_SIZE).ok()?;
+        self.slots.try_reserve_exact(1).ok()?;
+        let s = self.slots.len();
+        self.pages.resize((s + 1) * PAGE_SIZE, 0);
+        self.slots.push(Slot {
+            group: 0,
+            state: SlotState::Free,
+            last_use: 0,
+        });
+        Some(s)
     }
 
     /// The slot holding group `group` (an existing group), loading it.
@@ -1385,7 +1466,7 @@ impl SealedFile {
         if let Some(s) = self.find_slot(io, group, expect)? {
             return Ok(s);
         }
-        let s = self.take_slot_for_write(io, nonces, pin)?;
+        let s = self.take_slot_for_write(io, nonces, pin, group)?;
         self.load_into_slot(io, s, group)?;
         Ok(s)
     }
@@ -1424,12 +1505,15 @@ impl SealedFile {
         if let Some(s) = self.find_slot(io, group, expect)? {
             return Ok(BlockEntry::of(page_at(&mut self.pages, s), j));
         }
-        if let Some(s) = self.take_clean_slot(None) {
+        if let Some(s) = self
+            .free_or_grown_slot(group)
+            .or_else(|| self.take_clean_slot(None, group))
+        {
             self.load_into_slot(io, s, group)?;
             return Ok(BlockEntry::of(page_at(&mut self.pages, s), j));
         }
         if let Some(nonces) = nonces {
-            let s = self.take_slot_for_write(io, nonces, None)?;
+            let s = self.take_slot_for_write(io, nonces, None, group)?;
             self.load_into_slot(io, s, group)?;
             return Ok(BlockEntry::of(page_at(&mut self.pages, s), j));
         }

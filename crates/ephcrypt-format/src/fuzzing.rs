@@ -368,9 +368,25 @@ pub fn check_file_ops(ops: &[FileOp], mode: Mode) {
 /// [`check_file_ops`] with every handle's [`SealedFile::set_write_ahead`]
 /// set to `write_ahead`.
 pub fn check_file_ops_with(ops: &[FileOp], mode: Mode, write_ahead: bool) {
+    check_file_ops_configured(ops, mode, write_ahead, None);
+}
+
+/// [`check_file_ops`] with every handle's [`SealedFile::set_cache_limit`]
+/// set to `limit`.
+pub fn check_file_ops_cache_limit(ops: &[FileOp], mode: Mode, limit: u8) {
+    check_file_ops_configured(ops, mode, false, Some(limit));
+}
+
+fn check_file_ops_configured(ops: &[FileOp], mode: Mode, write_ahead: bool, limit: Option<u8>) {
+    let configure = |f: &mut SealedFile| {
+        f.set_write_ahead(write_ahead);
+        if let Some(l) = limit {
+            f.set_cache_limit(l);
+        }
+    };
     let open_harness = |io: &mut VecIo, mode: Mode, rem: Option<&crate::Remembered>| {
         let mut f = open_harness(io, mode, rem);
-        f.set_write_ahead(write_ahead);
+        configure(&mut f);
         f
     };
     let key = fuzz_key();
@@ -386,7 +402,7 @@ pub fn check_file_ops_with(ops: &[FileOp], mode: Mode, write_ahead: bool) {
         mode,
     )
     .expect("create");
-    file.set_write_ahead(write_ahead);
+    configure(&mut file);
     let private = mode != Mode::Shared;
     let mut other: Option<SealedFile> = None;
     let mut other_nonces = NonceSequence::new(*b"fuzzoth2");

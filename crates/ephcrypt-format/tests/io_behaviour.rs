@@ -762,3 +762,60 @@ fn unaligned_sequential_writes_seal_each_block_once() {
     s.write_at(&mut io, &mut nonces, &data[..2559], 0).unwrap();
     assert_eq!(io.take().data_writes, 1);
 }
+
+/// `set_cache_limit`: reads that come back to groups whose pages were
+/// evicted (a merge over tapes) grow the cache instead of reloading the
+/// pages each time; a sequential write and a sequential read never grow it;
+/// the limit holds. Control: the same reads without a limit reload.
+#[test]
+fn a_private_cache_grows_for_reloads_only_and_up_to_its_limit() {
+    let mode = Mode::Private { cache_groups: 2 };
+    let groups = 6;
+    let run = |limit: Option<u8>| {
+        let (mut io, mut nonces, mut f) = setup(mode);
+        if let Some(l) = limit {
+            f.set_cache_limit(l);
+        }
+        // Append six groups, then read them back in order.
+        f.write_at(&mut io, &mut nonces, &pattern(groups * G * B, 1), 0)
+            .unwrap();
+        assert_eq!(f.cache_slots(), 2, "appending never grows the cache");
+        let mut buf = vec![0u8; B];
+        for g in 0..groups {
+            f.read_at_mut(&mut io, &mut nonces, &mut buf, (g * G * B) as u64)
+                .unwrap();
+        }
+        // The first read pushed out the final group's dirty page, which
+        // the read comes back to at the end: one slot more, no more.
+        let after_read = f.cache_slots();
+        assert!(
+            after_read <= 3,
+            "a sequential read grows it by one at most ({after_read})"
+        );
+        io.take();
+        // A merge: round-robin over blocks in groups 0, 2, 4 (and 5).
+        for round in 0..20 {
+            for g in [0, 2, 4, 5] {
+                let at = (g * G + round) * B;
+                f.read_at_mut(&mut io, &mut nonces, &mut buf, at as u64)
+                    .unwrap();
+                assert_eq!(buf, pattern(groups * G * B, 1)[at..at + B]);
+            }
+        }
+        (io.take().meta_reads, f.cache_slots())
+    };
+    let (reloads, slots) = run(None);
+    assert_eq!(slots, 2);
+    assert!(
+        reloads >= 40,
+        "control: without a limit pages are reloaded ({reloads})"
+    );
+    let (reloads, slots) = run(Some(16));
+    assert!(
+        (4..=5).contains(&slots),
+        "grown to the working set of 4 (and the read-back's one): {slots}"
+    );
+    assert!(reloads <= 4, "each page loaded about once ({reloads})");
+    let (_, slots) = run(Some(3));
+    assert_eq!(slots, 3, "never past the limit");
+}

@@ -6,7 +6,9 @@
 //! encrypted file; every observable result must be identical (see
 //! `fuzzing::check_file_ops`).
 
-use ephcrypt_format::fuzzing::{check_file_ops, check_file_ops_with, FileOp};
+use ephcrypt_format::fuzzing::{
+    check_file_ops, check_file_ops_cache_limit, check_file_ops_with, FileOp,
+};
 use ephcrypt_format::{Mode, BLOCK_SIZE, GROUP_BLOCKS};
 use proptest::prelude::*;
 
@@ -61,6 +63,12 @@ proptest! {
     #[test]
     fn encrypted_file_behaves_like_a_vec(ops in prop::collection::vec(op(), 1..32), mode in mode()) {
         check_file_ops(&ops, mode);
+    }
+
+    /// Private handles whose cache grows (temp files) behave the same.
+    #[test]
+    fn a_file_with_a_growing_cache_behaves_like_a_vec(ops in prop::collection::vec(op(), 1..32)) {
+        check_file_ops_cache_limit(&ops, Mode::Private { cache_groups: 2 }, 5);
     }
 
     /// Shared handles that write ahead (the `wal` class) behave the same.
@@ -120,6 +128,7 @@ fn postgres_like_patterns() {
         check_file_ops(&ops, mode);
     }
     check_file_ops_with(&ops, Mode::Shared, true);
+    check_file_ops_cache_limit(&ops, Mode::Private { cache_groups: 2 }, 3);
 }
 
 /// Several groups: gap extension over three groups with two cache slots
@@ -183,4 +192,5 @@ fn multi_group_patterns() {
         check_file_ops(&ops, mode);
     }
     check_file_ops_with(&ops, Mode::Shared, true);
+    check_file_ops_cache_limit(&ops, Mode::Private { cache_groups: 2 }, 3);
 }

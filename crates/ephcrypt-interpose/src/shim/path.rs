@@ -355,6 +355,11 @@ fn copy_bytes(b: &[u8]) -> Result<Box<[u8]>, Errno> {
     Ok(v.into_boxed_slice())
 }
 
+/// Metadata pages a private file's cache may grow to on reloads
+/// (`SealedFile::set_cache_limit`): 128 KiB per file at most, reached only
+/// by files read back and forth across 16 groups (32 MiB).
+const PRIVATE_CACHE_LIMIT: u8 = 16;
+
 /// Metadata mode per kind of file (FORMAT.md §8): file-set members are
 /// shared; temp relations are read and rewritten at random (local buffer
 /// eviction), so they cache more metadata pages; temp files and spill files
@@ -429,6 +434,11 @@ fn open_state(
                 // sees (FORMAT.md §14).
                 s.set_write_ahead(super::wal::write_ahead());
                 s.set_fixed_len(true);
+            } else {
+                // Logical tapes and tuplestores come back to earlier groups:
+                // let the metadata cache grow for them (8 KiB a page, only on
+                // reloads; a no-op for shared file-set members).
+                s.set_cache_limit(PRIVATE_CACHE_LIMIT);
             }
             FileState::Sealed(s)
         }
