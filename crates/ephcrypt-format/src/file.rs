@@ -578,14 +578,15 @@ impl SealedFile {
         self.mode
     }
 
-    /// Shared mode: make every write call that rewrites an existing block
-    /// in place (same length) as its first block write the metadata page
-    /// first, with the block's previous nonce and tag kept in the page's
-    /// previous-version record, and the data block second (FORMAT.md §14).
+    /// Shared mode: make every in-place rewrite of an existing block (same
+    /// length) write the metadata page first, with the block's previous
+    /// nonce and tag kept in the page's previous-version record, and the
+    /// data block second (FORMAT.md §14).
     /// A writer that ends between the two, or before either, leaves a block
     /// that authenticates under its previous version; readers fall back to
-    /// that record. Costs one metadata write per call with a multi-block
-    /// first group, none for a one-block call. No effect in private mode.
+    /// that record. Costs one metadata page write per rewritten block: none
+    /// more than without for a one-block call, one more per further block
+    /// of a longer call. No effect in private mode.
     pub fn set_write_ahead(&mut self, on: bool) {
         self.write_ahead = on && self.mode == Mode::Shared;
     }
@@ -991,10 +992,11 @@ impl SealedFile {
         }
         for span in BlockSpans::new(off, buf.len()) {
             let data = &buf[span.buf_pos..span.buf_pos + (span.end - span.start)];
-            // Only a call's first block can hold bytes an earlier call wrote
-            // and a caller relies on (a WAL tail page; later blocks of
-            // PostgreSQL's WAL writes are new): it alone is written ahead.
-            let ahead = span.buf_pos == 0;
+            // Every block rewritten in place is written ahead: any of them
+            // may hold bytes a caller relies on (a walreceiver that
+            // restarts streaming rewrites a whole segment's flushed pages
+            // in 16-page calls), not only a call's first (XLogWrite's tail).
+            let ahead = true;
             let len = self.current_len();
             let existing = block_plain_len(len, span.index);
             // The write's partial last block is held unsealed (private mode)

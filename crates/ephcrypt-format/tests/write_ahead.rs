@@ -173,8 +173,8 @@ fn a_write_ahead_writes_the_metadata_page_first_and_costs_no_extra_write_for_one
     // Control: the usual order.
     let (_, log) = rewrite_and_die(false, &block(9), B as u64, None, Death::Before);
     assert_eq!(log, vec![(false, data_offset(1)), (true, meta_offset(0))]);
-    // Three blocks in one call: the first ahead, the others as usual, and
-    // the page once more at the end.
+    // Three blocks in one call: each written ahead (any of them may hold
+    // bytes a caller relies on: a walreceiver re-streaming a segment).
     let three: Vec<u8> = (0..3).flat_map(|i| block(20 + i)).collect();
     let (mut io, log) = rewrite_and_die(true, &three, B as u64, None, Death::Before);
     assert_eq!(
@@ -182,9 +182,10 @@ fn a_write_ahead_writes_the_metadata_page_first_and_costs_no_extra_write_for_one
         vec![
             (true, meta_offset(0)),
             (false, data_offset(1)),
-            (false, data_offset(2)),
-            (false, data_offset(3)),
             (true, meta_offset(0)),
+            (false, data_offset(2)),
+            (true, meta_offset(0)),
+            (false, data_offset(3)),
         ]
     );
     for i in 0..3 {
@@ -576,4 +577,31 @@ fn a_fixed_length_handle_asks_the_size_once_and_fails_closed_when_cut() {
     h.read_at(&mut io, &mut out, 100 * B as u64).unwrap();
     assert_eq!(out, vec![0u8; B], "the gap reads as zeros");
     assert_eq!(h.len(&mut io).unwrap(), 271 * B as u64);
+}
+
+/// A walreceiver that restarts streaming rewrites flushed pages with the
+/// same bytes, many pages per call: a writer killed anywhere between two of
+/// the call's writes leaves every page readable with those bytes (each
+/// block is written ahead). Control: with write ahead off, a kill before
+/// the call's closing page write loses a later block.
+#[test]
+fn a_multi_block_rewrite_of_flushed_bytes_survives_a_kill_between_any_two_writes() {
+    let same: Vec<u8> = (1..4).flat_map(|i| block(i as u8)).collect(); // blocks 1..3 as they are
+    for dies_at in 1..6 {
+        let (mut io, _) = rewrite_and_die(true, &same, B as u64, Some(dies_at), Death::Before);
+        for i in 0..4u64 {
+            assert_eq!(
+                read_block(&mut io, i).unwrap(),
+                block(i as u8),
+                "killed at write {dies_at}: block {i}"
+            );
+        }
+    }
+    // Control.
+    let (mut io, log) = rewrite_and_die(false, &same, B as u64, Some(3), Death::Before);
+    assert_eq!(log.len(), 3, "three data writes, no page yet");
+    assert!(
+        read_block(&mut io, 2).is_err(),
+        "without write ahead a later block is lost"
+    );
 }
