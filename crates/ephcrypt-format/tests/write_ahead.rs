@@ -6,99 +6,14 @@
 //! the other setting of WAL files, `set_fixed_len`.
 
 use ephcrypt_format::{
-    data_offset, meta_offset, EpochKey, FileName, FormatError, Mode, NonceSequence, PhysicalIo,
-    SealedFile, VecIo, BLOCK_SIZE, PAGE_SIZE,
+    data_offset, meta_offset, FormatError, Mode, NonceSequence, SealedFile, VecIo, BLOCK_SIZE,
+    PAGE_SIZE,
 };
 
-const EK: [u8; 32] = [0x5A; 32];
-const EPOCH: [u8; 16] = [0xE5; 16];
-const FILE: [u8; 16] = [0xF5; 16];
+mod dying;
+use dying::{key, name, open_shared, Death, DyingIo, EPOCH, FILE};
+
 const B: usize = BLOCK_SIZE;
-
-/// What a write does when the writer "dies" at it.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Death {
-    /// The write does not happen.
-    Before,
-    /// Half of it happens (a page-granular torn write).
-    Torn,
-}
-
-/// A physical file whose writer dies at write number `dies_at` (0-based):
-/// that write and every later one fail (after `Death::Torn` wrote half).
-struct DyingIo {
-    inner: VecIo,
-    writes: usize,
-    dies_at: Option<usize>,
-    death: Death,
-    /// (is_metadata, offset) of every write that happened.
-    log: Vec<(bool, u64)>,
-    /// Reads of at most 8 bytes in a data block (a write ahead's check).
-    head_reads: usize,
-    /// Size queries.
-    lens: usize,
-    /// 28-byte reads of a metadata page's MAC trailer.
-    trailer_reads: usize,
-}
-
-impl DyingIo {
-    fn new(inner: VecIo) -> Self {
-        Self {
-            inner,
-            writes: 0,
-            dies_at: None,
-            death: Death::Before,
-            log: Vec::new(),
-            head_reads: 0,
-            lens: 0,
-            trailer_reads: 0,
-        }
-    }
-}
-
-fn is_meta(off: u64) -> bool {
-    off.is_multiple_of(257 * PAGE_SIZE as u64)
-}
-
-impl PhysicalIo for DyingIo {
-    type Error = FormatError;
-    fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
-        if buf.len() <= 8 && !is_meta(off - off % PAGE_SIZE as u64) {
-            self.head_reads += 1;
-        }
-        if buf.len() == 28 && is_meta(off - (PAGE_SIZE as u64 - 28)) {
-            self.trailer_reads += 1;
-        }
-        self.inner.read_at(buf, off)
-    }
-    fn write_all_at(&mut self, buf: &[u8], off: u64) -> Result<(), FormatError> {
-        let n = self.writes;
-        self.writes += 1;
-        if self.dies_at.is_some_and(|d| n >= d) {
-            if n == self.dies_at.unwrap() && self.death == Death::Torn {
-                self.inner.write_all_at(&buf[..buf.len() / 2], off)?;
-            }
-            return Err(FormatError::InvalidArgument("the writer died"));
-        }
-        self.log.push((is_meta(off), off));
-        self.inner.write_all_at(buf, off)
-    }
-    fn set_len(&mut self, len: u64) -> Result<(), FormatError> {
-        self.inner.set_len(len)
-    }
-    fn len(&mut self) -> Result<u64, FormatError> {
-        self.lens += 1;
-        self.inner.len()
-    }
-}
-
-fn name() -> FileName<'static> {
-    FileName::new(3, b"pg_wal").unwrap()
-}
-
-fn key() -> EpochKey {
-    EpochKey::from_bytes(EK)
-}
 
 fn block(seed: u8) -> Vec<u8> {
     (0..B)
@@ -136,8 +51,7 @@ fn rewrite_and_die(
 ) -> (VecIo, Vec<(bool, u64)>) {
     let mut io = DyingIo::new(four_blocks());
     let mut nonces = NonceSequence::new([2; 8]);
-    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
-    f.set_write_ahead(write_ahead);
+    let mut f = open_shared(&mut io, write_ahead).unwrap();
     io.dies_at = dies_at;
     io.death = death;
     let r = f.write_at(&mut io, &mut nonces, buf, off);
@@ -147,7 +61,7 @@ fn rewrite_and_die(
 
 /// Block `i` as a fresh process (crash recovery) reads it.
 fn read_block(io: &mut VecIo, i: u64) -> Result<Vec<u8>, FormatError> {
-    let mut f = SealedFile::open(io, &key(), &EPOCH, &name(), Mode::Shared, None)?;
+    let mut f = open_shared(io, false)?;
     let mut out = vec![0u8; B];
     let n = f.read_at(io, &mut out, i * B as u64)?;
     assert_eq!(n, B);
@@ -156,7 +70,7 @@ fn read_block(io: &mut VecIo, i: u64) -> Result<Vec<u8>, FormatError> {
 
 /// The same through the unaligned path (the plaintext cache, `load_block`).
 fn read_block_unaligned(io: &mut VecIo, i: u64) -> Result<Vec<u8>, FormatError> {
-    let mut f = SealedFile::open(io, &key(), &EPOCH, &name(), Mode::Shared, None)?;
+    let mut f = open_shared(io, false)?;
     let mut out = vec![0u8; B - 10];
     f.read_at(io, &mut out, i * B as u64 + 10)?;
     Ok(out)
@@ -213,8 +127,7 @@ fn a_writer_that_dies_between_the_two_writes_leaves_the_previous_version_readabl
     }
     // The file stays writable: the next rewrite of the same block wins.
     let mut nonces = NonceSequence::new([3; 8]);
-    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
-    f.set_write_ahead(true);
+    let mut f = open_shared(&mut io, true).unwrap();
     f.write_at(&mut io, &mut nonces, &new, B as u64).unwrap();
     assert_eq!(read_block(&mut io, 1).unwrap(), new);
 
@@ -300,8 +213,7 @@ fn the_previous_version_authenticates_nothing_but_its_own_block() {
     // after block 2 was rewritten too: refused.
     let mut nonces = NonceSequence::new([4; 8]);
     let mut two = io.clone();
-    let mut f = SealedFile::open(&mut two, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
-    f.set_write_ahead(true);
+    let mut f = open_shared(&mut two, true).unwrap();
     f.write_at(&mut two, &mut nonces, &block(10), 2 * B as u64)
         .unwrap();
     let mut stale = two.clone();
@@ -363,8 +275,7 @@ fn rewrite_on(io: VecIo, buf: &[u8], off: u64, dies_at: Option<usize>) -> VecIo 
     static WRITER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0x40);
     let prefix = WRITER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut nonces = NonceSequence::new([prefix; 8]);
-    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
-    f.set_write_ahead(true);
+    let mut f = open_shared(&mut io, true).unwrap();
     io.dies_at = dies_at;
     let r = f.write_at(&mut io, &mut nonces, buf, off);
     assert_eq!(r.is_ok(), dies_at.is_none(), "{r:?}");
@@ -430,11 +341,11 @@ fn a_block_rewritten_without_write_ahead_drops_the_record() {
     let mut io = four_blocks();
     io = rewrite_on(io, &block(80), B as u64, None); // record names block 1
     let mut nonces = NonceSequence::new([0x77; 8]);
-    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    let mut f = open_shared(&mut io, false).unwrap();
     f.set_len(&mut io, &mut nonces, B as u64 + 4096).unwrap(); // re-seals block 1
     io = rewrite_on(io, &block(83), 0, None); // a write ahead elsewhere
     assert_eq!(read_block(&mut io, 0).unwrap(), block(83));
-    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    let mut f = open_shared(&mut io, false).unwrap();
     let mut out = vec![0u8; 4096];
     assert_eq!(f.read_at(&mut io, &mut out, B as u64).unwrap(), 4096);
     assert_eq!(out, block(80)[..4096]);
@@ -474,8 +385,7 @@ fn the_record_bytes_match_format_md() {
 fn a_handle_trusts_its_own_completed_write_ahead() {
     let mut io = DyingIo::new(four_blocks());
     let mut nonces = NonceSequence::new([0x61; 8]);
-    let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
-    f.set_write_ahead(true);
+    let mut f = open_shared(&mut io, true).unwrap();
     f.write_at(&mut io, &mut nonces, &block(1), B as u64)
         .unwrap();
     assert_eq!(io.head_reads, 0, "no record yet: nothing to check");
@@ -486,8 +396,7 @@ fn a_handle_trusts_its_own_completed_write_ahead() {
     assert_eq!(io.head_reads, 0, "its own record");
     // Control: another handle (another process) must check.
     let mut nonces2 = NonceSequence::new([0x62; 8]);
-    let mut g = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
-    g.set_write_ahead(true);
+    let mut g = open_shared(&mut io, true).unwrap();
     g.write_at(&mut io, &mut nonces2, &block(4), B as u64)
         .unwrap();
     assert_eq!(io.head_reads, 1);
@@ -523,7 +432,7 @@ fn a_fixed_length_handle_asks_the_size_once_and_fails_closed_when_cut() {
     f.write_at(&mut io, &mut nonces, &all, 0).unwrap();
     let reads = |fixed: bool| {
         let mut io = DyingIo::new(io.clone());
-        let mut f = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+        let mut f = open_shared(&mut io, false).unwrap();
         f.set_fixed_len(fixed);
         let mut out = vec![0u8; B];
         f.read_at(&mut io, &mut out, B as u64).unwrap(); // the first call establishes it
@@ -546,12 +455,11 @@ fn a_fixed_length_handle_asks_the_size_once_and_fails_closed_when_cut() {
     );
 
     // Cut behind its back (to 100 blocks): reads past the cut fail.
-    let mut g = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    let mut g = open_shared(&mut io, false).unwrap();
     g.set_fixed_len(true);
     let mut out = vec![0u8; B];
     g.read_at(&mut io, &mut out, 250 * B as u64).unwrap();
-    let mut cutter =
-        SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    let mut cutter = open_shared(&mut io, false).unwrap();
     cutter
         .set_len(&mut io, &mut nonces, 100 * B as u64)
         .unwrap();
@@ -564,7 +472,7 @@ fn a_fixed_length_handle_asks_the_size_once_and_fails_closed_when_cut() {
         );
     }
     // A handle's own truncate and writes keep its length right.
-    let mut h = SealedFile::open(&mut io, &key(), &EPOCH, &name(), Mode::Shared, None).unwrap();
+    let mut h = open_shared(&mut io, false).unwrap();
     h.set_fixed_len(true);
     h.read_at(&mut io, &mut out, 99 * B as u64).unwrap();
     assert_eq!(out, block(99));

@@ -9,82 +9,13 @@
 //! write ahead off and must find a lost block.
 
 use ephcrypt_format::{
-    data_offset, EpochKey, FileName, FormatError, Mode, NonceSequence, PhysicalIo, SealedFile,
-    VecIo, BLOCK_SIZE, PAGE_SIZE,
+    data_offset, FormatError, Mode, NonceSequence, SealedFile, VecIo, BLOCK_SIZE,
 };
 
-const EK: [u8; 32] = [0x5A; 32];
-const EPOCH: [u8; 16] = [0xE5; 16];
-const FILE: [u8; 16] = [0xF5; 16];
+mod dying;
+use dying::{key, name, Death, DyingIo, EPOCH, FILE};
+
 const B: usize = BLOCK_SIZE;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Death {
-    Before,
-    Torn,
-}
-
-struct DyingIo {
-    inner: VecIo,
-    writes: usize,
-    dies_at: Option<usize>,
-    death: Death,
-    log: Vec<(bool, u64)>,
-    torn: Option<(bool, u64)>,
-}
-
-impl DyingIo {
-    fn new(inner: VecIo) -> Self {
-        Self {
-            inner,
-            writes: 0,
-            dies_at: None,
-            death: Death::Before,
-            log: Vec::new(),
-            torn: None,
-        }
-    }
-}
-
-fn is_meta(off: u64) -> bool {
-    off.is_multiple_of(257 * PAGE_SIZE as u64)
-}
-
-impl PhysicalIo for DyingIo {
-    type Error = FormatError;
-    fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
-        self.inner.read_at(buf, off)
-    }
-    fn write_all_at(&mut self, buf: &[u8], off: u64) -> Result<(), FormatError> {
-        let n = self.writes;
-        self.writes += 1;
-        if self.dies_at.is_some_and(|d| n >= d) {
-            if n == self.dies_at.unwrap() && self.death == Death::Torn {
-                self.torn = Some((is_meta(off), off));
-                self.inner.write_all_at(&buf[..buf.len() / 2], off)?;
-            }
-            return Err(FormatError::InvalidArgument("the writer died"));
-        }
-        self.log.push((is_meta(off), off));
-        self.inner.write_all_at(buf, off)
-    }
-    fn set_len(&mut self, len: u64) -> Result<(), FormatError> {
-        if self.dies_at.is_some_and(|d| self.writes >= d) {
-            return Err(FormatError::InvalidArgument("the writer died"));
-        }
-        self.inner.set_len(len)
-    }
-    fn len(&mut self) -> Result<u64, FormatError> {
-        self.inner.len()
-    }
-}
-
-fn name() -> FileName<'static> {
-    FileName::new(3, b"pg_wal").unwrap()
-}
-fn key() -> EpochKey {
-    EpochKey::from_bytes(EK)
-}
 
 struct Rng(u64);
 impl Rng {

@@ -1,0 +1,127 @@
+//! A physical file whose writer dies, shared by the write-ahead tests
+//! (`write_ahead.rs`, `write_ahead_model.rs`): the shared-file key, name and
+//! ids of a WAL-like file, and [`DyingIo`].
+#![allow(dead_code)]
+
+use ephcrypt_format::{EpochKey, FileName, FormatError, PhysicalIo, VecIo, PAGE_SIZE};
+
+pub const EK: [u8; 32] = [0x5A; 32];
+pub const EPOCH: [u8; 16] = [0xE5; 16];
+pub const FILE: [u8; 16] = [0xF5; 16];
+
+pub fn name() -> FileName<'static> {
+    FileName::new(3, b"pg_wal").unwrap()
+}
+
+pub fn key() -> EpochKey {
+    EpochKey::from_bytes(EK)
+}
+
+/// What a write does when the writer "dies" at it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Death {
+    /// The write does not happen.
+    Before,
+    /// Half of it happens (a page-granular torn write).
+    Torn,
+}
+
+/// Metadata pages sit at multiples of 257 pages.
+pub fn is_meta(off: u64) -> bool {
+    off.is_multiple_of(257 * PAGE_SIZE as u64)
+}
+
+/// A physical file whose writer dies at write number `dies_at` (0-based):
+/// that write and every later one (and any truncate) fail, after
+/// `Death::Torn` wrote half of it.
+pub struct DyingIo {
+    pub inner: VecIo,
+    pub writes: usize,
+    pub dies_at: Option<usize>,
+    pub death: Death,
+    /// (is_metadata, offset) of every write that happened.
+    pub log: Vec<(bool, u64)>,
+    /// (is_metadata, offset) of the write a `Death::Torn` tore.
+    pub torn: Option<(bool, u64)>,
+    /// Reads of at most 8 bytes in a data block (a write ahead's check).
+    pub head_reads: usize,
+    /// Size queries.
+    pub lens: usize,
+    /// 28-byte reads of a metadata page's MAC trailer.
+    pub trailer_reads: usize,
+}
+
+impl DyingIo {
+    pub fn new(inner: VecIo) -> Self {
+        Self {
+            inner,
+            writes: 0,
+            dies_at: None,
+            death: Death::Before,
+            log: Vec::new(),
+            torn: None,
+            head_reads: 0,
+            lens: 0,
+            trailer_reads: 0,
+        }
+    }
+
+    fn dead(&self) -> bool {
+        self.dies_at.is_some_and(|d| self.writes >= d)
+    }
+}
+
+impl PhysicalIo for DyingIo {
+    type Error = FormatError;
+    fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
+        if buf.len() <= 8 && !is_meta(off - off % PAGE_SIZE as u64) {
+            self.head_reads += 1;
+        }
+        if buf.len() == 28 && is_meta(off - (PAGE_SIZE as u64 - 28)) {
+            self.trailer_reads += 1;
+        }
+        self.inner.read_at(buf, off)
+    }
+    fn write_all_at(&mut self, buf: &[u8], off: u64) -> Result<(), FormatError> {
+        let dying_now = self.dies_at == Some(self.writes);
+        let dead = self.dead();
+        self.writes += 1;
+        if dead {
+            if dying_now && self.death == Death::Torn {
+                self.torn = Some((is_meta(off), off));
+                self.inner.write_all_at(&buf[..buf.len() / 2], off)?;
+            }
+            return Err(FormatError::InvalidArgument("the writer died"));
+        }
+        self.log.push((is_meta(off), off));
+        self.inner.write_all_at(buf, off)
+    }
+    fn set_len(&mut self, len: u64) -> Result<(), FormatError> {
+        if self.dead() {
+            return Err(FormatError::InvalidArgument("the writer died"));
+        }
+        self.inner.set_len(len)
+    }
+    fn len(&mut self) -> Result<u64, FormatError> {
+        self.lens += 1;
+        self.inner.len()
+    }
+}
+
+/// Open the WAL-like file as another process would (shared mode), with
+/// write ahead `on` or off.
+pub fn open_shared<I: PhysicalIo>(
+    io: &mut I,
+    write_ahead: bool,
+) -> Result<ephcrypt_format::SealedFile, I::Error> {
+    let mut f = ephcrypt_format::SealedFile::open(
+        io,
+        &key(),
+        &EPOCH,
+        &name(),
+        ephcrypt_format::Mode::Shared,
+        None,
+    )?;
+    f.set_write_ahead(write_ahead);
+    Ok(f)
+}
