@@ -513,3 +513,26 @@ fn a_multi_block_rewrite_of_flushed_bytes_survives_a_kill_between_any_two_writes
         "without write ahead a later block is lost"
     );
 }
+
+/// The other limit (FORMAT.md §14): a tear inside the *metadata page's*
+/// write fails that page's MAC, and with it every block of its group,
+/// including blocks the write never touched — never other bytes. Control:
+/// the same write killed just before the page write changes nothing.
+#[test]
+fn a_torn_metadata_page_write_fails_its_whole_group_closed() {
+    let (mut io, log) = rewrite_and_die(true, &block(9), B as u64, Some(0), Death::Torn);
+    assert!(log.is_empty());
+    for i in 0..4u64 {
+        assert!(
+            matches!(
+                read_block(&mut io, i),
+                Err(FormatError::MetadataAuthFailed { group: 0 })
+            ),
+            "block {i}"
+        );
+    }
+    let (mut io, _) = rewrite_and_die(true, &block(9), B as u64, Some(0), Death::Before);
+    for i in 0..4u64 {
+        assert_eq!(read_block(&mut io, i).unwrap(), block(i as u8));
+    }
+}
