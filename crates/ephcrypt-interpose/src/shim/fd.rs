@@ -12,7 +12,7 @@ use ephcrypt_classify::ArtifactClass;
 use libc::{iovec, off_t, size_t, ssize_t, FILE};
 
 use super::real::{errno, real, set_errno, Errno};
-use super::table::{forget_stale, is_ours, with_file, Access, Guard, OwnTail};
+use super::table::{forget_stale, is_ours, with_file, Guard, OwnTail};
 use super::writeback;
 use crate::stats::{self, Counter};
 
@@ -94,7 +94,7 @@ fn einval<R>(fail: R) -> R {
 
 /// Read into `dst` at `off` (the logical position for read()).
 fn read_at(fd: c_int, dst: &mut [u8], off: Option<u64>) -> ssize_t {
-    with_file(fd, -1, OwnTail::Seal, Access::Reads, |f, nonces| {
+    with_file(fd, -1, OwnTail::Seal, |f, nonces| {
         let class = f.class;
         let at = off.unwrap_or(f.pos);
         let (s, mut io) = f.parts(fd)?;
@@ -109,7 +109,7 @@ fn read_at(fd: c_int, dst: &mut [u8], off: Option<u64>) -> ssize_t {
 
 /// Read into iovecs at `off` (or the position).
 fn read_vectored(fd: c_int, iovs: &[iovec], off: Option<u64>) -> ssize_t {
-    with_file(fd, -1, OwnTail::Seal, Access::Reads, |f, nonces| {
+    with_file(fd, -1, OwnTail::Seal, |f, nonces| {
         let class = f.class;
         let start = off.unwrap_or(f.pos);
         let mut total = 0u64;
@@ -267,7 +267,7 @@ pub(crate) unsafe extern "C" fn shim_preadv2(
 
 /// Write `src` at `off` (the logical position for write()).
 fn write_at(fd: c_int, src: &[u8], off: Option<u64>) -> ssize_t {
-    with_file(fd, -1, OwnTail::Seal, Access::Writes, |f, nonces| {
+    with_file(fd, -1, OwnTail::Seal, |f, nonces| {
         let class = f.class;
         let at = off.unwrap_or(f.pos);
         let (s, mut io) = f.parts(fd)?;
@@ -295,7 +295,7 @@ fn write_vectored(fd: c_int, iovs: &[iovec], off: Option<u64>) -> ssize_t {
         }
         return total;
     }
-    with_file(fd, -1, OwnTail::Seal, Access::Writes, |f, nonces| {
+    with_file(fd, -1, OwnTail::Seal, |f, nonces| {
         let class = f.class;
         let start = off.unwrap_or(f.pos);
         let mut total = 0u64;
@@ -330,7 +330,7 @@ fn write_vectored(fd: c_int, iovs: &[iovec], off: Option<u64>) -> ssize_t {
 /// (The fd's own tail is left alone: only an append extends it, and a
 /// non-append fd has none.)
 fn append_or_write(fd: c_int, src: &[u8]) -> ssize_t {
-    with_file(fd, -1, OwnTail::Keep, Access::Writes, |f, nonces| {
+    with_file(fd, -1, OwnTail::Keep, |f, nonces| {
         let class = f.class;
         if f.append.is_none() {
             let at = f.pos;
@@ -485,7 +485,7 @@ pub(crate) unsafe extern "C" fn shim_lseek(fd: c_int, off: off_t, whence: c_int)
         // SAFETY: pass-through.
         return unsafe { (real().lseek)(fd, off, whence) };
     }
-    with_file(fd, -1, OwnTail::Seal, Access::Reads, |f, _| {
+    with_file(fd, -1, OwnTail::Seal, |f, _| {
         let base: i128 = match whence {
             libc::SEEK_SET => 0,
             libc::SEEK_CUR => f.pos as i128,
@@ -514,7 +514,7 @@ pub(crate) unsafe extern "C" fn shim_ftruncate(fd: c_int, len: off_t) -> c_int {
     if len < 0 {
         return einval(-1);
     }
-    with_file(fd, -1, OwnTail::Seal, Access::Writes, |f, nonces| {
+    with_file(fd, -1, OwnTail::Seal, |f, nonces| {
         if let Some(b) = f.append.as_mut() {
             b.reset();
         }
@@ -535,7 +535,7 @@ pub(crate) unsafe extern "C" fn shim_fstat(fd: c_int, buf: *mut libc::stat) -> c
         return unsafe { (real().fstat)(fd, buf) };
     }
     // Held bytes are sealed first, so the size includes them.
-    with_file(fd, -1, OwnTail::Seal, Access::Reads, |f, _| {
+    with_file(fd, -1, OwnTail::Seal, |f, _| {
         // SAFETY: the caller's out-pointer.
         if unsafe { (real().fstat)(fd, buf) } != 0 {
             return Err(Errno(errno()));
@@ -553,7 +553,7 @@ pub(crate) unsafe extern "C" fn shim_fstat(fd: c_int, buf: *mut libc::stat) -> c
 /// statx(fd, "", AT_EMPTY_PATH) on our fd: held bytes first, then the
 /// logical size.
 pub(crate) fn statx_ours(fd: c_int, flags: c_int, mask: c_uint, buf: *mut libc::statx) -> c_int {
-    with_file(fd, -1, OwnTail::Seal, Access::Reads, |f, _| {
+    with_file(fd, -1, OwnTail::Seal, |f, _| {
         // SAFETY: the caller's out-pointer and an empty path.
         if unsafe { (real().statx)(fd, c"".as_ptr(), flags, mask, buf) } != 0 {
             return Err(Errno(errno()));
@@ -575,7 +575,7 @@ pub(crate) fn statx_ours(fd: c_int, flags: c_int, mask: c_uint, buf: *mut libc::
 /// Grow our file to at least `off + len` logical bytes with sealed zeros.
 fn extend(fd: c_int, off: off_t, len: off_t) -> Result<(), c_int> {
     let saved = errno();
-    let rc = with_file(fd, -1, OwnTail::Seal, Access::Writes, |f, nonces| {
+    let rc = with_file(fd, -1, OwnTail::Seal, |f, nonces| {
         let (s, mut io) = f.parts(fd)?;
         let want = (off as u64).saturating_add(len as u64);
         if want > s.len(&mut io)? {

@@ -445,18 +445,6 @@ pub(crate) enum OwnTail {
     Keep,
 }
 
-/// Whether an operation writes the file; decides only whether a WAL
-/// operation holds signals (shim/wal.rs).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// Reads, sizes, seeks. On a shared (WAL) file these never write: shared
-    /// handles keep no dirty metadata between calls. (A private file's read
-    /// may write back a metadata page; no signals are held for those.)
-    Reads,
-    /// May write the file.
-    Writes,
-}
-
 /// Run `op` on our file `fd` with the lock held; `fail` with errno set on
 /// failure. Every other fd's held bytes are sealed first (and this fd's,
 /// per `own`), all inside `catch_unwind`.
@@ -464,7 +452,6 @@ pub(crate) fn with_file<R>(
     fd: c_int,
     fail: R,
     own: OwnTail,
-    access: Access,
     mut op: impl FnMut(&mut OpenFile, &mut ProcessNonces<'_>) -> Result<R, Errno>,
 ) -> R {
     let mut guard = match Guard::acquire() {
@@ -493,13 +480,10 @@ pub(crate) fn with_file<R>(
             }
             let class = file.class;
             let is_wal = class == ArtifactClass::Wal;
-            // A reader that dies mid-operation harms nothing: only writes
-            // hold signals (shim/wal.rs).
-            let hold = is_wal && access == Access::Writes;
-            let mut r = {
-                let _held = hold.then(super::wal::SignalsHeld::hold);
-                op(file, &mut nonces)
-            };
+            // No signals are held: a WAL writer ended between its writes
+            // (a SIGQUIT handler's _exit as much as SIGKILL) leaves what the
+            // write ahead recovers (FORMAT.md §14, DECISIONS.md #61).
+            let mut r = op(file, &mut nonces);
             if is_wal {
                 // A WAL file is rewritten by another process while we read
                 // it: a failed authentication may be a torn view. Retry from
@@ -515,13 +499,11 @@ pub(crate) fn with_file<R>(
                     if let FileState::Sealed(s) = &mut file.state {
                         s.invalidate();
                     }
-                    let _held = hold.then(super::wal::SignalsHeld::hold);
                     r = op(file, &mut nonces);
                 }
             }
             if r.is_ok() && file.aliased {
                 // Another fd of this process reads the file from disk.
-                let _held = hold.then(super::wal::SignalsHeld::hold);
                 if let Ok((s, mut io)) = file.parts(fd) {
                     if let Err(e) = s.flush(&mut io, &mut nonces) {
                         r = Err(e);
@@ -646,17 +628,14 @@ mod tests {
         let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let fd = tracked_stream("panic", b"held bytes");
         writeback::tests::PANIC_IN_SEAL.store(true, Ordering::Relaxed);
-        let rc = with_file(fd, -1, OwnTail::Seal, Access::Reads, |_, _| Ok(0));
+        let rc = with_file(fd, -1, OwnTail::Seal, |_, _| Ok(0));
         writeback::tests::PANIC_IN_SEAL.store(false, Ordering::Relaxed);
         assert_eq!(rc, -1);
         assert_eq!(super::super::real::errno(), libc::EIO);
         // The lock was released: the next call runs (and now seals).
         assert!(Guard::acquire().is_ok());
         // Control: an operation that does not panic succeeds.
-        assert_eq!(
-            with_file(fd, -1, OwnTail::Seal, Access::Reads, |_, _| Ok(7)),
-            7
-        );
+        assert_eq!(with_file(fd, -1, OwnTail::Seal, |_, _| Ok(7)), 7);
         let mut g = Guard::acquire().unwrap();
         g.close(fd).unwrap();
         assert!(!is_ours(fd));
@@ -669,9 +648,7 @@ mod tests {
     fn an_op_that_panics_is_eio_not_an_unwind() {
         let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let fd = tracked_stream("op-panic", b"");
-        let rc: isize = with_file(fd, -1, OwnTail::Seal, Access::Reads, |_, _| {
-            panic!("bug in an operation")
-        });
+        let rc: isize = with_file(fd, -1, OwnTail::Seal, |_, _| panic!("bug in an operation"));
         assert_eq!(rc, -1);
         assert_eq!(super::super::real::errno(), libc::EIO);
         let mut g = Guard::acquire().unwrap();

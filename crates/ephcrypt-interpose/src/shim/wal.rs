@@ -77,16 +77,6 @@ pub(crate) fn pause(attempt: u32) {
 /// Retries that do not wait.
 pub(crate) const SPIN_RETRIES: u32 = 3;
 
-/// Whether operations on WAL fds hold back catchable signals (tests turn it
-/// off to show what it prevents).
-static HOLD_SIGNALS: AtomicBool = AtomicBool::new(true);
-
-/// Tests only: turn signal holding off (`false`) or back on.
-#[doc(hidden)]
-pub fn set_hold_signals(on: bool) {
-    HOLD_SIGNALS.store(on, Ordering::Relaxed);
-}
-
 /// Whether WAL files rewrite in place metadata-first (tests turn it off to
 /// show what it prevents).
 static WRITE_AHEAD: AtomicBool = AtomicBool::new(true);
@@ -100,55 +90,6 @@ pub fn set_write_ahead(on: bool) {
 
 pub(crate) fn write_ahead() -> bool {
     WRITE_AHEAD.load(Ordering::Relaxed)
-}
-
-/// Catchable signals held back for one operation on a WAL fd.
-///
-/// A tail-page rewrite is two pwrites, the data block and then the metadata
-/// page with its nonce and tag; a process that ends between them leaves a
-/// block that authenticates under neither version, and with it records
-/// that were flushed (and acknowledged) before the rewrite. PostgreSQL ends
-/// every child from a signal handler at a crash-restart (SIGQUIT ->
-/// `_exit(2)`), and crash recovery then reads that page under the same WAL
-/// key. Holding the signals makes such a handler run after the operation,
-/// never inside it. Two `rt_sigprocmask` calls per WAL write (reads hold
-/// nothing), which PostgreSQL did not ask for (DECISIONS.md #53); SIGKILL
-/// and SIGSTOP cannot be held: the write ahead of FORMAT.md §14 covers a
-/// kill between two writes.
-pub(crate) struct SignalsHeld {
-    old: libc::sigset_t,
-    held: bool,
-}
-
-impl SignalsHeld {
-    /// Hold every catchable signal until the value is dropped (a no-op
-    /// when turned off for a test, or if the mask cannot be changed).
-    pub(crate) fn hold() -> Self {
-        // SAFETY: sigset_t is plain data; zeroed is a valid value to fill.
-        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-        if !HOLD_SIGNALS.load(Ordering::Relaxed) {
-            return SignalsHeld { old, held: false };
-        }
-        // SAFETY: valid pointers to our own sigset_t values; sigfillset and
-        // pthread_sigmask only write them (and this thread's mask).
-        let held = unsafe {
-            libc::sigfillset(&mut all) == 0
-                && libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) == 0
-        };
-        SignalsHeld { old, held }
-    }
-}
-
-impl Drop for SignalsHeld {
-    fn drop(&mut self) {
-        if self.held {
-            // SAFETY: restores the mask saved by hold(); a pending signal is
-            // delivered here, after the operation.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
-        }
-    }
 }
 
 /// Run `f` until it succeeds or fails with anything but EIO, retrying at
