@@ -204,6 +204,15 @@ pub struct SealedFile {
     /// that a block written in two pieces (unaligned sequential writes,
     /// small appends) is sealed once, not twice.
     cache_dirty: bool,
+    /// Shared mode: the MAC tag of the cached block's group page as it was
+    /// when the cached plaintext was that block's current version on disk
+    /// (opened under its current entry, or written by this handle and its
+    /// page written back). Every write of a block by any handle changes its
+    /// page, and so this tag.
+    cache_mark: Option<[u8; TAG_LEN]>,
+    /// Shared mode: the cache is kept from an earlier call; it is used only
+    /// once the group's page revalidates from disk with the mark's tag.
+    cache_kept: bool,
     /// `slots.len()` metadata pages, back to back.
     pages: Vec<u8>,
     slots: Vec<Slot>,
@@ -342,6 +351,8 @@ struct BlockEntry {
     nonce: [u8; NONCE_LEN],
     tag: [u8; TAG_LEN],
     previous: Option<([u8; NONCE_LEN], [u8; TAG_LEN])>,
+    /// The MAC tag of the page the entry was read from.
+    page_tag: [u8; TAG_LEN],
 }
 
 impl BlockEntry {
@@ -354,6 +365,7 @@ impl BlockEntry {
             nonce,
             tag,
             previous,
+            page_tag: meta::mac_tag(page),
         }
     }
 }
@@ -403,6 +415,8 @@ impl SealedFile {
             cache_index: None,
             cache_len: 0,
             cache_dirty: false,
+            cache_mark: None,
+            cache_kept: false,
             pages: try_vec(slots * PAGE_SIZE, 0u8)?,
             slots: try_vec(
                 slots,
@@ -636,13 +650,20 @@ impl SealedFile {
     /// Forget cached plaintext; in shared mode also the length, and keep
     /// the verified metadata pages only as stale copies, which the next call
     /// uses only after finding their MAC trailers unchanged on disk (else it
-    /// reloads and verifies them, FORMAT.md §8.1). Every call of a shared
-    /// handle does this itself first. Dirty metadata of a private handle is
-    /// kept: it is the only copy.
+    /// reloads and verifies them, FORMAT.md §8.1). Shared mode keeps the
+    /// plaintext of the one cached block too, as a stale copy under its
+    /// group page's MAC tag: used only if that page revalidates unchanged
+    /// (FORMAT.md §8.1). Every call of a shared handle does this itself
+    /// first. Dirty metadata of a private handle is kept: it is the only
+    /// copy.
     pub fn invalidate(&mut self) {
-        if !self.cache_dirty {
+        if self.mode == Mode::Shared && self.cache_mark.is_some() && self.cache_index.is_some() {
+            // Kept under its page's tag (`cache_holds`).
+            self.cache_kept = true;
+        } else if !self.cache_dirty {
             self.cache_index = None;
             self.cache_len = 0;
+            self.cache_mark = None;
         }
         if self.mode == Mode::Shared {
             if !self.fixed_len {
@@ -770,7 +791,7 @@ impl SealedFile {
             let want = span.end - span.start;
             let dst = &mut buf[span.buf_pos..span.buf_pos + want];
             let plain_len = block_plain_len(len, span.index);
-            if self.cache_index != Some(span.index) || self.cache_len != plain_len {
+            if !self.cache_holds(io, span.index, plain_len)? {
                 if span.start == 0 && want == plain_len {
                     // The whole block is wanted: decrypt in the caller's
                     // buffer, no copy.
@@ -858,6 +879,7 @@ impl SealedFile {
     /// verified pages kept as stale copies) and re-establish the length from
     /// disk.
     fn begin_call<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
+        // (Plaintext kept under a page's tag survives: `cache_holds`.)
         if self.mode == Mode::Shared {
             self.invalidate();
             if let (true, Some(len)) = (self.fixed_len, self.len) {
@@ -899,6 +921,19 @@ impl SealedFile {
         };
         let result = result.and(flushed);
         if self.mode == Mode::Shared {
+            // What the cache holds, if this call filled or verified it, is
+            // now on disk under the group page this handle holds clean (just
+            // written back, or revalidated). A copy still kept from an
+            // earlier call and not verified in this one keeps its old mark.
+            self.cache_mark = match (&result, self.cache_index) {
+                _ if self.cache_kept => self.cache_mark,
+                (Ok(()), Some(i)) if !self.cache_dirty => self
+                    .slots
+                    .iter()
+                    .position(|sl| sl.state == SlotState::Clean && sl.group == group_of(i))
+                    .map(|s| meta::mac_tag(page_at(&mut self.pages, s))),
+                _ => None,
+            };
             // Written through: the file is now exactly what this length
             // needs (a failed call leaves it unknown).
             self.verified_size = match (&result, self.len) {
@@ -1015,6 +1050,7 @@ impl SealedFile {
                     self.cache[..data.len()].copy_from_slice(data);
                     self.cache_index = Some(span.index);
                     self.cache_len = data.len();
+                    self.cache_kept = false;
                     self.hold_cache(span.index);
                     continue;
                 }
@@ -1026,6 +1062,7 @@ impl SealedFile {
                     self.cache[..data.len()].copy_from_slice(data);
                     self.cache_index = Some(span.index);
                     self.cache_len = data.len();
+                    self.cache_kept = false;
                 } else if self.cache_index == Some(span.index) {
                     self.cache_index = None;
                 }
@@ -1057,6 +1094,38 @@ impl SealedFile {
             }
         }
         Ok(())
+    }
+
+    /// Whether the plaintext cache holds block `index` with `plain_len`
+    /// bytes. In shared mode plaintext kept from an earlier call counts only
+    /// if the block's group page revalidates from disk (one 28-byte trailer
+    /// read, the same the call needs for its entry anyway) with the tag it
+    /// had when the cache was the block's current version: every write of
+    /// the block, by any process, rewrites that page under a fresh nonce.
+    fn cache_holds<I: PhysicalIo>(
+        &mut self,
+        io: &mut I,
+        index: u64,
+        plain_len: usize,
+    ) -> Result<bool, I::Error> {
+        if self.cache_index != Some(index) || self.cache_len != plain_len {
+            return Ok(false);
+        }
+        if !self.cache_kept {
+            return Ok(true);
+        }
+        self.cache_kept = false;
+        let group = group_of(index);
+        let expect = expected_group_state(self.current_len(), group);
+        let unchanged = match self.find_slot(io, group, expect)? {
+            Some(s) => Some(meta::mac_tag(page_at(&mut self.pages, s))) == self.cache_mark,
+            None => false,
+        };
+        if !unchanged {
+            self.cache_index = None;
+            self.cache_mark = None;
+        }
+        Ok(unchanged)
     }
 
     /// The cached block `index` now holds unsealed bytes; the logical length
@@ -1131,6 +1200,7 @@ impl SealedFile {
             meta::replace_entry(page, slot_in_group(k), &nonce, &tag);
             self.cache_index = Some(k);
             self.cache_len = cut_len;
+            self.cache_kept = false;
         }
         if let Some((count, last_len, final_group)) = expected_group_state(new_len, group) {
             meta::set_state(
@@ -1538,7 +1608,7 @@ impl SealedFile {
         plain_len: usize,
         nonces: Option<&mut N>,
     ) -> Result<(), I::Error> {
-        if self.cache_index == Some(index) && self.cache_len == plain_len {
+        if self.cache_holds(io, index, plain_len)? {
             return Ok(());
         }
         let mut nonces = nonces;
@@ -1564,15 +1634,23 @@ impl SealedFile {
             let opened = self
                 .cipher
                 .open_block(index, &e.nonce, &e.tag, ct, &mut self.cache[..]);
+            // Only the block's current version may be kept across calls:
+            // the data write of a write ahead (previous version) may land
+            // without changing the page again.
+            self.cache_mark = Some(e.page_tag);
             if let Err(err) = opened {
+                self.cache_mark = None;
                 let (nonce, tag) = e.previous.ok_or(err)?;
                 self.cipher
                     .open_block(index, &nonce, &tag, ct, &mut self.cache[..])
                     .map_err(|_| err)?;
             }
+        } else {
+            self.cache_mark = None;
         }
         self.cache_index = Some(index);
         self.cache_len = plain_len;
+        self.cache_kept = false;
         Ok(())
     }
 

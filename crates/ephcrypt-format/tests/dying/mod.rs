@@ -49,6 +49,12 @@ pub struct DyingIo {
     pub lens: usize,
     /// 28-byte reads of a metadata page's MAC trailer.
     pub trailer_reads: usize,
+    /// Reads of more than 8 bytes in data blocks.
+    pub data_reads: usize,
+    /// Hold back the next data-block write (a writer stopped between its
+    /// two writes): it returns success, and lands at [`Self::land`].
+    pub defer_next_data: bool,
+    pub deferred: Option<(u64, Vec<u8>)>,
 }
 
 impl DyingIo {
@@ -63,7 +69,16 @@ impl DyingIo {
             head_reads: 0,
             lens: 0,
             trailer_reads: 0,
+            data_reads: 0,
+            defer_next_data: false,
+            deferred: None,
         }
+    }
+
+    /// The held-back data write reaches the file.
+    pub fn land(&mut self) {
+        let (off, buf) = self.deferred.take().expect("a deferred write");
+        self.inner.write_all_at(&buf, off).unwrap();
     }
 
     fn dead(&self) -> bool {
@@ -74,8 +89,11 @@ impl DyingIo {
 impl PhysicalIo for DyingIo {
     type Error = FormatError;
     fn read_at(&mut self, buf: &mut [u8], off: u64) -> Result<usize, FormatError> {
-        if buf.len() <= 8 && !is_meta(off - off % PAGE_SIZE as u64) {
+        let in_data = !is_meta(off - off % PAGE_SIZE as u64);
+        if buf.len() <= 8 && in_data {
             self.head_reads += 1;
+        } else if in_data {
+            self.data_reads += 1;
         }
         if buf.len() == 28 && is_meta(off - (PAGE_SIZE as u64 - 28)) {
             self.trailer_reads += 1;
@@ -94,6 +112,11 @@ impl PhysicalIo for DyingIo {
             return Err(FormatError::InvalidArgument("the writer died"));
         }
         self.log.push((is_meta(off), off));
+        if self.defer_next_data && !is_meta(off) {
+            self.defer_next_data = false;
+            self.deferred = Some((off, buf.to_vec()));
+            return Ok(());
+        }
         self.inner.write_all_at(buf, off)
     }
     fn set_len(&mut self, len: u64) -> Result<(), FormatError> {
