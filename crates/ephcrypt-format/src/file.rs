@@ -35,6 +35,10 @@ const SHARED_SLOTS: usize = 2;
 const MAC_TRAILER_LEN: usize = PAGE_SIZE - OFF_MAC_NONCE;
 /// Evicted groups remembered to tell a reload from a first visit.
 const EVICTED_RING: usize = 8;
+/// Shared mode: after this many revalidations in a row found a page changed
+/// (a reader following a writer: a standby's startup process), stale pages
+/// are reloaded without reading their trailer first (FORMAT.md §8.1).
+const TRAILER_MISSES_TO_SKIP: u8 = 2;
 
 /// Digests reserved at open: 512 groups = a 1 GiB segment, PostgreSQL's split.
 pub const DIGEST_RESERVE: usize = 512;
@@ -245,6 +249,11 @@ pub struct SealedFile {
     /// write ahead (its data write returned), so that the next one in an
     /// unchanged page need not read the block's head back.
     last_ahead: Option<(u64, [u8; TAG_LEN])>,
+    /// Shared mode: revalidations in a row that found the page changed.
+    trailer_misses: u8,
+    /// Shared mode: group and tag of the stale copy last dropped without a
+    /// trailer read; a reload that finds the same tag ends the skipping.
+    skipped: Option<(u64, [u8; TAG_LEN])>,
 }
 
 impl core::fmt::Debug for SealedFile {
@@ -436,6 +445,8 @@ impl SealedFile {
             fixed_len: false,
             verified_size: None,
             last_ahead: None,
+            trailer_misses: 0,
+            skipped: None,
         })
     }
 
@@ -989,7 +1000,9 @@ impl SealedFile {
                     Some(s) => {
                         let page = page_at(&mut self.pages, s);
                         let st = load_page(&self.cipher, io, page, group, None, digests)?;
+                        let tag = meta::mac_tag(page);
                         self.mark(s, group, SlotState::Clean);
+                        self.note_reload(group, tag);
                         st
                     }
                     None => load_page(&self.cipher, io, &mut self.phys, group, None, digests)?,
@@ -1094,6 +1107,15 @@ impl SealedFile {
             }
         }
         Ok(())
+    }
+
+    /// A page of `group` with MAC tag `tag` was just loaded: if it is the
+    /// stale copy dropped unasked, the page had not changed after all, and
+    /// trailers are worth reading again.
+    fn note_reload(&mut self, group: u64, tag: [u8; TAG_LEN]) {
+        if self.skipped.take() == Some((group, tag)) {
+            self.trailer_misses = 0;
+        }
     }
 
     /// Whether the plaintext cache holds block `index` with `plain_len`
@@ -1427,13 +1449,22 @@ impl SealedFile {
             return Ok(None);
         };
         if self.slots[s].state == SlotState::Stale {
+            if self.trailer_misses >= TRAILER_MISSES_TO_SKIP {
+                // The trailer has differed every time lately: reload
+                // without asking (one read instead of two).
+                self.skipped = Some((group, meta::mac_tag(page_at(&mut self.pages, s))));
+                self.slots[s].state = SlotState::Free;
+                return Ok(None);
+            }
             let page = page_at(&mut self.pages, s);
             let mut trailer = [0u8; MAC_TRAILER_LEN];
             let n = io.read_at(&mut trailer, meta_offset(group) + OFF_MAC_NONCE as u64)?;
             if n != MAC_TRAILER_LEN || trailer[..] != page[OFF_MAC_NONCE..] {
                 self.slots[s].state = SlotState::Free;
+                self.trailer_misses = self.trailer_misses.saturating_add(1);
                 return Ok(None);
             }
+            self.trailer_misses = 0;
             let state = meta::state(page).map(|st| st.tuple());
             if expect.is_some_and(|e| Some(e) != state) {
                 self.slots[s].state = SlotState::Free;
@@ -1557,7 +1588,9 @@ impl SealedFile {
         };
         let page = page_at(&mut self.pages, s);
         load_page(&self.cipher, io, page, group, expect, digests)?;
+        let tag = meta::mac_tag(page);
         self.mark(s, group, SlotState::Clean);
+        self.note_reload(group, tag);
         Ok(())
     }
 

@@ -815,3 +815,40 @@ fn a_private_cache_grows_for_reloads_only_and_up_to_its_limit() {
     let (_, slots) = run(Some(3));
     assert_eq!(slots, 3, "never past the limit");
 }
+
+#[test]
+fn a_reader_following_a_writer_reloads_pages_without_asking_their_trailer() {
+    // A standby's startup process reads the tail page the walreceiver
+    // rewrites between any two of its reads (FORMAT.md §8.1).
+    let (mut io, mut nonces, mut writer) = setup(Mode::Shared);
+    writer
+        .write_at(&mut io, &mut nonces, &pattern(4 * B, 1), 0)
+        .unwrap();
+    let mut reader = reopen(&mut io, Mode::Shared);
+    let mut buf = vec![0u8; B];
+    let mut per_read = Vec::new();
+    for round in 0..6u8 {
+        let data = pattern(B, 10 + round);
+        writer
+            .write_at(&mut io, &mut nonces, &data, B as u64)
+            .unwrap();
+        io.take();
+        assert_eq!(reader.read_at(&mut io, &mut buf, B as u64), Ok(B));
+        assert_eq!(buf, data, "round {round}: the writer's latest bytes");
+        let c = io.take();
+        per_read.push((c.trailer_reads, c.meta_reads, c.data_reads));
+    }
+    // The first reads ask the trailer (changed) and reload; after two
+    // misses in a row the page is reloaded straight away.
+    assert_eq!(per_read[1], (1, 1, 1), "{per_read:?}");
+    assert_eq!(per_read[5], (0, 1, 1), "{per_read:?}");
+    // The writer stops: one reload finds the page unchanged, and the reader
+    // goes back to 28-byte trailer reads.
+    io.take();
+    for _ in 0..3 {
+        assert_eq!(reader.read_at(&mut io, &mut buf, B as u64), Ok(B));
+        assert_eq!(buf, pattern(B, 15));
+    }
+    let c = io.take();
+    assert_eq!((c.trailer_reads, c.meta_reads), (2, 1), "{c:?}");
+}
