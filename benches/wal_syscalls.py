@@ -61,5 +61,6 @@ def run(mode):
     calls = int(total[0].split()[3]) if total else 0
     print(f"{mode}: {calls} system calls, {calls / N:.1f} per commit\n{table}")
 
-for m in sys.argv[2:] or ["plain", "enc"]:
-    run(m)
+if __name__ == "__main__":
+    for m in sys.argv[2:] or ["plain", "enc"]:
+        run(m)
