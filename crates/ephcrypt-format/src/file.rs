@@ -215,8 +215,16 @@ pub struct SealedFile {
     /// page, and so this tag.
     cache_mark: Option<[u8; TAG_LEN]>,
     /// Shared mode: the cache is kept from an earlier call; it is used only
-    /// once the group's page revalidates from disk with the mark's tag.
+    /// once the group's page revalidates from disk with the mark's tag and
+    /// the block's ciphertext still starts with `cache_head`.
     cache_kept: bool,
+    /// Shared mode: block index and first ciphertext bytes of the block
+    /// version last opened or written by this handle; becomes the cached
+    /// block's head when the cache is marked.
+    last_head: Option<(u64, [u8; meta::HEAD_LEN])>,
+    /// Shared mode: the first ciphertext bytes of the cached block's version
+    /// (with the mark).
+    cache_head: [u8; meta::HEAD_LEN],
     /// `slots.len()` metadata pages, back to back.
     pages: Vec<u8>,
     slots: Vec<Slot>,
@@ -315,6 +323,14 @@ fn page_at(pages: &mut [u8], slot: usize) -> &mut Page {
 
 fn digest_index(group: u64) -> usize {
     usize::try_from(group).unwrap_or(usize::MAX)
+}
+
+/// The first [`meta::HEAD_LEN`] bytes of a block's ciphertext, zero-padded.
+fn head_of(ct: &[u8]) -> [u8; meta::HEAD_LEN] {
+    let mut h = [0u8; meta::HEAD_LEN];
+    let m = ct.len().min(meta::HEAD_LEN);
+    h[..m].copy_from_slice(&ct[..m]);
+    h
 }
 
 /// Read and verify group `group`'s page into `page` (FORMAT.md §5.5, §7.1):
@@ -426,6 +442,8 @@ impl SealedFile {
             cache_dirty: false,
             cache_mark: None,
             cache_kept: false,
+            last_head: None,
+            cache_head: [0; meta::HEAD_LEN],
             pages: try_vec(slots * PAGE_SIZE, 0u8)?,
             slots: try_vec(
                 slots,
@@ -938,11 +956,17 @@ impl SealedFile {
             // earlier call and not verified in this one keeps its old mark.
             self.cache_mark = match (&result, self.cache_index) {
                 _ if self.cache_kept => self.cache_mark,
-                (Ok(()), Some(i)) if !self.cache_dirty => self
-                    .slots
-                    .iter()
-                    .position(|sl| sl.state == SlotState::Clean && sl.group == group_of(i))
-                    .map(|s| meta::mac_tag(page_at(&mut self.pages, s))),
+                (Ok(()), Some(i)) if !self.cache_dirty => match self.last_head {
+                    Some((k, head)) if k == i => {
+                        self.cache_head = head;
+                        self.slots
+                            .iter()
+                            .position(|sl| sl.state == SlotState::Clean && sl.group == group_of(i))
+                            .map(|s| meta::mac_tag(page_at(&mut self.pages, s)))
+                    }
+                    // The cache holds a block this call did not write last.
+                    _ => None,
+                },
                 _ => None,
             };
             // Written through: the file is now exactly what this length
@@ -1139,10 +1163,18 @@ impl SealedFile {
         self.cache_kept = false;
         let group = group_of(index);
         let expect = expected_group_state(self.current_len(), group);
-        let unchanged = match self.find_slot(io, group, expect)? {
+        let mut unchanged = match self.find_slot(io, group, expect)? {
             Some(s) => Some(meta::mac_tag(page_at(&mut self.pages, s))) == self.cache_mark,
             None => false,
         };
+        if unchanged {
+            // An unchanged tag may also be an older page put back alone
+            // (replay): the block's ciphertext must still be this version's.
+            let m = plain_len.min(meta::HEAD_LEN);
+            let mut head = [0u8; meta::HEAD_LEN];
+            let got = io.read_at(&mut head[..m], data_offset(index))?;
+            unchanged = got == m && head[..m] == self.cache_head[..m];
+        }
         if !unchanged {
             self.cache_index = None;
             self.cache_mark = None;
@@ -1212,6 +1244,7 @@ impl SealedFile {
                 // disk until the commit below.
                 self.cache_index = None;
                 io.write_all_at(&self.phys[..cut_len], data_offset(k))?;
+                self.last_head = Some((k, head_of(&self.phys[..cut_len])));
                 resealed = Some((k, nonce, tag));
             }
         }
@@ -1377,9 +1410,11 @@ impl SealedFile {
             }
             io.write_all_at(&self.phys[..n], data_offset(index))?;
             self.last_ahead = Some((group, meta::mac_tag(page_at(&mut self.pages, target))));
+            self.last_head = Some((index, head_of(&self.phys[..n])));
             return Ok(());
         }
         io.write_all_at(&self.phys[..n], data_offset(index))?;
+        self.last_head = Some((index, head_of(&self.phys[..n])));
         // Commit.
         if let Some(prev) = previous {
             // A stale copy of an earlier page of this group (another handle
@@ -1671,6 +1706,8 @@ impl SealedFile {
             // the data write of a write ahead (previous version) may land
             // without changing the page again.
             self.cache_mark = Some(e.page_tag);
+            self.cache_head = head_of(ct);
+            self.last_head = Some((index, self.cache_head));
             if let Err(err) = opened {
                 self.cache_mark = None;
                 let (nonce, tag) = e.previous.ok_or(err)?;

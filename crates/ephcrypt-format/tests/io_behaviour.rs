@@ -23,6 +23,9 @@ struct Counts {
     meta_reads: usize,
     /// 28-byte reads of a metadata page's MAC trailer (nonce || tag).
     trailer_reads: usize,
+    /// Reads of at most 8 bytes in a data block (a kept block's check of
+    /// its ciphertext head, a write ahead's check).
+    head_reads: usize,
     data_writes: usize,
     meta_writes: usize,
     set_lens: usize,
@@ -56,6 +59,8 @@ impl PhysicalIo for CountingIo {
             self.n.meta_reads += 1;
         } else if is_trailer(buf, off) {
             self.n.trailer_reads += 1;
+        } else if buf.len() <= 8 {
+            self.n.head_reads += 1;
         } else {
             self.n.data_reads += 1;
         }
@@ -534,8 +539,14 @@ fn small_appends_hit_the_cache() {
         }
         let c = io.take();
         // Shared mode too: the block this handle wrote last is kept while
-        // its page is unchanged (FORMAT.md §8.1; tests/kept_block.rs).
+        // its page is unchanged (FORMAT.md §8.1; tests/kept_block.rs),
+        // checked by its 8-byte ciphertext head.
         assert_eq!(c.data_reads, 0, "appends re-read a block: {c:?}");
+        if mode == Mode::Shared {
+            assert!(c.head_reads <= 400, "{c:?}");
+        } else {
+            assert_eq!(c.head_reads, 0, "{c:?}");
+        }
         let mut buf = vec![0u8; model.len()];
         f.invalidate();
         assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(model.len()));

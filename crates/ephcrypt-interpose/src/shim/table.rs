@@ -94,7 +94,8 @@ pub(crate) struct OpenFile {
     /// tail buffer.
     pub(crate) append: Option<AppendBuf>,
     /// Member of a shared file set: other processes may write it, so no
-    /// cached plaintext or length survives between two calls.
+    /// cached length survives between two calls, and cached pages and the
+    /// one kept block only as copies to revalidate (FORMAT.md §8.1).
     pub(crate) shared: bool,
     /// The path it was opened by (private files: the key of what this
     /// process remembers about it after close).
@@ -472,7 +473,8 @@ pub(crate) fn with_file<R>(
                 .ok_or((Errno(libc::EBADF), None))?;
             if file.shared {
                 // Other processes may write a file-set member: no cached
-                // plaintext, no cached length.
+                // length; pages and the kept block only as copies that
+                // the call revalidates (FORMAT.md §8.1).
                 file.known_len = None;
                 if let FileState::Sealed(s) = &mut file.state {
                     s.invalidate();
