@@ -62,6 +62,11 @@ pub enum EphError {
          and relations of the ended epoch stay on disk, and nothing can read them"
     )]
     StaleTempFilesKept,
+    #[error(
+        "pg_ephcrypt did not run the archive command: pg_wal is sealed (the wal class), so a shell \
+         would archive ciphertext that nothing can read once this postmaster ends"
+    )]
+    ArchiveCommandRefused,
 }
 
 impl EphError {
@@ -89,6 +94,7 @@ impl EphError {
             EphError::AnchorKey { .. } => PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
             EphError::AnchorMemory(_) => PgSqlErrorCode::ERRCODE_INSUFFICIENT_RESOURCES,
             EphError::StaleTempFilesKept => PgSqlErrorCode::ERRCODE_WARNING,
+            EphError::ArchiveCommandRefused => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         }
     }
 
@@ -157,6 +163,11 @@ impl EphError {
                  copy a database directory (CREATE DATABASE ... STRATEGY FILE_COPY, ALTER DATABASE \
                  ... SET TABLESPACE) fail with an I/O error on them until a clean restart removes \
                  them. Set remove_temp_files_after_crash = on (the default)."
+            }
+            EphError::ArchiveCommandRefused => {
+                "Set archive_command = '' and archive with an archive_library module that reads WAL \
+                 through PostgreSQL's file functions (basic_archive receives plaintext), or stream \
+                 to pg_receivewal. The segments stay in pg_wal until archived."
             }
         }
     }

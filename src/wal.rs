@@ -221,6 +221,11 @@ pub fn prepare_at_start(mut classes: Vec<ArtifactClass>) -> Vec<ArtifactClass> {
         }
     }
     let wal_on = classes.contains(&ArtifactClass::Wal);
+    if wal_on {
+        // An archive_command set by a later reload: refused when the
+        // archiver runs it (the start-up check above cannot see it).
+        ephcrypt_interpose::shim::set_system_guard(refuse_in_archiver);
+    }
     let policy = StartupPolicy {
         remove_ended: role == Role::Standby,
         seal_plaintext: wal_on,
@@ -265,6 +270,21 @@ pub fn prepare_at_start(mut classes: Vec<ArtifactClass>) -> Vec<ArtifactClass> {
     REMOVED.store(report.removed.len() as u64, Ordering::Relaxed);
     CONVERTED.store(report.converted.len() as u64, Ordering::Relaxed);
     classes
+}
+
+/// The `system()` guard while pg_wal is sealed: in the archiver every
+/// command is refused with a WARNING (its shell, `archive_command`, or an
+/// archive module's, would read sealed segments by name); elsewhere
+/// (`restore_command`, `archive_cleanup_command`, `recovery_end_command`)
+/// commands run.
+fn refuse_in_archiver(_command: &std::ffi::CStr) -> bool {
+    // SAFETY: reading a PostgreSQL global of this process.
+    let archiver = unsafe { pg_sys::MyBackendType } == pg_sys::BackendType::B_ARCHIVER;
+    if archiver {
+        ephcrypt_interpose::stats::count_refused_configuration();
+        EphError::ArchiveCommandRefused.report(PgLogLevel::WARNING);
+    }
+    archiver
 }
 
 /// `synchronous_standby_names` is set (now: it can be reloaded).

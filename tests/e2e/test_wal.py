@@ -523,6 +523,40 @@ def test_basic_archive_receives_plaintext_segments():
         p.stop(quiet=True)
 
 
+def test_an_archive_command_set_by_a_reload_is_not_run_while_wal_is_sealed():
+    """The start-up refusal cannot see an archive_command set later: the
+    archiver's system() is refused (WARNING with a hint, the segment stays
+    in pg_wal, pg_stat_archiver counts failures), never handed ciphertext.
+    Control: the same reload on a primary without the class archives.
+    restore_command (the startup process's system()) still runs with the
+    class on: test_segments_restored_by_restore_command_are_sealed_on_arrival."""
+    for sealed in (True, False):
+        arch = scratch(f"walac_archive_{int(sealed)}")
+        p = primary(f"walac_{int(sealed)}", wal=sealed, conf={"archive_mode": "on"}).start()
+        try:
+            p.sql("CREATE EXTENSION pg_ephcrypt; CREATE TABLE t (id int PRIMARY KEY, payload text)")
+            p.sql(f"ALTER SYSTEM SET archive_command = 'cp %p {arch}/%f'")
+            p.sql("SELECT pg_reload_conf()")
+            insert_marked(p, 1, 2_000)
+            segment = p.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+            p.sql("SELECT pg_switch_wal()")
+            if sealed:
+                wait_until(lambda: int(p.sql("SELECT failed_count FROM pg_stat_archiver")) > 0,
+                           what="an archive attempt")
+                assert not any(arch.iterdir()), "nothing reached the archive"
+                log = p.log_text()
+                assert "did not run the archive command" in log and "archive_library" in log, log[-3000:]
+                assert "archive command failed with exit code 1" in log, log[-3000:]
+                assert (p.data / "pg_wal" / "archive_status" / f"{segment}.ready").exists()
+                assert p.sql("SELECT refused_configurations > 0 FROM pg_ephcrypt_status()") == "t"
+                assert not marker_files(p.data, MARKER), "pg_wal stays sealed"
+            else:
+                wait_until(lambda: (arch / segment).exists(), what="the control's archive")
+                assert "did not run the archive command" not in p.log_text()
+        finally:
+            p.stop(quiet=True)
+
+
 def wal_status_archive(c: Cluster) -> str:
     return c.sql("SELECT archive FROM pg_ephcrypt_wal_status()")
 

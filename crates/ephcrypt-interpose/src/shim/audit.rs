@@ -158,7 +158,6 @@ const ALLOWED: &[(&str, &str)] = &[
     // Other programs and objects.
     ("popen", PROCESS),
     ("pclose", PROCESS),
-    ("system", PROCESS),
     ("posix_spawn", PROCESS),
     ("posix_spawnp", PROCESS),
     ("execv", PROCESS),

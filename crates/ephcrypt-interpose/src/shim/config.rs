@@ -34,6 +34,12 @@ pub fn enabled_classes() -> Vec<ArtifactClass> {
         .collect()
 }
 
+/// Whether `class` is enabled (one relaxed load).
+#[inline]
+pub(crate) fn class_enabled(class: ArtifactClass) -> bool {
+    ENABLED.load(Ordering::Relaxed) & class.bit() != 0
+}
+
 /// Whether any class is enabled (one relaxed load).
 #[inline]
 pub(crate) fn any_enabled() -> bool {

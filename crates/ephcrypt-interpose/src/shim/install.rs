@@ -8,7 +8,7 @@ use ephcrypt_got::elf::Executable;
 use ephcrypt_got::PatchReport;
 
 use super::audit::{self, AuditError};
-use super::{config, fd, nonces, path, real, table, wal};
+use super::{config, fd, nonces, path, process, real, table, wal};
 use crate::error::InterposeError;
 use crate::{secmem, stats};
 
@@ -127,6 +127,7 @@ pub fn shim_table() -> Vec<(&'static str, usize)> {
         "timerfd_create" => fd::shim_timerfd_create,
         "inotify_init1" => fd::shim_inotify_init1,
         "shm_open" => fd::shim_shm_open,
+        "system" => process::shim_system,
         "memfd_create" => fd::shim_memfd_create,
     ]
 }

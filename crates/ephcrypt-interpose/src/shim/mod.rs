@@ -12,7 +12,7 @@
 //! longjmp: failures return -1 with `errno` (EIO for anything that does not
 //! authenticate) and PostgreSQL raises its own ERROR.
 //!
-//! Layering, top down: `install` → {`path`, `fd`, `wal`} → {`table`,
+//! Layering, top down: `install` → {`path`, `fd`, `wal`, `process`} → {`table`,
 //! `writeback`, `poison`} → {`fdio`, `nonces`, `config`} → `real`.
 
 pub mod audit;
@@ -23,6 +23,7 @@ mod install;
 mod nonces;
 mod path;
 mod poison;
+mod process;
 mod real;
 mod remember;
 mod table;
@@ -34,5 +35,6 @@ pub use install::{
     audit_imports, install, shim_table, shimmed_names, verify_installed, Config, InstallReport,
 };
 pub use nonces::reseed_pending;
+pub use process::{set_system_guard, SystemGuard, REFUSED_STATUS};
 pub use real::Errno;
 pub use table::{open_covered_files, MAX_TRACKED_FDS};

@@ -97,6 +97,7 @@ real_fns! {
     timerfd_create = c"timerfd_create": fn(c_int, c_int) -> c_int;
     inotify_init1 = c"inotify_init1": fn(c_int) -> c_int;
     shm_open = c"shm_open": fn(*const c_char, c_int, mode_t) -> c_int;
+    system = c"system": fn(*const c_char) -> c_int;
     memfd_create = c"memfd_create": fn(*const c_char, c_uint) -> c_int;
     fopen = c"fopen64": fn(*const c_char, *const c_char) -> *mut FILE;
     freopen = c"freopen64": fn(*const c_char, *const c_char, *mut FILE) -> *mut FILE;
