@@ -273,10 +273,11 @@ pub fn prepare_at_start(mut classes: Vec<ArtifactClass>) -> Vec<ArtifactClass> {
 }
 
 /// The `system()` guard while pg_wal is sealed: in the archiver every
-/// command is refused with a WARNING (its shell, `archive_command`, or an
-/// archive module's, would read sealed segments by name); elsewhere
-/// (`restore_command`, `archive_cleanup_command`, `recovery_end_command`)
-/// commands run.
+/// command PostgreSQL runs through the executable's `system()` (that is,
+/// `archive_command`; an archive module's own calls are not seen) is
+/// refused with a WARNING, since its shell would read sealed segments by
+/// name; elsewhere (`restore_command`, `archive_cleanup_command`,
+/// `recovery_end_command`) commands run.
 fn refuse_in_archiver(_command: &std::ffi::CStr) -> bool {
     // SAFETY: reading a PostgreSQL global of this process.
     let archiver = unsafe { pg_sys::MyBackendType } == pg_sys::BackendType::B_ARCHIVER;
