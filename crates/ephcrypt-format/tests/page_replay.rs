@@ -91,3 +91,35 @@ fn control_without_a_kept_block_the_replay_fails_the_block() {
     // the old entry: BlockAuthFailed, as FORMAT.md §11 says.
     assert!(replay_page_only(false).is_err());
 }
+
+/// The documented limit (FORMAT.md §11): the head check compares the first
+/// 8 ciphertext bytes only, so an attacker who puts back the older page
+/// *and* the older block's first 8 bytes (the rest stays the new version)
+/// gets the holder to return the older genuine version; every other handle
+/// fails the block. Found by a second review; this test pins the limit so
+/// that a change of it shows up here (and in the docs).
+#[test]
+fn limit_the_older_page_plus_the_older_head_give_the_holder_the_older_version() {
+    let mut io = file();
+    let mut nonces = NonceSequence::new([2; 8]);
+    let mut holder = open_shared(&mut io, false).unwrap();
+    let mut out = vec![0u8; B - 10];
+    assert_eq!(holder.read_at(&mut io, &mut out, B as u64 + 10), Ok(B - 10));
+    let o = meta_offset(0) as usize;
+    let d = ephcrypt_format::data_offset(1) as usize;
+    let old_page = page0(&io);
+    let old_head = io.inner.data[d..d + 8].to_vec();
+    let mut writer = open_shared(&mut io, true).unwrap();
+    writer
+        .write_at(&mut io, &mut nonces, &block(99), B as u64)
+        .unwrap();
+    io.inner.data[o..o + PAGE_SIZE].copy_from_slice(&old_page);
+    io.inner.data[d..d + 8].copy_from_slice(&old_head);
+    // Every handle without the kept block fails it.
+    let mut fresh = open_shared(&mut io, false).unwrap();
+    let mut f_out = vec![0u8; B - 10];
+    assert!(fresh.read_at(&mut io, &mut f_out, B as u64 + 10).is_err());
+    // The holder returns the older genuine version, never other bytes.
+    assert_eq!(holder.read_at(&mut io, &mut out, B as u64 + 10), Ok(B - 10));
+    assert_eq!(out, block(1)[10..]);
+}
