@@ -2,37 +2,12 @@
 //! §8.1): used only while its group's page is unchanged on disk, and only
 //! if it was the block's current version. Each property has its control.
 
-use ephcrypt_format::{Mode, NonceSequence, SealedFile, VecIo, BLOCK_SIZE};
+use ephcrypt_format::{NonceSequence, SealedFile, BLOCK_SIZE};
 
 mod dying;
-use dying::{key, name, open_shared, DyingIo, EPOCH, FILE};
+use dying::{block, four_blocks, open_shared, DyingIo};
 
 const B: usize = BLOCK_SIZE;
-
-fn block(seed: u8) -> Vec<u8> {
-    (0..B)
-        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
-        .collect()
-}
-
-/// A shared file of 4 full blocks (block i = `block(i)`).
-fn four_blocks() -> DyingIo {
-    let mut io = VecIo::default();
-    let mut nonces = NonceSequence::new([1; 8]);
-    let mut f = SealedFile::create(
-        &mut io,
-        &mut nonces,
-        &key(),
-        &EPOCH,
-        &FILE,
-        &name(),
-        Mode::Shared,
-    )
-    .unwrap();
-    let all: Vec<u8> = (0..4).flat_map(block).collect();
-    f.write_at(&mut io, &mut nonces, &all, 0).unwrap();
-    DyingIo::new(io)
-}
 
 /// Bytes `[10, B)` of block `i` through `f` (a partial read: the cache).
 fn tail_of(f: &mut SealedFile, io: &mut DyingIo, i: u64) -> Vec<u8> {
@@ -44,7 +19,7 @@ fn tail_of(f: &mut SealedFile, io: &mut DyingIo, i: u64) -> Vec<u8> {
 #[test]
 fn a_partial_rewrite_reuses_the_block_the_handle_wrote_last() {
     // A walreceiver: partial writes into the tail page, call after call.
-    let mut io = four_blocks();
+    let mut io = DyingIo::new(four_blocks());
     let mut nonces = NonceSequence::new([2; 8]);
     let mut f = open_shared(&mut io, true).unwrap();
     let mut model = block(2);
@@ -65,7 +40,7 @@ fn a_partial_rewrite_reuses_the_block_the_handle_wrote_last() {
 
 #[test]
 fn a_kept_block_is_dropped_when_another_handle_writes_its_group() {
-    let mut io = four_blocks();
+    let mut io = DyingIo::new(four_blocks());
     let mut nonces = NonceSequence::new([2; 8]);
     let mut reader = open_shared(&mut io, false).unwrap();
     assert_eq!(tail_of(&mut reader, &mut io, 1), block(1)[10..]);
@@ -101,7 +76,7 @@ fn a_kept_block_is_dropped_when_another_handle_writes_its_group() {
 fn a_block_read_under_its_previous_version_is_not_kept() {
     // A writer stopped between its write ahead (metadata page: new entry,
     // previous version kept) and its data write.
-    let mut io = four_blocks();
+    let mut io = DyingIo::new(four_blocks());
     let mut nonces = NonceSequence::new([2; 8]);
     let mut writer = open_shared(&mut io, true).unwrap();
     let mut reader = open_shared(&mut io, false).unwrap();
@@ -130,7 +105,7 @@ fn a_block_read_under_its_previous_version_is_not_kept() {
 
 #[test]
 fn a_kept_block_never_outlives_a_failed_call() {
-    let mut io = four_blocks();
+    let mut io = DyingIo::new(four_blocks());
     let mut nonces = NonceSequence::new([2; 8]);
     let mut f = open_shared(&mut io, true).unwrap();
     f.write_at(&mut io, &mut nonces, &[9; 100], B as u64)
@@ -157,7 +132,7 @@ fn a_call_that_never_used_the_kept_block_does_not_vouch_for_it() {
     // Found by the randomized model (write_ahead_model.rs): a handle's own
     // write of another block must not re-mark a kept block it never checked
     // under its new page.
-    let mut io = four_blocks();
+    let mut io = DyingIo::new(four_blocks());
     let mut nonces = NonceSequence::new([2; 8]);
     let mut a = open_shared(&mut io, true).unwrap();
     let mut b = open_shared(&mut io, true).unwrap();

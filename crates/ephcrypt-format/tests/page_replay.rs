@@ -7,35 +7,15 @@
 //! blocks are put back too). Found by an attacker review of the first
 //! version, which trusted the page's tag alone.
 
-use ephcrypt_format::{meta_offset, Mode, NonceSequence, SealedFile, VecIo, BLOCK_SIZE, PAGE_SIZE};
+use ephcrypt_format::{meta_offset, NonceSequence, BLOCK_SIZE, PAGE_SIZE};
 
 mod dying;
-use dying::{key, name, open_shared, DyingIo, EPOCH, FILE};
+use dying::{block, four_blocks, open_shared, DyingIo};
 
 const B: usize = BLOCK_SIZE;
 
-fn block(seed: u8) -> Vec<u8> {
-    (0..B)
-        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
-        .collect()
-}
-
 fn file() -> DyingIo {
-    let mut io = VecIo::default();
-    let mut nonces = NonceSequence::new([1; 8]);
-    let mut f = SealedFile::create(
-        &mut io,
-        &mut nonces,
-        &key(),
-        &EPOCH,
-        &FILE,
-        &name(),
-        Mode::Shared,
-    )
-    .unwrap();
-    let all: Vec<u8> = (0..4).flat_map(block).collect();
-    f.write_at(&mut io, &mut nonces, &all, 0).unwrap();
-    DyingIo::new(io)
+    DyingIo::new(four_blocks())
 }
 
 fn page0(io: &DyingIo) -> Vec<u8> {

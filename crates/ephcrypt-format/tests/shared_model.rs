@@ -19,32 +19,10 @@ use ephcrypt_format::{
 };
 
 mod dying;
-use dying::{key, name, Death, DyingIo, EPOCH, FILE};
+use dying::{create_sealed, key, name, Allowed, Death, DyingIo, Rng, EPOCH};
 
 const B: usize = BLOCK_SIZE;
 const BU: u64 = B as u64;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn chance(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-}
 
 fn content(rng: &mut Rng, n: usize) -> Vec<u8> {
     let s = rng.next() | 1;
@@ -109,37 +87,7 @@ fn read_with(
     }
 }
 
-fn create(io: &mut DyingIo, bytes: &[u8]) {
-    let mut nonces = NonceSequence::new([1; 8]);
-    let mut f = SealedFile::create(
-        io,
-        &mut nonces,
-        &key(),
-        &EPOCH,
-        &FILE,
-        &name(),
-        Mode::Shared,
-    )
-    .unwrap();
-    f.write_at(io, &mut nonces, bytes, 0).unwrap();
-}
-
 // ---------------------------------------------------------------- family A
-
-#[derive(Clone, Debug)]
-struct Allowed {
-    versions: Vec<Vec<u8>>,
-    eio: bool,
-}
-
-impl Allowed {
-    fn exact(v: Vec<u8>) -> Self {
-        Self {
-            versions: vec![v],
-            eio: false,
-        }
-    }
-}
 
 #[allow(clippy::too_many_lines)]
 fn run_deaths(
@@ -160,7 +108,7 @@ fn run_deaths(
         all.extend_from_slice(&c);
         model.push(Allowed::exact(c));
     }
-    create(&mut io, &all);
+    create_sealed(&mut io, &all);
     drop(all);
     let mut prefix = 100u64;
     let nw = 2usize;
@@ -438,7 +386,7 @@ fn run_setlen(seed: u64, steps: usize, max_blocks: u64, wa: bool) -> Result<(), 
     let mut io = DyingIo::new(VecIo::default());
     let init = 1 + rng.below(max_blocks * BU);
     let mut model = content(&mut rng, init as usize);
-    create(&mut io, &model);
+    create_sealed(&mut io, &model);
     let mut prefix = 100u64;
     let nw = 3usize;
     let mut procs: Vec<Proc> = Vec::new();

@@ -11,34 +11,9 @@ use ephcrypt_format::{
 };
 
 mod dying;
-use dying::{key, name, open_shared, Death, DyingIo, EPOCH, FILE};
+use dying::{block, four_blocks, key, name, open_shared, Death, DyingIo, EPOCH, FILE};
 
 const B: usize = BLOCK_SIZE;
-
-fn block(seed: u8) -> Vec<u8> {
-    (0..B)
-        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
-        .collect()
-}
-
-/// A shared file of 4 full blocks (block i = `block(i)`), sealed.
-fn four_blocks() -> VecIo {
-    let mut io = VecIo::default();
-    let mut nonces = NonceSequence::new([1; 8]);
-    let mut f = SealedFile::create(
-        &mut io,
-        &mut nonces,
-        &key(),
-        &EPOCH,
-        &FILE,
-        &name(),
-        Mode::Shared,
-    )
-    .unwrap();
-    let all: Vec<u8> = (0..4).flat_map(|i| block(i as u8)).collect();
-    f.write_at(&mut io, &mut nonces, &all, 0).unwrap();
-    io
-}
 
 /// Rewrite `buf` at `off` with a writer that dies at write `dies_at`;
 /// returns the physical file left behind and the writes that happened.

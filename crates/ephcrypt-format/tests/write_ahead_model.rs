@@ -13,45 +13,9 @@ use ephcrypt_format::{
 };
 
 mod dying;
-use dying::{key, name, Death, DyingIo, EPOCH, FILE};
+use dying::{create_sealed, key, name, Allowed, Death, DyingIo, Rng, EPOCH};
 
 const B: usize = BLOCK_SIZE;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-}
-
-/// What a block may read as.
-#[derive(Clone, Debug)]
-struct Allowed {
-    versions: Vec<Vec<u8>>,
-    eio: bool,
-}
-impl Allowed {
-    fn exact(v: Vec<u8>) -> Self {
-        Self {
-            versions: vec![v],
-            eio: false,
-        }
-    }
-    fn is_exact(&self) -> bool {
-        self.versions.len() == 1 && !self.eio
-    }
-}
 
 struct Proc {
     f: SealedFile,
@@ -95,28 +59,15 @@ fn run2(
     let mut last_len = last_len0;
     let mut rng = Rng(seed | 1);
     let mut io = DyingIo::new(VecIo::default());
-    let mut nonces = NonceSequence::new([1; 8]);
     let mut model: Vec<Allowed> = Vec::new();
-    {
-        let mut f = SealedFile::create(
-            &mut io,
-            &mut nonces,
-            &key(),
-            &EPOCH,
-            &FILE,
-            &name(),
-            Mode::Shared,
-        )
-        .unwrap();
-        let mut all = Vec::new();
-        for i in 0..nblk {
-            let n = if i == nblk - 1 { last_len } else { B };
-            let c = content(&mut rng, n);
-            all.extend_from_slice(&c);
-            model.push(Allowed::exact(c));
-        }
-        f.write_at(&mut io, &mut nonces, &all, 0).unwrap();
+    let mut all = Vec::new();
+    for i in 0..nblk {
+        let n = if i == nblk - 1 { last_len } else { B };
+        let c = content(&mut rng, n);
+        all.extend_from_slice(&c);
+        model.push(Allowed::exact(c));
     }
+    create_sealed(&mut io, &all);
     let mut prefix = 100u64;
     let mut procs: Vec<Proc> = Vec::new();
     for _ in 0..nprocs {

@@ -1,9 +1,14 @@
-//! A physical file whose writer dies, shared by the write-ahead tests
-//! (`write_ahead.rs`, `write_ahead_model.rs`): the shared-file key, name and
-//! ids of a WAL-like file, and [`DyingIo`].
+//! A physical file whose writer dies, shared by the tests of shared files
+//! (`write_ahead.rs`, `write_ahead_model.rs`, `kept_block.rs`,
+//! `page_replay.rs`, `shared_model.rs`): the shared-file key, name and ids
+//! of a WAL-like file, [`DyingIo`], a sealed file to start from, block
+//! patterns, and the randomized models' generator and oracle.
 #![allow(dead_code)]
 
-use ephcrypt_format::{EpochKey, FileName, FormatError, PhysicalIo, VecIo, PAGE_SIZE};
+use ephcrypt_format::{
+    EpochKey, FileName, FormatError, Mode, NonceSequence, PhysicalIo, SealedFile, VecIo,
+    BLOCK_SIZE, PAGE_SIZE,
+};
 
 pub const EK: [u8; 32] = [0x5A; 32];
 pub const EPOCH: [u8; 16] = [0xE5; 16];
@@ -147,4 +152,85 @@ pub fn open_shared<I: PhysicalIo>(
     )?;
     f.set_write_ahead(write_ahead);
     Ok(f)
+}
+
+/// Create the WAL-like file (shared mode) in the empty `io` and write
+/// `bytes` at 0, as one process would.
+pub fn create_sealed<I: PhysicalIo>(io: &mut I, bytes: &[u8])
+where
+    I::Error: std::fmt::Debug,
+{
+    let mut nonces = NonceSequence::new([1; 8]);
+    let mut f = SealedFile::create(
+        io,
+        &mut nonces,
+        &key(),
+        &EPOCH,
+        &FILE,
+        &name(),
+        Mode::Shared,
+    )
+    .unwrap();
+    f.write_at(io, &mut nonces, bytes, 0).unwrap();
+}
+
+/// A full block of a pattern that differs per `seed`.
+pub fn block(seed: u8) -> Vec<u8> {
+    (0..BLOCK_SIZE)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
+}
+
+/// A sealed shared file of 4 full blocks, block i = `block(i)`.
+pub fn four_blocks() -> VecIo {
+    let mut io = VecIo::default();
+    let all: Vec<u8> = (0..4).flat_map(block).collect();
+    create_sealed(&mut io, &all);
+    io
+}
+
+/// xorshift64: the randomized models' reproducible generator.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    /// Uniform in `0..n` (0 for n = 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    /// True with probability `p` percent.
+    pub fn chance(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+}
+
+/// What a block of a randomized model may read as: one of `versions`, or
+/// EIO where `eio` allows it.
+#[derive(Clone, Debug)]
+pub struct Allowed {
+    pub versions: Vec<Vec<u8>>,
+    pub eio: bool,
+}
+
+impl Allowed {
+    pub fn exact(v: Vec<u8>) -> Self {
+        Self {
+            versions: vec![v],
+            eio: false,
+        }
+    }
+    pub fn is_exact(&self) -> bool {
+        self.versions.len() == 1 && !self.eio
+    }
 }
