@@ -325,12 +325,18 @@ fn digest_index(group: u64) -> usize {
     usize::try_from(group).unwrap_or(usize::MAX)
 }
 
-/// The first [`meta::HEAD_LEN`] bytes of a block's ciphertext, zero-padded.
-fn head_of(ct: &[u8]) -> [u8; meta::HEAD_LEN] {
-    let mut h = [0u8; meta::HEAD_LEN];
-    let m = ct.len().min(meta::HEAD_LEN);
-    h[..m].copy_from_slice(&ct[..m]);
-    h
+/// Whether block `index` (of `plain_len` bytes) on disk starts with the
+/// ciphertext head `head` ([`meta::head_of`]): one read of at most 8 bytes.
+fn block_starts_with<I: PhysicalIo>(
+    io: &mut I,
+    index: u64,
+    plain_len: usize,
+    head: &[u8; meta::HEAD_LEN],
+) -> Result<bool, I::Error> {
+    let m = plain_len.min(meta::HEAD_LEN);
+    let mut got = [0u8; meta::HEAD_LEN];
+    let n = io.read_at(&mut got[..m], data_offset(index))?;
+    Ok(n == m && got[..m] == head[..m])
 }
 
 /// Read and verify group `group`'s page into `page` (FORMAT.md §5.5, §7.1):
@@ -1170,10 +1176,7 @@ impl SealedFile {
         if unchanged {
             // An unchanged tag may also be an older page put back alone
             // (replay): the block's ciphertext must still be this version's.
-            let m = plain_len.min(meta::HEAD_LEN);
-            let mut head = [0u8; meta::HEAD_LEN];
-            let got = io.read_at(&mut head[..m], data_offset(index))?;
-            unchanged = got == m && head[..m] == self.cache_head[..m];
+            unchanged = block_starts_with(io, index, plain_len, &self.cache_head)?;
         }
         if !unchanged {
             self.cache_index = None;
@@ -1244,7 +1247,7 @@ impl SealedFile {
                 // disk until the commit below.
                 self.cache_index = None;
                 io.write_all_at(&self.phys[..cut_len], data_offset(k))?;
-                self.last_head = Some((k, head_of(&self.phys[..cut_len])));
+                self.last_head = Some((k, meta::head_of(&self.phys[..cut_len])));
                 resealed = Some((k, nonce, tag));
             }
         }
@@ -1390,10 +1393,7 @@ impl SealedFile {
                 // to disk, its block still holds the previous version, and
                 // the entry must say so before the record moves on.
                 let k = group * GROUP_BLOCKS as u64 + p.entry as u64;
-                let m = block_plain_len(len, k).min(meta::HEAD_LEN);
-                let mut head = [0u8; meta::HEAD_LEN];
-                let got = io.read_at(&mut head[..m], data_offset(k))?;
-                if got != m || head[..m] != p.new_head[..m] {
+                if !block_starts_with(io, k, block_plain_len(len, k), &p.new_head)? {
                     meta::set_entry(page, p.entry, &p.nonce, &p.tag);
                 }
             }
@@ -1410,11 +1410,13 @@ impl SealedFile {
             }
             io.write_all_at(&self.phys[..n], data_offset(index))?;
             self.last_ahead = Some((group, meta::mac_tag(page_at(&mut self.pages, target))));
-            self.last_head = Some((index, head_of(&self.phys[..n])));
+            self.last_head = Some((index, meta::head_of(&self.phys[..n])));
             return Ok(());
         }
         io.write_all_at(&self.phys[..n], data_offset(index))?;
-        self.last_head = Some((index, head_of(&self.phys[..n])));
+        if !self.is_private() {
+            self.last_head = Some((index, meta::head_of(&self.phys[..n])));
+        }
         // Commit.
         if let Some(prev) = previous {
             // A stale copy of an earlier page of this group (another handle
@@ -1705,9 +1707,11 @@ impl SealedFile {
             // Only the block's current version may be kept across calls:
             // the data write of a write ahead (previous version) may land
             // without changing the page again.
-            self.cache_mark = Some(e.page_tag);
-            self.cache_head = head_of(ct);
-            self.last_head = Some((index, self.cache_head));
+            if !self.is_private() {
+                self.cache_mark = Some(e.page_tag);
+                self.cache_head = meta::head_of(ct);
+                self.last_head = Some((index, self.cache_head));
+            }
             if let Err(err) = opened {
                 self.cache_mark = None;
                 let (nonce, tag) = e.previous.ok_or(err)?;

@@ -163,10 +163,17 @@ pub fn keep_previous(page: &mut Page, j: usize, new_ct: &[u8]) {
     let at = OFF_PREVIOUS + 2;
     page[at..at + NONCE_LEN].copy_from_slice(&nonce);
     page[at + NONCE_LEN..at + ENTRY_LEN].copy_from_slice(&tag);
-    let head = &mut page[at + ENTRY_LEN..END_PREVIOUS];
-    head.fill(0);
-    let n = new_ct.len().min(HEAD_LEN);
-    head[..n].copy_from_slice(&new_ct[..n]);
+    page[at + ENTRY_LEN..END_PREVIOUS].copy_from_slice(&head_of(new_ct));
+}
+
+/// The first [`HEAD_LEN`] bytes of a block's ciphertext, zero-padded: what a
+/// previous-version record and a kept block remember of a version.
+#[must_use]
+pub fn head_of(ct: &[u8]) -> [u8; HEAD_LEN] {
+    let mut h = [0u8; HEAD_LEN];
+    let n = ct.len().min(HEAD_LEN);
+    h[..n].copy_from_slice(&ct[..n]);
+    h
 }
 
 /// Store entry `j` for a write that is not a write ahead: a record naming
