@@ -140,6 +140,24 @@ def check_mode(c: MemCluster) -> None:
         raise SystemExit(f"{c.mode}: status reports memory_hygiene={hygiene} core_dumps={core}, want {want}")
 
 
+def prepared(mode: str, rows: int) -> MemCluster:
+    """A started cluster of `mode` with the extension, its setting checked,
+    the parallel hash join's tables (2 x `rows`) and pgbench scale 10."""
+    c = MemCluster(mode).init().start()
+    c.sql("CREATE EXTENSION pg_ephcrypt")
+    check_mode(c)
+    c.sql(f"""
+CREATE TABLE t1 AS SELECT g, md5(g::text) || md5((g + 1)::text) AS s FROM generate_series(1, {rows}) g;
+CREATE TABLE t2 AS SELECT g, md5((g * 7)::text) || md5((g * 7 + 1)::text) AS s FROM generate_series(1, {rows}) g;
+VACUUM (FREEZE, ANALYZE) t1, t2;""", timeout=1800)
+    c.pgbench(["-i", "-q", "-s", "10"])
+    c.sql("VACUUM ANALYZE; CHECKPOINT;", timeout=1800)
+    plan = c.sql(PHJ_SETTINGS + "EXPLAIN (COSTS OFF) " + PHJ_QUERY)
+    if "Parallel Hash Join" not in plan:
+        raise SystemExit(f"{mode}: no parallel hash join:\n{plan}")
+    return c
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -153,19 +171,7 @@ def main() -> int:
     t0 = time.monotonic()
     try:
         for m in MODES:
-            c = MemCluster(m).init().start()
-            clusters[m] = c
-            c.sql("CREATE EXTENSION pg_ephcrypt")
-            check_mode(c)
-            c.sql(f"""
-CREATE TABLE t1 AS SELECT g, md5(g::text) || md5((g + 1)::text) AS s FROM generate_series(1, {args.rows}) g;
-CREATE TABLE t2 AS SELECT g, md5((g * 7)::text) || md5((g * 7 + 1)::text) AS s FROM generate_series(1, {args.rows}) g;
-VACUUM (FREEZE, ANALYZE) t1, t2;""", timeout=1800)
-            c.pgbench(["-i", "-q", "-s", "10"])
-            c.sql("VACUUM ANALYZE; CHECKPOINT;", timeout=1800)
-            plan = c.sql(PHJ_SETTINGS + "EXPLAIN (COSTS OFF) " + PHJ_QUERY)
-            if "Parallel Hash Join" not in plan:
-                raise SystemExit(f"{m}: no parallel hash join:\n{plan}")
+            clusters[m] = prepared(m, args.rows)
         log(f"[{time.monotonic() - t0:.0f} s] clusters loaded; warm-up")
         results = set()
         for c in clusters.values():

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benches"))
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from memory import MODES, PHJ_QUERY, PHJ_SETTINGS, MemCluster, check_mode, log  # noqa: E402
+from memory import MODES, PHJ_QUERY, PHJ_SETTINGS, MemCluster, log, prepared  # noqa: E402
 
 # Memory calls, and the file calls a DSM segment's life makes (shm_open is an
 # openat of /dev/shm; sizing, statting, unlinking): whatever a setting could
@@ -133,18 +133,8 @@ def main() -> int:
     txns = 2 * args.txns
     try:
         for m in MODES:
-            c = MemCluster(m).init().start()
+            c = prepared(m, args.rows)
             clusters[m] = c
-            c.sql("CREATE EXTENSION pg_ephcrypt")
-            check_mode(c)
-            c.sql(f"""
-CREATE TABLE t1 AS SELECT g, md5(g::text) || md5((g + 1)::text) AS s FROM generate_series(1, {args.rows}) g;
-CREATE TABLE t2 AS SELECT g, md5((g * 7)::text) || md5((g * 7 + 1)::text) AS s FROM generate_series(1, {args.rows}) g;
-VACUUM (FREEZE, ANALYZE) t1, t2;""", timeout=1800)
-            c.pgbench(["-i", "-q", "-s", "10"])
-            c.sql("VACUUM ANALYZE; CHECKPOINT;", timeout=1800)
-            if "Parallel Hash Join" not in c.sql(PHJ_SETTINGS + "EXPLAIN (COSTS OFF) " + PHJ_QUERY):
-                raise SystemExit(f"{m}: no parallel hash join")
             c.pgbench(["-T", "2", "-c", "2", "-j", "2"])
             calls[("pgbench", m)] = traced(c, lambda c=c: c.pgbench(["-t", str(args.txns), "-c", "2", "-j", "2"]))
             calls[("parallel_hash_join", m)] = traced(
