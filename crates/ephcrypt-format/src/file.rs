@@ -262,6 +262,14 @@ pub struct SealedFile {
     /// Shared mode: group and tag of the stale copy last dropped without a
     /// trailer read; a reload that finds the same tag ends the skipping.
     skipped: Option<(u64, [u8; TAG_LEN])>,
+    /// Shared mode: the last call returned successfully and nothing
+    /// invalidated the handle since: its length, clean pages and cached
+    /// block were the disk's when it returned (FORMAT.md §8.2).
+    settled: bool,
+    /// Shared mode: the caller vouches that no handle changed the file since
+    /// the handle settled ([`Self::assume_unchanged`]); taken by the next
+    /// call.
+    unchanged: bool,
 }
 
 impl core::fmt::Debug for SealedFile {
@@ -471,6 +479,8 @@ impl SealedFile {
             last_ahead: None,
             trailer_misses: 0,
             skipped: None,
+            settled: false,
+            unchanged: false,
         })
     }
 
@@ -682,6 +692,24 @@ impl SealedFile {
         self.cache_dirty || self.slots.iter().any(|s| s.state == SlotState::Dirty)
     }
 
+    /// Shared mode: the caller knows that no handle, in any process, has
+    /// changed the file on disk since this handle's last call returned (a
+    /// change counter every writer bumps before and after it writes,
+    /// FORMAT.md §8.2). The next call then keeps the length, the verified
+    /// pages and the cached block that call left, without a size query or a
+    /// trailer read. No effect if that call failed, if the handle was
+    /// invalidated since, or in private mode.
+    pub fn assume_unchanged(&mut self) {
+        self.unchanged = self.mode == Mode::Shared;
+    }
+
+    /// Whether the last call left the handle settled (shared mode: it
+    /// returned successfully and nothing invalidated the handle since).
+    #[must_use]
+    pub const fn is_settled(&self) -> bool {
+        self.settled
+    }
+
     /// Forget cached plaintext; in shared mode also the length, and keep
     /// the verified metadata pages only as stale copies, which the next call
     /// uses only after finding their MAC trailers unchanged on disk (else it
@@ -692,6 +720,8 @@ impl SealedFile {
     /// first. Dirty metadata of a private handle is kept: it is the only
     /// copy.
     pub fn invalidate(&mut self) {
+        self.settled = false;
+        self.unchanged = false;
         if self.mode == Mode::Shared && self.cache_mark.is_some() && self.cache_index.is_some() {
             // Kept under its page's tag (`cache_holds`).
             self.cache_kept = true;
@@ -749,7 +779,10 @@ impl SealedFile {
     /// # Errors
     /// Shared mode: the length errors of [`Self::open`]; I/O errors.
     pub fn len<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
-        self.begin_call(io)
+        let len = self.begin_call(io);
+        // Nothing was written: what the call verified is the disk's.
+        self.settled = self.mode == Mode::Shared && len.is_ok();
+        len
     }
 
     /// Write every dirty metadata page back, in ascending group order, each
@@ -810,6 +843,20 @@ impl SealedFile {
     }
 
     fn read_inner<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: Option<&mut N>,
+        buf: &mut [u8],
+        off: u64,
+    ) -> Result<usize, I::Error> {
+        let read = self.read_call(io, nonces, buf, off);
+        // A read writes nothing the disk lacks (a shared handle holds no
+        // dirty page between calls): what it verified is the disk's.
+        self.settled = self.mode == Mode::Shared && read.is_ok() && !self.is_dirty();
+        read
+    }
+
+    fn read_call<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         mut nonces: Option<&mut N>,
@@ -916,6 +963,13 @@ impl SealedFile {
     fn begin_call<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
         // (Plaintext kept under a page's tag survives: `cache_holds`.)
         if self.mode == Mode::Shared {
+            let unchanged = core::mem::take(&mut self.unchanged);
+            if core::mem::take(&mut self.settled) && unchanged {
+                // FORMAT.md §8.2: the disk is what the last call left.
+                if let Some(len) = self.len {
+                    return Ok(len);
+                }
+            }
             self.invalidate();
             if let (true, Some(len)) = (self.fixed_len, self.len) {
                 return Ok(len);
@@ -981,6 +1035,7 @@ impl SealedFile {
                 (Ok(()), Some(len)) => logical_to_physical_size(len).ok().map(|p| (p, len)),
                 _ => None,
             };
+            self.settled = result.is_ok() && self.len.is_some() && !self.is_dirty();
         }
         result
     }

@@ -863,3 +863,164 @@ fn a_reader_following_a_writer_reloads_pages_without_asking_their_trailer() {
     let c = io.take();
     assert_eq!((c.trailer_reads, c.meta_reads), (2, 1), "{c:?}");
 }
+
+/// FORMAT.md §8.2: a shared handle whose caller vouches that nobody changed
+/// the file since its last successful call skips the size query and the
+/// trailer reads; each call with the claim is checked against the same call
+/// without it (the control), which must revalidate.
+#[test]
+fn an_unchanged_claim_spares_the_size_query_and_the_trailer_read() {
+    let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    let write = Counts {
+        data_writes: 1,
+        meta_writes: 1,
+        ..Counts::default()
+    };
+    let revalidated = |c: Counts| Counts {
+        lens: 1,
+        trailer_reads: 1,
+        ..c
+    };
+    f.write_at(&mut io, &mut nonces, &pattern(B, 1), 0).unwrap();
+    assert_eq!(io.take(), revalidated(write), "no claim before a call");
+    assert!(f.is_settled());
+    f.assume_unchanged();
+    f.write_at(&mut io, &mut nonces, &pattern(B, 2), B as u64)
+        .unwrap();
+    assert_eq!(io.take(), write, "claimed: data and page only");
+    f.write_at(&mut io, &mut nonces, &pattern(B, 3), 2 * B as u64)
+        .unwrap();
+    assert_eq!(io.take(), revalidated(write), "control: no claim");
+    let mut buf = vec![0u8; B];
+    f.assume_unchanged();
+    assert_eq!(f.read_at(&mut io, &mut buf, B as u64), Ok(B));
+    assert_eq!(buf, pattern(B, 2));
+    assert_eq!(io.take(), counts_reads(1), "claimed read: the block only");
+    f.assume_unchanged();
+    assert_eq!(f.len(&mut io), Ok(3 * B as u64));
+    assert_eq!(io.take(), Counts::default(), "claimed length: from memory");
+    // A short tail kept in the cache: claimed appends to it read nothing.
+    f.write_at(&mut io, &mut nonces, b"abc", 3 * B as u64)
+        .unwrap();
+    io.take();
+    f.assume_unchanged();
+    f.write_at(&mut io, &mut nonces, b"def", 3 * B as u64 + 3)
+        .unwrap();
+    assert_eq!(io.take(), write, "claimed append: no head or block read");
+    f.write_at(&mut io, &mut nonces, b"ghi", 3 * B as u64 + 6)
+        .unwrap();
+    let c = io.take();
+    assert_eq!((c.lens, c.trailer_reads), (1, 1), "control: {c:?}");
+    f.assume_unchanged();
+    let mut tail = [0u8; 9];
+    assert_eq!(f.read_at(&mut io, &mut tail, 3 * B as u64), Ok(9));
+    assert_eq!(&tail, b"abcdefghi");
+    assert_eq!(io.take(), Counts::default(), "claimed read of the cache");
+}
+
+fn counts_reads(data_reads: usize) -> Counts {
+    Counts {
+        data_reads,
+        ..Counts::default()
+    }
+}
+
+#[test]
+fn an_unchanged_claim_is_ignored_after_a_failure_an_invalidation_or_in_private_mode() {
+    let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    f.write_at(&mut io, &mut nonces, &pattern(2 * B, 1), 0)
+        .unwrap();
+    io.take();
+    // A failed call (a data block tampered) leaves the handle unsettled.
+    let at = data_offset(1) as usize;
+    io.inner.data[at] ^= 1;
+    let mut buf = vec![0u8; B];
+    f.assume_unchanged();
+    assert!(f.read_at(&mut io, &mut buf, B as u64).is_err());
+    assert!(!f.is_settled());
+    io.inner.data[at] ^= 1;
+    io.take();
+    f.assume_unchanged();
+    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(B));
+    let c = io.take();
+    assert_eq!((c.lens, c.trailer_reads), (1, 1), "after a failure: {c:?}");
+    // invalidate() drops the settled state and a pending claim.
+    f.invalidate();
+    f.assume_unchanged();
+    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(B));
+    let c = io.take();
+    assert_eq!((c.lens, c.trailer_reads), (1, 1), "after invalidate: {c:?}");
+    f.assume_unchanged();
+    f.invalidate();
+    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(B));
+    let c = io.take();
+    assert_eq!(
+        (c.lens, c.trailer_reads),
+        (1, 1),
+        "claim then invalidate: {c:?}"
+    );
+    // A claim is for one call only.
+    f.assume_unchanged();
+    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(io.take(), counts_reads(1));
+    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(B));
+    let c = io.take();
+    assert_eq!((c.lens, c.trailer_reads), (1, 1), "second call: {c:?}");
+    // Private handles never revalidate; the claim changes nothing.
+    let (mut io, mut nonces, mut p) = setup(Mode::PRIVATE);
+    p.write_at(&mut io, &mut nonces, &pattern(B, 1), 0).unwrap();
+    assert_eq!(io.take(), counts(1));
+    p.assume_unchanged();
+    assert!(!p.is_settled());
+    assert_eq!(p.read_at(&mut io, &mut buf, 0), Ok(B));
+    assert_eq!(io.take(), counts_reads(1));
+}
+
+/// Under a claim a handle uses what it verified, never the disk's changed
+/// bytes: a tampered block fails, a cut file fails at the first read that
+/// needs the missing data (never a short read), and an edited metadata page
+/// is not read at all (the handle's verified copy is used). The controls
+/// are the untampered reads before each edit.
+#[test]
+fn under_an_unchanged_claim_changed_bytes_still_fail_closed() {
+    let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+    f.write_at(&mut io, &mut nonces, &pattern(4 * B, 7), 0)
+        .unwrap();
+    let mut buf = vec![0u8; B];
+    let claim_read = |f: &mut SealedFile, io: &mut CountingIo, buf: &mut [u8], at: u64| {
+        f.assume_unchanged();
+        f.read_at(io, buf, at)
+    };
+    assert_eq!(claim_read(&mut f, &mut io, &mut buf, 0), Ok(B), "control");
+    // A data block edited on disk.
+    let at = data_offset(0) as usize + 100;
+    io.inner.data[at] ^= 0x40;
+    assert!(matches!(
+        claim_read(&mut f, &mut io, &mut buf, 0),
+        Err(FormatError::BlockAuthFailed { index: 0 })
+    ));
+    io.inner.data[at] ^= 0x40;
+    assert_eq!(f.read_at(&mut io, &mut buf, 0), Ok(B), "control");
+    // The metadata page edited (not only its body): not read at all; the
+    // genuine data still reads as itself.
+    let page = meta_offset(0) as usize;
+    io.inner.data[page + 200] ^= 1;
+    io.inner.data[page + PAGE_SIZE - 1] ^= 1;
+    assert_eq!(claim_read(&mut f, &mut io, &mut buf, B as u64), Ok(B));
+    assert_eq!(buf, pattern(4 * B, 7)[B..2 * B]);
+    // A handle without the claim loads it and fails (control).
+    assert!(f.read_at(&mut io, &mut buf, B as u64).is_err());
+    io.inner.data[page + 200] ^= 1;
+    io.inner.data[page + PAGE_SIZE - 1] ^= 1;
+    assert_eq!(f.read_at(&mut io, &mut buf, B as u64), Ok(B), "control");
+    // The file cut by a block and a half: reads that reach the cut fail.
+    let full = io.inner.data.len();
+    io.inner.data.truncate(full - B - B / 2);
+    assert_eq!(claim_read(&mut f, &mut io, &mut buf, B as u64), Ok(B));
+    assert!(matches!(
+        claim_read(&mut f, &mut io, &mut buf, 3 * B as u64),
+        Err(FormatError::Truncated { .. })
+    ));
+    assert!(claim_read(&mut f, &mut io, &mut buf, 2 * B as u64).is_err());
+    assert!(f.read_at(&mut io, &mut buf, 2 * B as u64).is_err());
+}

@@ -53,6 +53,9 @@ struct Proc {
     mut_reads: bool,
     /// Fixed length, and the length it was opened at.
     fixed: Option<u64>,
+    /// Change counter (FORMAT.md §8.2) when this handle's last call
+    /// returned successfully; `None` after a failure or before a call.
+    seen: Option<u64>,
 }
 
 fn open_proc(
@@ -71,7 +74,31 @@ fn open_proc(
         nonces: NonceSequence::new(prefix.to_le_bytes()),
         mut_reads,
         fixed: fixed.then_some(len_now),
+        seen: None,
     })
+}
+
+/// The change counter of FORMAT.md §8.2, as the shims keep it: every write
+/// or truncate bumps it; a handle whose last call succeeded and that finds it
+/// unchanged since may claim so before its next call (`claims` of 100).
+struct Counter {
+    stamp: u64,
+    claims: u64,
+}
+
+impl Counter {
+    fn before(&self, p: &mut Proc, rng: &mut Rng) {
+        if self.claims > 0 && p.seen == Some(self.stamp) && rng.chance(self.claims) {
+            p.f.assume_unchanged();
+        }
+    }
+
+    fn after<T, E>(&mut self, p: &mut Proc, wrote: bool, r: &Result<T, E>) {
+        if wrote {
+            self.stamp += 1;
+        }
+        p.seen = r.is_ok().then_some(self.stamp);
+    }
 }
 
 fn read_with(
@@ -381,8 +408,15 @@ fn deaths_small_file_many_steps() {
 // ---------------------------------------------------------------- family B
 
 #[allow(clippy::too_many_lines)]
-fn run_setlen(seed: u64, steps: usize, max_blocks: u64, wa: bool) -> Result<(), String> {
+fn run_setlen(
+    seed: u64,
+    steps: usize,
+    max_blocks: u64,
+    wa: bool,
+    claims: u64,
+) -> Result<(), String> {
     let mut rng = Rng(seed | 1);
+    let mut counter = Counter { stamp: 0, claims };
     let mut io = DyingIo::new(VecIo::default());
     let init = 1 + rng.below(max_blocks * BU);
     let mut model = content(&mut rng, init as usize);
@@ -434,7 +468,9 @@ fn run_setlen(seed: u64, steps: usize, max_blocks: u64, wa: bool) -> Result<(), 
             }
             let data = content(&mut rng, (end - start) as usize);
             let p = &mut procs[w];
+            counter.before(p, &mut rng);
             let r = p.f.write_at(&mut io, &mut p.nonces, &data, start);
+            counter.after(p, true, &r);
             trace.push(format!(
                 "step {step}: w{w} write [{start},{end}) len {cur} -> {:?}",
                 r.as_ref().map(|_| ())
@@ -452,7 +488,9 @@ fn run_setlen(seed: u64, steps: usize, max_blocks: u64, wa: bool) -> Result<(), 
             let w = rng.below(nw as u64) as usize;
             let new = pick_len(&mut rng, cur);
             let p = &mut procs[w];
+            counter.before(p, &mut rng);
             let r = p.f.set_len(&mut io, &mut p.nonces, new);
+            counter.after(p, true, &r);
             trace.push(format!(
                 "step {step}: w{w} set_len {new} (from {cur}) -> {:?}",
                 r
@@ -464,6 +502,7 @@ fn run_setlen(seed: u64, steps: usize, max_blocks: u64, wa: bool) -> Result<(), 
             if new < cur && rng.chance(60) {
                 let w2 = rng.below(nw as u64) as usize;
                 let p = &mut procs[w2];
+                counter.before(p, &mut rng);
                 let r = if rng.chance(50) {
                     p.f.set_len(&mut io, &mut p.nonces, cur).map(|()| 0)
                 } else {
@@ -475,6 +514,7 @@ fn run_setlen(seed: u64, steps: usize, max_blocks: u64, wa: bool) -> Result<(), 
                     }
                     r
                 };
+                counter.after(p, true, &r);
                 trace.push(format!(
                     "step {step}: w{w2} regrow to {cur} -> {:?}",
                     r.as_ref().map(|_| ())
@@ -504,11 +544,17 @@ fn run_setlen(seed: u64, steps: usize, max_blocks: u64, wa: bool) -> Result<(), 
                 }
                 w if (w as usize) <= nw => {
                     let p = &mut procs[w as usize - 1];
-                    (read_with(p, &mut io, &mut out, off), p.fixed)
+                    counter.before(p, &mut rng);
+                    let r = read_with(p, &mut io, &mut out, off);
+                    counter.after(p, false, &r);
+                    (r, p.fixed)
                 }
                 r => {
                     let p = &mut readers[r as usize - 1 - nw];
-                    (read_with(p, &mut io, &mut out, off), p.fixed)
+                    counter.before(p, &mut rng);
+                    let r = read_with(p, &mut io, &mut out, off);
+                    counter.after(p, false, &r);
+                    (r, p.fixed)
                 }
             };
             trace.push(format!(
@@ -558,14 +604,14 @@ fn run_setlen(seed: u64, steps: usize, max_blocks: u64, wa: bool) -> Result<(), 
 #[test]
 fn setlen_small_files() {
     for seed in 1..=seeds(200) {
-        run_setlen(seed * 31, 200, 6, true).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        run_setlen(seed * 31, 200, 6, true, 0).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
 
 #[test]
 fn setlen_three_groups() {
     for seed in 1..=seeds(20) {
-        run_setlen(seed * 131, 150, 3 * 256 + 3, true)
+        run_setlen(seed * 131, 150, 3 * 256 + 3, true, 0)
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
@@ -573,7 +619,34 @@ fn setlen_three_groups() {
 #[test]
 fn setlen_three_groups_no_write_ahead() {
     for seed in 1..=seeds(20) {
-        run_setlen(seed * 137, 150, 3 * 256 + 3, false)
+        run_setlen(seed * 137, 150, 3 * 256 + 3, false, 0)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+// The same families with the change counter of FORMAT.md §8.2: handles claim
+// "unchanged" whenever the counter allows it (most calls of a handle that
+// follows its own writes), so settled state is reused across calls.
+
+#[test]
+fn setlen_small_files_with_change_counter() {
+    for seed in 1..=seeds(200) {
+        run_setlen(seed * 41, 200, 6, true, 90).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+#[test]
+fn setlen_three_groups_with_change_counter() {
+    for seed in 1..=seeds(20) {
+        run_setlen(seed * 151, 150, 3 * 256 + 3, true, 90)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+#[test]
+fn setlen_three_groups_no_write_ahead_with_change_counter() {
+    for seed in 1..=seeds(20) {
+        run_setlen(seed * 157, 150, 3 * 256 + 3, false, 90)
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }

@@ -7,6 +7,7 @@ use std::ffi::c_int;
 use ephcrypt_format::PhysicalIo;
 use libc::off_t;
 
+use super::changes::Watch;
 use super::real::{errno, real, Errno};
 
 /// Physical I/O on one of our fds.
@@ -15,6 +16,38 @@ pub(crate) struct FdIo<'a> {
     /// The file's physical length as last seen or set by this process
     /// (`None` = ask fstat). Saves one syscall per write on private files.
     pub(crate) len: &'a mut Option<u64>,
+    /// Files other handles read from disk: the change counter, bumped
+    /// before the first physical write (and, by the caller through
+    /// [`Watch::finish`], after the last), shim/changes.rs.
+    watch: Option<&'a mut Watch>,
+}
+
+impl<'a> FdIo<'a> {
+    /// I/O that no other handle follows (a file being created, a private
+    /// file, a scratch copy).
+    pub(crate) fn new(fd: c_int, len: &'a mut Option<u64>) -> Self {
+        Self {
+            fd,
+            len,
+            watch: None,
+        }
+    }
+
+    /// I/O on a file other handles may have cached: writes bump `watch`.
+    pub(crate) fn watched(fd: c_int, len: &'a mut Option<u64>, watch: &'a mut Watch) -> Self {
+        Self {
+            fd,
+            len,
+            watch: Some(watch),
+        }
+    }
+
+    #[inline]
+    fn before_write(&mut self) {
+        if let Some(w) = self.watch.as_deref_mut() {
+            w.start_write();
+        }
+    }
 }
 
 impl PhysicalIo for FdIo<'_> {
@@ -49,6 +82,7 @@ impl PhysicalIo for FdIo<'_> {
     }
 
     fn write_all_at(&mut self, buf: &[u8], off: u64) -> Result<(), Errno> {
+        self.before_write();
         let mut done = 0usize;
         while done < buf.len() {
             let at = off_t::try_from(off + done as u64).map_err(|_| Errno(libc::EFBIG))?;
@@ -78,6 +112,7 @@ impl PhysicalIo for FdIo<'_> {
 
     fn set_len(&mut self, len: u64) -> Result<(), Errno> {
         let at = off_t::try_from(len).map_err(|_| Errno(libc::EFBIG))?;
+        self.before_write();
         // SAFETY: plain syscall wrapper on our fd.
         if unsafe { (real().ftruncate)(self.fd, at) } != 0 {
             *self.len = None;

@@ -8,7 +8,7 @@ use ephcrypt_got::elf::Executable;
 use ephcrypt_got::PatchReport;
 
 use super::audit::{self, AuditError};
-use super::{config, fd, nonces, path, process, real, table, wal};
+use super::{changes, config, fd, nonces, path, process, real, table, wal};
 use crate::error::InterposeError;
 use crate::{secmem, stats};
 
@@ -165,6 +165,7 @@ extern "C" fn after_fork_in_child() {
 pub fn install(config: Config) -> Result<InstallReport, InterposeError> {
     real::init()?;
     stats::init_shared()?;
+    changes::init_shared()?;
     let exe = Executable::current()?;
     let imports = exe.imported_names();
     audit_imports(&imports, &config.allow_extra, config.io_uring_in_use)?;

@@ -16,6 +16,7 @@
 //! `writeback`, `poison`} → {`fdio`, `nonces`, `config`} → `real`.
 
 pub mod audit;
+pub mod changes;
 mod config;
 mod fd;
 mod fdio;

@@ -14,6 +14,7 @@ use ephcrypt_classify::{ArtifactClass, Classified};
 use ephcrypt_format::{physical_to_logical_size, FileName, Mode, SealedFile, MAX_NAME_LEN};
 use libc::{mode_t, off_t, FILE};
 
+use super::changes::Watch;
 use super::config::{self, covered};
 use super::fd::{shim_close, shim_ftruncate};
 use super::fdio::{fstat, FdIo};
@@ -204,6 +205,15 @@ unsafe fn open_covered(
         real_flags = (real_flags & !libc::O_ACCMODE) | libc::O_RDWR;
     }
     real_flags |= libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    // A shared file may be open, with cached state, in other processes: it
+    // is truncated below, between the bumps of its change counter
+    // (shim/changes.rs), not by open().
+    let truncate_shared = classified.shared
+        && flags & libc::O_TRUNC != 0
+        && real_flags & libc::O_ACCMODE == libc::O_RDWR;
+    if truncate_shared {
+        real_flags &= !libc::O_TRUNC;
+    }
     // SAFETY: the caller's path with adjusted flags.
     let fd = unsafe { real_open(via, path, real_flags, mode) };
     if fd < 0 {
@@ -226,10 +236,23 @@ unsafe fn open_covered(
     };
     // The number may have been ours before (closed behind our back).
     guard.forget(fd);
-    let st = match fstat(fd) {
+    let mut st = match fstat(fd) {
         Ok(st) => st,
         Err(Errno(e)) => return close_with(e),
     };
+    let mut change = Watch::of(FileId::of(&st));
+    let mut bumped = false;
+    if truncate_shared && st.st_size != 0 {
+        change.bump();
+        bumped = true;
+        // SAFETY: plain syscall wrapper on the fd we just opened.
+        if unsafe { (real().ftruncate)(fd, 0) } != 0 {
+            let e = errno();
+            change.bump();
+            return close_with(e);
+        }
+        st.st_size = 0;
+    }
     let class = classified.class;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         stats::add(class, Counter::IoErrors, 1);
@@ -311,6 +334,12 @@ unsafe fn open_covered(
         remembered.as_ref().map(|(_, r)| r),
         &mut nonces,
     );
+    if bumped || (shared && fresh) {
+        // After the truncation and the new header (a file that was already
+        // empty had nothing other handles could have cached, but its new
+        // header is a change all the same).
+        change.bump();
+    }
     if let Some((k, r)) = remembered {
         // The map still has room for the entry it just gave up.
         guard.registry().insert(k, r);
@@ -333,6 +362,7 @@ unsafe fn open_covered(
         shared,
         path: path_copy,
         aliased: false,
+        change,
     };
     if let Err(Errno(e)) = guard.insert(fd, file) {
         return close_with(e);
@@ -407,7 +437,7 @@ fn open_state(
         return FileState::Poisoned(libc::ENAMETOOLONG);
     };
     let mut len = physical_len;
-    let mut io = FdIo { fd, len: &mut len };
+    let mut io = FdIo::new(fd, &mut len);
     let opened = if fresh {
         let Ok(file_id) = os_random::<16>() else {
             return FileState::Poisoned(libc::EIO);

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use ephcrypt_classify::ArtifactClass;
 use ephcrypt_format::{Remembered, SealedFile};
 
+use super::changes::Watch;
 use super::fdio::FdIo;
 use super::nonces::{ProcessNonces, NONCES};
 use super::poison::{self, FileId};
@@ -104,16 +105,34 @@ pub(crate) struct OpenFile {
     /// another fd: its metadata is written through after every operation,
     /// so the other handle (shared mode) reads what this one wrote.
     pub(crate) aliased: bool,
+    /// The file's cross-process change counter (shim/changes.rs): bumped
+    /// around writes of shared and aliased files, and consulted by shared
+    /// handles before each call.
+    pub(crate) change: Watch,
 }
 
 impl OpenFile {
     /// The sealed file and a physical I/O handle sharing its length cache.
     pub(crate) fn parts(&mut self, fd: c_int) -> Result<(&mut SealedFile, FdIo<'_>), Errno> {
         let OpenFile {
-            state, known_len, ..
+            state,
+            known_len,
+            change,
+            shared,
+            aliased,
+            ..
         } = self;
         match state {
-            FileState::Sealed(s) => Ok((s, FdIo { fd, len: known_len })),
+            FileState::Sealed(s) => {
+                // Other handles read what a shared or aliased file's writes
+                // leave on disk: they bump the counter.
+                let io = if *shared || *aliased {
+                    FdIo::watched(fd, known_len, change)
+                } else {
+                    FdIo::new(fd, known_len)
+                };
+                Ok((s, io))
+            }
             FileState::Poisoned(e) => Err(Errno(*e)),
         }
     }
@@ -262,6 +281,7 @@ impl Guard {
             Ok((s, mut io)) => s.flush(&mut io, &mut nonces),
             Err(_) => Ok(()), // poisoned: nothing to write back
         };
+        file.change.finish();
         if let Err(e) = result {
             file.poison(e);
             stats::add(file.class, Counter::IoErrors, 1);
@@ -411,6 +431,7 @@ fn seal_held_bytes(
     } else {
         Ok(())
     };
+    file.change.finish();
     file.append = Some(buf);
     result
 }
@@ -471,13 +492,22 @@ pub(crate) fn with_file<R>(
             let (file, mut nonces) = guard
                 .file_and_nonces(fd)
                 .ok_or((Errno(libc::EBADF), None))?;
+            let unchanged = file.shared && file.change.begin();
             if file.shared {
-                // Other processes may write a file-set member: no cached
-                // length; pages and the kept block only as copies that
-                // the call revalidates (FORMAT.md §8.1).
-                file.known_len = None;
                 if let FileState::Sealed(s) = &mut file.state {
-                    s.invalidate();
+                    if unchanged && s.is_settled() {
+                        // No handle has written the file since this one's
+                        // last call returned: what it left is the disk's
+                        // (FORMAT.md §8.2, shim/changes.rs).
+                        s.assume_unchanged();
+                        super::changes::note_skipped();
+                    } else {
+                        // Other processes may write a file-set member: no
+                        // cached length; pages and the kept block only as
+                        // copies that the call revalidates (FORMAT.md §8.1).
+                        file.known_len = None;
+                        s.invalidate();
+                    }
                 }
             }
             let class = file.class;
@@ -516,6 +546,10 @@ pub(crate) fn with_file<R>(
                 // After a failure the physical length is unknown (a write
                 // may have been partial).
                 file.known_len = None;
+            }
+            if file.shared {
+                let settled = matches!(&file.state, FileState::Sealed(s) if s.is_settled());
+                file.change.end(r.is_ok() && settled);
             }
             r.map_err(|e| (e, Some(class)))
         },
@@ -592,7 +626,7 @@ mod tests {
         let mut g = Guard::acquire().unwrap();
         let name = ephcrypt_format::FileName::new(2, b"s/xid-1-lsn-0-1.spill").unwrap();
         let sealed = SealedFile::create(
-            &mut FdIo { fd, len: &mut len },
+            &mut FdIo::new(fd, &mut len),
             &mut g.nonces(),
             &key,
             &[1; 16],
@@ -613,6 +647,7 @@ mod tests {
                 shared: false,
                 path: Box::new(*b"test"),
                 aliased: false,
+                change: Watch::none(),
             },
         )
         .unwrap();

@@ -192,7 +192,7 @@ impl Drop for RawFd {
 }
 
 fn io_of<'a>(fd: &RawFd, len: &'a mut Option<u64>) -> FdIo<'a> {
-    FdIo { fd: fd.0, len }
+    FdIo::new(fd.0, len)
 }
 
 /// Read exactly `buf.len()` bytes at `off`, or fewer at end of file.
