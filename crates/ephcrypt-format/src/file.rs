@@ -703,8 +703,14 @@ impl SealedFile {
         self.unchanged = self.mode == Mode::Shared;
     }
 
-    /// Whether the last call left the handle settled (shared mode: it
-    /// returned successfully and nothing invalidated the handle since).
+    /// Take back a claim of [`Self::assume_unchanged`] that no call used.
+    pub fn withdraw_claim(&mut self) {
+        self.unchanged = false;
+    }
+
+    /// Whether the last call left the handle settled (shared mode: the last
+    /// call that reached the file returned successfully, and nothing
+    /// invalidated the handle since).
     #[must_use]
     pub const fn is_settled(&self) -> bool {
         self.settled

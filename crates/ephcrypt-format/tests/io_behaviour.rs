@@ -1013,14 +1013,24 @@ fn under_an_unchanged_claim_changed_bytes_still_fail_closed() {
     io.inner.data[page + 200] ^= 1;
     io.inner.data[page + PAGE_SIZE - 1] ^= 1;
     assert_eq!(f.read_at(&mut io, &mut buf, B as u64), Ok(B), "control");
-    // The file cut by a block and a half: reads that reach the cut fail.
-    let full = io.inner.data.len();
-    io.inner.data.truncate(full - B - B / 2);
-    assert_eq!(claim_read(&mut f, &mut io, &mut buf, B as u64), Ok(B));
-    assert!(matches!(
-        claim_read(&mut f, &mut io, &mut buf, 3 * B as u64),
-        Err(FormatError::Truncated { .. })
-    ));
-    assert!(claim_read(&mut f, &mut io, &mut buf, 2 * B as u64).is_err());
-    assert!(f.read_at(&mut io, &mut buf, 2 * B as u64).is_err());
+    // The file cut, from a settled handle: a read under a claim that
+    // reaches the cut fails (a block cut in half, or cut away), never a
+    // short read; the next call, unclaimed, fails too.
+    for (cut, index) in [(B + B / 2, 2u64), (B, 3)] {
+        let (mut io, mut nonces, mut f) = setup(Mode::Shared);
+        f.write_at(&mut io, &mut nonces, &pattern(4 * B, 7), 0)
+            .unwrap();
+        let full = io.inner.data.len();
+        io.inner.data.truncate(full - cut);
+        assert_eq!(claim_read(&mut f, &mut io, &mut buf, B as u64), Ok(B));
+        assert!(f.is_settled(), "the next read is made under a claim");
+        assert!(
+            matches!(
+                claim_read(&mut f, &mut io, &mut buf, index * B as u64),
+                Err(FormatError::Truncated { .. })
+            ),
+            "cut {cut}: block {index}"
+        );
+        assert!(f.read_at(&mut io, &mut buf, B as u64).is_err());
+    }
 }

@@ -84,6 +84,8 @@ fn open_proc(
 struct Counter {
     stamp: u64,
     claims: u64,
+    /// Control: writes do not bump (a writer outside the shims).
+    misses_writes: bool,
 }
 
 impl Counter {
@@ -94,8 +96,9 @@ impl Counter {
     }
 
     fn after<T, E>(&mut self, p: &mut Proc, wrote: bool, r: &Result<T, E>) {
-        if wrote {
-            self.stamp += 1;
+        if wrote && !self.misses_writes {
+            // Before the first physical write and after the last.
+            self.stamp += 2;
         }
         p.seen = r.is_ok().then_some(self.stamp);
     }
@@ -123,8 +126,31 @@ fn run_deaths(
     nblk: u64,
     last_len: usize,
     tear: bool,
+    claims: u64,
+) -> Result<usize, String> {
+    run_deaths_counted(seed, steps, nblk, last_len, tear, claims, false)
+}
+
+/// `misses_closing`: control, a stalled write's data lands without the bump
+/// after it.
+#[allow(clippy::too_many_lines)]
+fn run_deaths_counted(
+    seed: u64,
+    steps: usize,
+    nblk: u64,
+    last_len: usize,
+    tear: bool,
+    claims: u64,
+    misses_closing: bool,
 ) -> Result<usize, String> {
     let mut rng = Rng(seed | 1);
+    // A writer that dies bumps only before its write; a stalled one bumps
+    // again when its data lands (its call ends then).
+    let mut counter = Counter {
+        stamp: 0,
+        claims,
+        misses_writes: misses_closing,
+    };
     let blen = |i: u64| if i == nblk - 1 { last_len } else { B };
     let len = (nblk - 1) * BU + last_len as u64;
     let mut io = DyingIo::new(VecIo::default());
@@ -164,6 +190,12 @@ fn run_deaths(
                 io.land();
                 trace.push(format!("step {step}: stalled data of block {b} lands"));
                 model[b as usize] = Allowed::exact(nb);
+                // The bump after the stalled write (its call ends now; the
+                // model lets that handle make other calls meanwhile, so it
+                // keeps no claim of its own).
+                if !counter.misses_writes {
+                    counter.stamp += 1;
+                }
             } else {
                 stalled = Some((b, nb));
             }
@@ -219,9 +251,23 @@ fn run_deaths(
                 Death::Before
             };
             let p = &mut procs[w];
+            counter.before(p, &mut rng);
             let r = p.f.write_at(&mut io, &mut p.nonces, &data, start);
             let died = die && io.writes > die_at;
             io.dies_at = None;
+            let stalled_now = r.is_ok() && io.deferred.is_some();
+            if misses_closing && !died && !stalled_now {
+                // (The control misses only the bump when stalled data lands.)
+                counter.stamp += 2;
+                p.seen = r.is_ok().then_some(counter.stamp);
+            } else if died || stalled_now {
+                // The bump before the write only: the writer never got to
+                // (or has not yet reached) the one after it.
+                counter.stamp += 1;
+                p.seen = None;
+            } else {
+                counter.after(p, true, &r);
+            }
             trace.push(format!(
                 "step {step}: w{w} write [{start},{end}) blocks {first}..={lastb} died={died} {:?} torn={:?} -> {:?}",
                 io.death, io.torn, r.as_ref().map(|_| ())
@@ -312,9 +358,19 @@ fn run_deaths(
                         .and_then(|mut p| read_with(&mut p, &mut io, &mut out, off))
                 }
                 w if (w as usize) <= nw => {
-                    read_with(&mut procs[w as usize - 1], &mut io, &mut out, off)
+                    let p = &mut procs[w as usize - 1];
+                    counter.before(p, &mut rng);
+                    let r = read_with(p, &mut io, &mut out, off);
+                    counter.after(p, false, &r);
+                    r
                 }
-                r => read_with(&mut readers[r as usize - 1 - nw], &mut io, &mut out, off),
+                r => {
+                    let p = &mut readers[r as usize - 1 - nw];
+                    counter.before(p, &mut rng);
+                    let r = read_with(p, &mut io, &mut out, off);
+                    counter.after(p, false, &r);
+                    r
+                }
             };
             trace.push(format!(
                 "step {step}: read by {who} [{off},+{n}) -> {:?}",
@@ -383,7 +439,7 @@ fn seeds(default: u64) -> u64 {
 fn deaths_four_groups() {
     let mut d = 0;
     for seed in 1..=seeds(20) {
-        d += run_deaths(seed * 7919, 150, 3 * 256 + 5, B, false)
+        d += run_deaths(seed * 7919, 150, 3 * 256 + 5, B, false, 0)
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
     assert!(d > 0);
@@ -392,7 +448,7 @@ fn deaths_four_groups() {
 #[test]
 fn deaths_four_groups_short_tail_and_tears() {
     for seed in 1..=seeds(20) {
-        run_deaths(seed * 104_729, 150, 3 * 256 + 2, 3000, true)
+        run_deaths(seed * 104_729, 150, 3 * 256 + 2, 3000, true, 0)
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
@@ -400,7 +456,25 @@ fn deaths_four_groups_short_tail_and_tears() {
 #[test]
 fn deaths_small_file_many_steps() {
     for seed in 1..=seeds(60) {
-        run_deaths(seed * 65_537, 300, 6, 5000, true)
+        run_deaths(seed * 65_537, 300, 6, 5000, true, 0)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+#[test]
+fn deaths_four_groups_with_change_counter() {
+    let mut d = 0;
+    for seed in 1..=seeds(20) {
+        d += run_deaths(seed * 7927, 150, 3 * 256 + 5, B, false, 90)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+    assert!(d > 0);
+}
+
+#[test]
+fn deaths_small_file_many_steps_with_change_counter() {
+    for seed in 1..=seeds(60) {
+        run_deaths(seed * 65_539, 300, 6, 5000, true, 90)
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
@@ -415,8 +489,24 @@ fn run_setlen(
     wa: bool,
     claims: u64,
 ) -> Result<(), String> {
+    run_setlen_counted(seed, steps, max_blocks, wa, claims, false)
+}
+
+#[allow(clippy::too_many_lines)]
+fn run_setlen_counted(
+    seed: u64,
+    steps: usize,
+    max_blocks: u64,
+    wa: bool,
+    claims: u64,
+    misses_writes: bool,
+) -> Result<(), String> {
     let mut rng = Rng(seed | 1);
-    let mut counter = Counter { stamp: 0, claims };
+    let mut counter = Counter {
+        stamp: 0,
+        claims,
+        misses_writes,
+    };
     let mut io = DyingIo::new(VecIo::default());
     let init = 1 + rng.below(max_blocks * BU);
     let mut model = content(&mut rng, init as usize);
@@ -649,4 +739,30 @@ fn setlen_three_groups_no_write_ahead_with_change_counter() {
         run_setlen(seed * 157, 150, 3 * 256 + 3, false, 90)
             .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
+}
+
+/// Control for the `*_with_change_counter` tests: the same model with a
+/// counter that misses writes (a writer outside the shims) must catch
+/// handles that then use stale state.
+#[test]
+fn control_a_counter_that_misses_writes_fails_the_model() {
+    let failed = (1..=20)
+        .filter(|seed| run_setlen_counted(seed * 41, 200, 6, true, 90, true).is_err())
+        .count();
+    assert!(
+        failed >= 10,
+        "only {failed} of 20 seeds caught the stale claims"
+    );
+}
+
+/// Control for the death families with the counter: a handle that opened a
+/// block under its previous version while a write ahead stalled keeps that
+/// plaintext unless the bump after the stalled write makes it revalidate.
+#[test]
+fn control_a_stalled_write_without_its_closing_bump_fails_the_death_model() {
+    let failed = (1..=400)
+        .filter(|seed| run_deaths_counted(seed * 65_539, 300, 6, 5000, true, 90, true).is_err())
+        .count();
+    eprintln!("{failed} of 400 seeds caught the stale cache");
+    assert!(failed >= 2, "only {failed} of 400 seeds caught it");
 }

@@ -146,3 +146,150 @@ fn control_a_writer_that_does_not_bump_leaves_the_reader_stale() {
         "without bumps the reader should have gone stale ({stale} stale reads)"
     );
 }
+
+// From an attacker review: the other ways a file changes under a kept
+// handle. Each fails without its fix (noted per test).
+
+/// A private writer fd and a read-only fd of the same process (the reader
+/// makes the file aliased, read in shared mode): every write must close its
+/// bump bracket, or the reader keeps serving the length and blocks it saw
+/// after the first one (without the fix: stale from the second round on).
+#[test]
+fn an_aliased_reader_follows_every_write_of_the_private_writer() {
+    let (dir, _, _g) = setup();
+    let path = dir.join("base/pgsql_tmp/pgsql_tmp4343.1");
+    let _ = fs::remove_file(&path);
+    let w = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    w.write_all_at(&block(1), 0).unwrap();
+    let r = fs::File::open(&path).unwrap();
+    assert_eq!(fstat_size(&r), B as u64);
+    let before = changes::skipped();
+    let mut buf = vec![0u8; B];
+    for i in 1..8u64 {
+        w.write_all_at(&block(1 + i), i * B as u64).unwrap();
+        assert_eq!(fstat_size(&r), (i + 1) * B as u64, "round {i}: length");
+        r.read_exact_at(&mut buf, i * B as u64).unwrap();
+        assert_eq!(buf, block(1 + i), "round {i}: the new block");
+        // Between two writes the reader's calls may skip.
+        r.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, block(1));
+    }
+    assert!(
+        changes::skipped() > before,
+        "the reader never skipped: the test would not see a stale skip"
+    );
+    drop(r);
+    drop(w);
+    fs::remove_file(&path).unwrap();
+}
+
+/// An O_APPEND writer aliased by a reader fd: the writer's tail, sealed on
+/// behalf of the reader's call, reaches the disk in that call (without the
+/// fix the reader lagged one write behind).
+#[test]
+fn an_aliased_reader_sees_an_append_writers_tail() {
+    use std::io::Write;
+    let (dir, _, _g) = setup();
+    let path = dir.join("pg_replslot/s1/xid-77-lsn-0-1.spill");
+    let _ = fs::remove_file(&path);
+    let mut a = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .unwrap();
+    let rec = payload(100, 9);
+    let mut all = rec.clone();
+    a.write_all(&rec).unwrap();
+    let r = fs::File::open(&path).unwrap();
+    for i in 0..6 {
+        a.write_all(&rec).unwrap();
+        all.extend_from_slice(&rec);
+        assert_eq!(fstat_size(&r), all.len() as u64, "round {i}: length");
+        let mut buf = vec![0u8; all.len()];
+        r.read_exact_at(&mut buf, 0).unwrap();
+        assert!(buf == all, "round {i}: content");
+    }
+    drop(r);
+    drop(a);
+    fs::remove_file(&path).unwrap();
+}
+
+fn kept_reader_after_truncating_open(tag: &str, read_only: bool) {
+    let (dir, _, _g) = setup();
+    let set = dir.join(format!(
+        "base/pgsql_tmp/pgsql_tmp{}.9.fileset",
+        std::process::id()
+    ));
+    fs::create_dir_all(&set).unwrap();
+    let path = set.join(format!("{tag}.0"));
+    let _ = fs::remove_file(&path);
+    {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.write_all_at(&payload(2 * B, 3), 0).unwrap();
+    }
+    let r = fs::File::open(&path).unwrap();
+    let before = changes::skipped();
+    assert_eq!(fstat_size(&r), 2 * B as u64);
+    assert_eq!(fstat_size(&r), 2 * B as u64);
+    assert!(changes::skipped() > before, "control: the reader skips");
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let flags = if read_only {
+        libc::O_RDONLY | libc::O_TRUNC
+    } else {
+        libc::O_RDWR | libc::O_TRUNC
+    };
+    // SAFETY: a valid path, through the GOT (the shims).
+    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+    assert!(fd >= 0);
+    // The length first: a stale skip would keep it without touching the
+    // disk (a read would fail on the missing block and so revalidate).
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: a valid fd and out-pointer, through the GOT.
+    let rc = unsafe { libc::fstat(r.as_raw_fd(), st.as_mut_ptr()) };
+    // SAFETY: read only if fstat succeeded.
+    let len = (rc == 0).then(|| unsafe { st.assume_init() }.st_size as u64);
+    assert_ne!(
+        len,
+        Some(2 * B as u64),
+        "the kept reader kept the old length"
+    );
+    let mut buf = vec![0u8; B];
+    let read = r.read_at(&mut buf, 0);
+    assert!(
+        !matches!(read, Ok(n) if n > 0),
+        "the kept reader returned the old bytes: {read:?}"
+    );
+    // SAFETY: closing our fd.
+    unsafe { libc::close(fd) };
+    drop(r);
+    fs::remove_file(&path).unwrap();
+}
+
+/// A shared file truncated by an O_TRUNC open while a reader elsewhere keeps
+/// its state (without any bump at the open: old length kept; the bump after
+/// the new header alone also passes this test, the ones around the
+/// truncation only narrow the window before it).
+#[test]
+fn a_kept_reader_sees_a_truncating_open() {
+    kept_reader_after_truncating_open("rw", false);
+}
+
+/// The same with O_RDONLY|O_TRUNC, which Linux truncates inside open() (no
+/// new header: without the bump after the open, the old length is kept).
+#[test]
+fn a_kept_reader_sees_a_read_only_truncating_open() {
+    kept_reader_after_truncating_open("ro", true);
+}

@@ -137,7 +137,7 @@ impl Watch {
         let Some(c) = self.counter else {
             return false;
         };
-        // SeqCst: ordered before the call's own reads of the file.
+        // Acquire (SeqCst): the call's reads of the file come after it.
         self.begin = c.load(Ordering::SeqCst);
         self.own = 0;
         self.seen == Some(self.begin)
@@ -180,8 +180,12 @@ impl Watch {
     #[inline]
     pub(crate) fn bump(&mut self) {
         if let Some(c) = self.counter.filter(|_| !BUMPS_OFF.load(Ordering::Relaxed)) {
-            // SeqCst: visible before the write that follows (and after the
-            // one that precedes) in every other process.
+            // What correctness rests on is the bump after a write: a
+            // release after the write's syscalls returned, paired with the
+            // acquire load in `begin`, so a call that sees it reads what
+            // the write left. (The bump before a write only narrows the
+            // window a call that overlaps the write has anyway: on aarch64
+            // it is not ordered before the write's stores; DECISIONS #64.)
             c.fetch_add(1, Ordering::SeqCst);
             self.own = self.own.wrapping_add(1);
         }

@@ -241,17 +241,23 @@ unsafe fn open_covered(
         Err(Errno(e)) => return close_with(e),
     };
     let mut change = Watch::of(FileId::of(&st));
-    let mut bumped = false;
     if truncate_shared && st.st_size != 0 {
+        // The truncation between two bumps: a handle elsewhere that kept
+        // state of the old content revalidates at its next call, whatever
+        // happens to this open afterwards.
         change.bump();
-        bumped = true;
         // SAFETY: plain syscall wrapper on the fd we just opened.
-        if unsafe { (real().ftruncate)(fd, 0) } != 0 {
-            let e = errno();
-            change.bump();
+        let rc = unsafe { (real().ftruncate)(fd, 0) };
+        let e = errno();
+        change.bump();
+        if rc != 0 {
             return close_with(e);
         }
         st.st_size = 0;
+    } else if classified.shared && flags & libc::O_TRUNC != 0 {
+        // Truncated by open() itself (read-only with O_TRUNC): the bump
+        // after it still makes every kept handle revalidate.
+        change.bump();
     }
     let class = classified.class;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
@@ -334,10 +340,8 @@ unsafe fn open_covered(
         remembered.as_ref().map(|(_, r)| r),
         &mut nonces,
     );
-    if bumped || (shared && fresh) {
-        // After the truncation and the new header (a file that was already
-        // empty had nothing other handles could have cached, but its new
-        // header is a change all the same).
+    if shared && fresh {
+        // After the new header and page 0 (written unwatched above).
         change.bump();
     }
     if let Some((k, r)) = remembered {

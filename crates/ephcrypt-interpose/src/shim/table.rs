@@ -423,9 +423,21 @@ fn seal_held_bytes(
     let Some(mut buf) = file.append.take() else {
         return Ok(());
     };
+    let aliased = file.aliased;
     let result = if buf.is_pending() {
         match file.parts(fd) {
-            Ok((sealed, mut io)) => writeback::seal(sealed, &mut io, &mut buf, nonces),
+            Ok((sealed, mut io)) => {
+                writeback::seal(sealed, &mut io, &mut buf, nonces).and_then(|()| {
+                    if aliased {
+                        // Another fd of this process reads the file from
+                        // disk: the sealed tail goes there now, not when
+                        // this fd's next call flushes.
+                        sealed.flush(&mut io, nonces)
+                    } else {
+                        Ok(())
+                    }
+                })
+            }
             Err(e) => Err(e),
         }
     } else {
@@ -547,9 +559,19 @@ pub(crate) fn with_file<R>(
                 // may have been partial).
                 file.known_len = None;
             }
+            let mut settled = false;
+            if let FileState::Sealed(s) = &mut file.state {
+                // A claim no call used (an lseek that only moves the
+                // position) must not reach a later call outside this one.
+                s.withdraw_claim();
+                settled = s.is_settled();
+            }
             if file.shared {
-                let settled = matches!(&file.state, FileState::Sealed(s) if s.is_settled());
                 file.change.end(r.is_ok() && settled);
+            } else {
+                // An aliased private file: close the bracket of its writes
+                // (the reader fd follows the counter).
+                file.change.finish();
             }
             r.map_err(|e| (e, Some(class)))
         },
@@ -563,6 +585,13 @@ pub(crate) fn with_file<R>(
             fail
         }
         Err(_) => {
+            // A panic may have left a write bracket open and a claim unused.
+            if let Some(f) = guard.file(fd) {
+                f.change.end(false);
+                if let FileState::Sealed(s) = &mut f.state {
+                    s.withdraw_claim();
+                }
+            }
             set_errno(libc::EIO);
             fail
         }
