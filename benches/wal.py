@@ -37,6 +37,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,22 @@ def replay_rate(p: Cluster, s: Cluster, rows: int) -> float:
     return (end - start) / (time.perf_counter() - t0) / 1e6
 
 
+BOOTSTRAP = 10000
+
+
+def median_ci(xs: list[float], seed: str) -> tuple[float, float, float]:
+    """Median and 95 % percentile-bootstrap interval of the median."""
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(BOOTSTRAP))
+    return statistics.median(xs), meds[int(0.025 * BOOTSTRAP)], meds[int(0.975 * BOOTSTRAP) - 1]
+
+
+def verdict(lo: float, hi: float, goal: float | None) -> str:
+    if goal is None:
+        return "-"
+    return "yes" if lo >= goal else "**no**" if hi < goal else "undecided"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=8)
@@ -147,17 +164,19 @@ def main() -> None:
     print(f"Measured {now} at commit `{rev}`, {os.cpu_count()} CPUs, {platform.release()}, "
           f"{a.rounds} rounds, pgbench -c 4 -j 2 -T {a.seconds}, scale 10, fsync = off, "
           f"synchronous standby on the same host.\n")
-    print("| workload | median plain | median enc | median of paired enc/plain | range | goal | met? |")
+    print("| workload | median plain | median enc | median of paired enc/plain [95 %] | range | goal | met? |")
     print("|---|---:|---:|---:|---|---|---|")
     for w, unit, goal in (("pgbench_tps", "tps", 0.95), ("tx_per_cpu_s", "tx/cpu-s", None),
                           ("replay_mbps", "MB/s", None)):
         plain = statistics.median(samples[(w, "plain")])
         enc = statistics.median(samples[(w, "enc")])
-        ratio = statistics.median(ratios[w])
+        ratio, lo, hi = median_ci(ratios[w], w)
         g = f">= {goal}" if goal else "-"
-        met = ("yes" if ratio >= goal else "**no**") if goal else "-"
-        print(f"| {w} | {plain:.1f} {unit} | {enc:.1f} {unit} | {ratio:.3f} | "
-              f"{min(ratios[w]):.2f}-{max(ratios[w]):.2f} | {g} | {met} |")
+        print(f"| {w} | {plain:.1f} {unit} | {enc:.1f} {unit} | {ratio:.3f} [{lo:.3f}, {hi:.3f}] | "
+              f"{min(ratios[w]):.2f}-{max(ratios[w]):.2f} | {g} | {verdict(lo, hi, goal)} |")
+    print(f"\n[95 %]: percentile bootstrap of the median, {BOOTSTRAP} resamples. met? is yes when the "
+          "whole interval is at or above the goal, **no** when it is all below, else undecided "
+          "(more rounds, or a quieter machine).")
     for (w, m), v in sorted(samples.items()):
         print(f"<!-- {w} {m}: {', '.join(f'{x:.1f}' for x in v)} -->")
 
