@@ -117,11 +117,24 @@ pub fn state(page: &Page) -> Option<GroupState> {
 /// Store a record; zero the entries at and past its count (so that the page
 /// holds nothing about blocks that no longer exist).
 pub fn set_state(page: &mut Page, s: GroupState) {
+    // Entries past the stored count are zero in every page this code
+    // builds or verifies (a fresh page is all zero, and an entry past the
+    // count is only set right before the count grows over it): only the
+    // entries a smaller count drops need zeroing, not the whole tail on
+    // every append (a memset of up to 7 KiB per block written).
+    let old = usize::from(u16::from_le_bytes([page[OFF_COUNT], page[OFF_COUNT + 1]]));
+    let old_used = if old <= GROUP_BLOCKS {
+        OFF_ENTRIES + old * ENTRY_LEN
+    } else {
+        END_ENTRIES
+    };
     page[OFF_COUNT..OFF_COUNT + 2].copy_from_slice(&s.count.to_le_bytes());
     page[OFF_LAST_LEN..OFF_LAST_LEN + 2].copy_from_slice(&s.last_len.to_le_bytes());
     page[OFF_FLAGS] = if s.final_group { FLAG_FINAL } else { 0 };
     let used = OFF_ENTRIES + usize::from(s.count) * ENTRY_LEN;
-    page[used..END_ENTRIES].fill(0);
+    if used < old_used {
+        page[used..old_used].fill(0);
+    }
     if previous(page).is_some_and(|p| p.entry >= usize::from(s.count)) {
         clear_previous(page);
     }
@@ -252,6 +265,41 @@ mod tests {
         assert_eq!(entry(&p, 0), ([1; 12], [0x10; 16]));
         p[OFF_FLAGS] = 2;
         assert_eq!(state(&p), None);
+    }
+
+    #[test]
+    fn set_state_zeroes_exactly_the_entries_a_smaller_count_drops() {
+        let mut p = [0u8; PAGE_SIZE];
+        init(&mut p, &[7; HEADER_LEN], 0);
+        let s = |count| GroupState {
+            count,
+            last_len: 10,
+            final_group: true,
+        };
+        // Appends: each entry set right before the count grows over it.
+        for j in 0..200usize {
+            set_entry(&mut p, j, &[1 + (j % 250) as u8; 12], &[2; 16]);
+            set_state(&mut p, s(j as u16 + 1));
+        }
+        assert!(p[OFF_ENTRIES + 200 * ENTRY_LEN..END_ENTRIES]
+            .iter()
+            .all(|&b| b == 0));
+        // A cut to 50 entries zeroes 50..200; 0..50 are kept.
+        set_state(&mut p, s(50));
+        assert!(p[OFF_ENTRIES + 50 * ENTRY_LEN..END_ENTRIES]
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(entry(&p, 49), ([50; 12], [2; 16]));
+        // Growing again over zeroed entries leaves them zero until set.
+        set_state(&mut p, s(60));
+        assert_eq!(entry(&p, 55), ([0; 12], [0; 16]));
+        // A count field that is not a valid count (not a page this code
+        // built): everything past the new count is zeroed.
+        set_entry(&mut p, 255, &[9; 12], &[9; 16]);
+        p[OFF_COUNT..OFF_COUNT + 2].copy_from_slice(&1000u16.to_le_bytes());
+        set_state(&mut p, s(60));
+        assert_eq!(entry(&p, 255), ([0; 12], [0; 16]));
+        assert_eq!(entry(&p, 49), ([50; 12], [2; 16]));
     }
 
     #[test]

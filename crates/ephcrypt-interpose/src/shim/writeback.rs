@@ -152,12 +152,20 @@ pub(crate) fn mark_dirty(fd: c_int) -> bool {
     false
 }
 
-/// `fd` holds nothing any more.
+/// `fd` holds nothing any more. Called on nearly every operation: plain
+/// loads first, a locked exchange only on the slot that holds `fd` (the
+/// set is this process's alone; the atomics are for the signal-free
+/// re-entrancy of the shims, not for other threads).
+#[inline]
 pub(crate) fn clear_dirty(fd: c_int) {
+    if !any_dirty() {
+        return;
+    }
     for slot in &DIRTY_FDS {
-        if slot
-            .compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+        if slot.load(Ordering::Relaxed) == fd
+            && slot
+                .compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
             DIRTY_COUNT.fetch_sub(1, Ordering::Relaxed);
         }
