@@ -723,8 +723,9 @@ impl SealedFile {
     /// plaintext of the one cached block too, as a stale copy under its
     /// group page's MAC tag: used only if that page revalidates unchanged
     /// (FORMAT.md §8.1). Every call of a shared handle does this itself
-    /// first. Dirty metadata of a private handle is kept: it is the only
-    /// copy.
+    /// first, unless made under [`Self::assume_unchanged`] (§8.2); this
+    /// also drops such a claim and the settled state. Dirty metadata of a
+    /// private handle is kept: it is the only copy.
     pub fn invalidate(&mut self) {
         self.settled = false;
         self.unchanged = false;
@@ -965,7 +966,8 @@ impl SealedFile {
 
     /// Shared mode: [`Self::invalidate`] (plaintext and length dropped,
     /// verified pages kept as stale copies) and re-establish the length from
-    /// disk.
+    /// disk; under a claim of [`Self::assume_unchanged`] on a settled handle,
+    /// nothing (FORMAT.md §8.2).
     fn begin_call<I: PhysicalIo>(&mut self, io: &mut I) -> Result<u64, I::Error> {
         // (Plaintext kept under a page's tag survives: `cache_holds`.)
         if self.mode == Mode::Shared {
