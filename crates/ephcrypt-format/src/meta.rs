@@ -115,7 +115,9 @@ pub fn state(page: &Page) -> Option<GroupState> {
 }
 
 /// Store a record; zero the entries at and past its count (so that the page
-/// holds nothing about blocks that no longer exist).
+/// holds nothing about blocks that no longer exist). Precondition, kept by
+/// every writer of this crate: no entry is set past the larger of the old
+/// and the new count (checked in debug builds).
 pub fn set_state(page: &mut Page, s: GroupState) {
     // Entries past the stored count are zero in every page this code
     // builds or verifies (a fresh page is all zero, and an entry past the
@@ -128,6 +130,14 @@ pub fn set_state(page: &mut Page, s: GroupState) {
     } else {
         END_ENTRIES
     };
+    debug_assert!(
+        page[old_used
+            .max(OFF_ENTRIES + usize::from(s.count) * ENTRY_LEN)
+            .min(END_ENTRIES)..END_ENTRIES]
+            .iter()
+            .all(|&b| b == 0),
+        "an entry is set past both the old and the new count"
+    );
     page[OFF_COUNT..OFF_COUNT + 2].copy_from_slice(&s.count.to_le_bytes());
     page[OFF_LAST_LEN..OFF_LAST_LEN + 2].copy_from_slice(&s.last_len.to_le_bytes());
     page[OFF_FLAGS] = if s.final_group { FLAG_FINAL } else { 0 };
