@@ -11,7 +11,9 @@ use ephcrypt_format::{
 };
 
 mod dying;
-use dying::{block, four_blocks, key, name, open_shared, Death, DyingIo, EPOCH, FILE};
+use dying::{
+    block, create_sealed, four_blocks, key, name, open_shared, Death, DyingIo, EPOCH, FILE,
+};
 
 const B: usize = BLOCK_SIZE;
 
@@ -392,19 +394,9 @@ fn a_fixed_length_handle_asks_the_size_once_and_fails_closed_when_cut() {
     // 300 blocks: two groups; the block read (block 1) is in group 0, the
     // length is established from group 1.
     let mut io = VecIo::default();
-    let mut nonces = NonceSequence::new([0x63; 8]);
-    let mut f = SealedFile::create(
-        &mut io,
-        &mut nonces,
-        &key(),
-        &EPOCH,
-        &FILE,
-        &name(),
-        Mode::Shared,
-    )
-    .unwrap();
     let all: Vec<u8> = (0..300).flat_map(|i| block(i as u8)).collect();
-    f.write_at(&mut io, &mut nonces, &all, 0).unwrap();
+    create_sealed(&mut io, &all);
+    let mut nonces = NonceSequence::new([0x63; 8]);
     let reads = |fixed: bool| {
         let mut io = DyingIo::new(io.clone());
         let mut f = open_shared(&mut io, false).unwrap();

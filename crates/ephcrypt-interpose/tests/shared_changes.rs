@@ -39,27 +39,38 @@ fn recv(fd: i32) -> bool {
     unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) == 1 }
 }
 
-/// Returns (reads that saw stale or failed, calls the reader skipped).
-fn run(tag: &str, writer_bumps: bool) -> (u64, u64) {
-    let (dir, _, _g) = setup();
+/// A fresh member `<tag>.0` of file set `<pid>.<set>` holding `content`
+/// (written and closed through the shims).
+fn fileset_member(
+    dir: &std::path::Path,
+    set: u32,
+    tag: &str,
+    content: &[u8],
+) -> std::path::PathBuf {
     let set = dir.join(format!(
-        "base/pgsql_tmp/pgsql_tmp{}.7.fileset",
+        "base/pgsql_tmp/pgsql_tmp{}.{set}.fileset",
         std::process::id()
     ));
     fs::create_dir_all(&set).unwrap();
     let path = set.join(format!("{tag}.0"));
     let _ = fs::remove_file(&path);
-    {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        f.write_all_at(&block(0), 0).unwrap();
-        f.write_all_at(&block(0), B as u64).unwrap();
-    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all_at(content, 0).unwrap();
+    path
+}
+
+/// Returns (reads that saw stale or failed, calls the reader skipped).
+fn run(tag: &str, writer_bumps: bool) -> (u64, u64) {
+    let (dir, _, _g) = setup();
+    let mut first = block(0);
+    first.extend_from_slice(&block(0));
+    let path = fileset_member(dir, 7, tag, &first);
     let reader = fs::File::open(&path).unwrap();
     let (go_r, go_w) = pipe();
     let (done_r, done_w) = pipe();
@@ -222,23 +233,7 @@ fn an_aliased_reader_sees_an_append_writers_tail() {
 
 fn kept_reader_after_truncating_open(tag: &str, read_only: bool) {
     let (dir, _, _g) = setup();
-    let set = dir.join(format!(
-        "base/pgsql_tmp/pgsql_tmp{}.9.fileset",
-        std::process::id()
-    ));
-    fs::create_dir_all(&set).unwrap();
-    let path = set.join(format!("{tag}.0"));
-    let _ = fs::remove_file(&path);
-    {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        f.write_all_at(&payload(2 * B, 3), 0).unwrap();
-    }
+    let path = fileset_member(dir, 9, tag, &payload(2 * B, 3));
     let r = fs::File::open(&path).unwrap();
     let before = changes::skipped();
     assert_eq!(fstat_size(&r), 2 * B as u64);
