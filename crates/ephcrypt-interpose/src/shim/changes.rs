@@ -56,7 +56,10 @@ pub fn skipped() -> u64 {
 /// add on the hot path (as `stats::add`).
 #[inline]
 pub(crate) fn note_skipped() {
-    SKIPPED.store(SKIPPED.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    SKIPPED.store(
+        SKIPPED.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
 }
 
 /// Test control: stop (or resume) bumping change counters in this process.
