@@ -13,6 +13,9 @@ use crate::keys::{derive_file_keys, EpochKey, FileName};
 use crate::layout::{AAD_LEN, BLOCK_SIZE, HEADER_LEN, HEADER_PREFIX_LEN, NONCE_LEN, TAG_LEN};
 use crate::meta::{self, GroupState, Page, OFF_GROUP, OFF_MAC_NONCE, OFF_MAC_TAG};
 
+/// The last 4 bytes of a published page's trailer (FORMAT.md §8.3).
+const PUBLISHED_STAMP: &[u8; TAG_LEN - NONCE_LEN] = b"POOL";
+
 /// The keyed state of one file: its data and metadata AES-256-GCM keys and
 /// its header.
 ///
@@ -260,6 +263,36 @@ impl FileCipher {
         out.copy_from_slice(tag.as_ref());
         page[OFF_MAC_TAG..].copy_from_slice(&out);
         Ok(out)
+    }
+
+    /// Stamp `page` as group `group`'s published version (FORMAT.md §8.3):
+    /// header copy, group index, and in the MAC trailer `nonce` twice over
+    /// (as nonce, and as the first 12 tag bytes before `"POOL"`). No MAC.
+    pub fn stamp_published(&self, group: u64, nonce: [u8; NONCE_LEN], page: &mut Page) {
+        page[..HEADER_LEN].copy_from_slice(&self.header);
+        page[OFF_GROUP..OFF_GROUP + 8].copy_from_slice(&group.to_le_bytes());
+        page[OFF_MAC_NONCE..OFF_MAC_TAG].copy_from_slice(&nonce);
+        page[OFF_MAC_TAG..OFF_MAC_TAG + NONCE_LEN].copy_from_slice(&nonce);
+        page[OFF_MAC_TAG + NONCE_LEN..].copy_from_slice(PUBLISHED_STAMP);
+    }
+
+    /// Check a page taken from the pool as group `group`'s (FORMAT.md
+    /// §8.3): a stamp, this file's header copy, this group's index and a
+    /// valid state. Not a MAC: the pool is process memory.
+    ///
+    /// # Errors
+    /// [`FormatError::MetadataAuthFailed`].
+    pub fn check_published(&self, group: u64, page: &Page) -> Result<GroupState> {
+        let fail = FormatError::MetadataAuthFailed { group };
+        let stamped = page[OFF_MAC_TAG + NONCE_LEN..] == PUBLISHED_STAMP[..]
+            && page[OFF_MAC_NONCE..OFF_MAC_TAG] == page[OFF_MAC_TAG..OFF_MAC_TAG + NONCE_LEN];
+        if !stamped || page[..HEADER_LEN] != self.header || meta::group(page) != group {
+            return Err(fail);
+        }
+        match meta::state(page) {
+            Some(s) if s.is_valid(group) => Ok(s),
+            _ => Err(fail),
+        }
     }
 
     /// Verify the metadata page found at group `group`'s position: MAC, header

@@ -71,6 +71,38 @@ pub trait PhysicalIo {
     /// The current physical length (`fstat`). Private handles ask only in
     /// `create` and `open`; shared handles once per call.
     fn len(&mut self) -> Result<u64, Self::Error>;
+
+    /// Shared mode (FORMAT.md §8.3): whether this file's metadata pages go
+    /// to a page pool that every process opening the file consults. Only
+    /// then are [`Self::publish_page`] and [`Self::published_page`] called.
+    fn publishes(&self) -> bool {
+        false
+    }
+
+    /// Publish group `group`'s stamped, unsealed page of the file `file_id`
+    /// in the pool, replacing the version it holds. `Ok(false)`: the pool
+    /// holds no page of that group and has no room; the caller writes the
+    /// page through (sealed).
+    fn publish_page(
+        &mut self,
+        _file_id: &[u8; 16],
+        _group: u64,
+        _page: &Page,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    /// Copy the pool's page of group `group` of `file_id` into `page`.
+    /// `Ok(false)`: the pool holds none (read the disk); `page` may then
+    /// hold anything.
+    fn published_page(
+        &mut self,
+        _file_id: &[u8; 16],
+        _group: u64,
+        _page: &mut Page,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
 }
 
 /// Who may use the file while this handle exists (FORMAT.md §8).
@@ -358,18 +390,23 @@ fn load_page<I: PhysicalIo>(
     expect: Option<(u16, u16, bool)>,
     digests: Option<&mut Vec<[u8; TAG_LEN]>>,
 ) -> Result<GroupState, I::Error> {
-    let n = io.read_at(&mut page[..], meta_offset(group))?;
-    if n < PAGE_SIZE {
-        return Err(if group == 0 {
-            FormatError::TruncatedHeader {
-                physical_len: n as u64,
+    let state = if io.publishes() && io.published_page(&cipher.file_id(), group, page)? {
+        // FORMAT.md §8.3: newer than the disk's, checked but not MACed.
+        cipher.check_published(group, page)?
+    } else {
+        let n = io.read_at(&mut page[..], meta_offset(group))?;
+        if n < PAGE_SIZE {
+            return Err(if group == 0 {
+                FormatError::TruncatedHeader {
+                    physical_len: n as u64,
+                }
+            } else {
+                FormatError::Truncated { group }
             }
-        } else {
-            FormatError::Truncated { group }
+            .into());
         }
-        .into());
-    }
-    let state = cipher.open_metadata(group, page)?;
+        cipher.open_metadata(group, page)?
+    };
     if expect.is_some_and(|e| e != state.tuple()) {
         return Err(FormatError::MetadataReplayed { group }.into());
     }
@@ -531,7 +568,9 @@ impl SealedFile {
             state: SlotState::Dirty,
             last_use: 0,
         };
-        f.write_back(io, nonces, s)?;
+        // Through to disk even where pages are published (FORMAT.md §8.3):
+        // other processes open the file by its header.
+        f.write_through(io, nonces, s)?;
         Ok(f)
     }
 
@@ -1548,7 +1587,31 @@ impl SealedFile {
         else {
             return Ok(None);
         };
-        if self.slots[s].state == SlotState::Stale {
+        if self.slots[s].state == SlotState::Stale && io.publishes() {
+            // FORMAT.md §8.3: the pool's page, when it has one, is the
+            // newest; without one, load from disk (the copy may be a
+            // published version since drained).
+            let fid = self.cipher.file_id();
+            let page = page_at(&mut self.pages, s);
+            let found = io.published_page(&fid, group, page)?;
+            let state = if found {
+                self.cipher.check_published(group, page).ok()
+            } else {
+                None
+            };
+            let Some(state) = state else {
+                self.slots[s].state = SlotState::Free;
+                if found {
+                    return Err(FormatError::MetadataAuthFailed { group }.into());
+                }
+                return Ok(None);
+            };
+            if expect.is_some_and(|e| e != state.tuple()) {
+                self.slots[s].state = SlotState::Free;
+                return Err(FormatError::MetadataReplayed { group }.into());
+            }
+            self.slots[s].state = SlotState::Clean;
+        } else if self.slots[s].state == SlotState::Stale {
             if self.trailer_misses >= TRAILER_MISSES_TO_SKIP {
                 // The trailer has differed every time lately: reload
                 // without asking (one read instead of two).
@@ -1791,9 +1854,32 @@ impl SealedFile {
         Ok(())
     }
 
+    /// Publish slot `s`'s page where the I/O publishes (shared mode, no
+    /// write ahead: FORMAT.md §8.3), else [`Self::write_through`]; on
+    /// success it is clean.
+    fn write_back<I: PhysicalIo, N: NonceSource + ?Sized>(
+        &mut self,
+        io: &mut I,
+        nonces: &mut N,
+        s: usize,
+    ) -> Result<(), I::Error> {
+        if self.mode == Mode::Shared && !self.write_ahead && io.publishes() {
+            let group = self.slots[s].group;
+            let nonce = nonces.next_nonce()?;
+            let fid = self.cipher.file_id();
+            let page = page_at(&mut self.pages, s);
+            self.cipher.stamp_published(group, nonce, page);
+            if io.publish_page(&fid, group, page)? {
+                self.slots[s].state = SlotState::Clean;
+                return Ok(());
+            }
+        }
+        self.write_through(io, nonces, s)
+    }
+
     /// MAC slot `s`'s page with a fresh nonce and write it; on success it is
     /// clean and (private mode) its tag is the group's digest.
-    fn write_back<I: PhysicalIo, N: NonceSource + ?Sized>(
+    fn write_through<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         nonces: &mut N,

@@ -19,7 +19,7 @@ use ephcrypt_format::{
 };
 
 mod dying;
-use dying::{create_sealed, key, name, Allowed, Death, DyingIo, Rng, EPOCH};
+use dying::{create_sealed, key, name, Allowed, Death, DyingIo, PagePool, Rng, EPOCH};
 
 const B: usize = BLOCK_SIZE;
 const BU: u64 = B as u64;
@@ -489,7 +489,15 @@ fn run_setlen(
     wa: bool,
     claims: u64,
 ) -> Result<(), String> {
-    run_setlen_counted(seed, steps, max_blocks, wa, claims, false)
+    run_setlen_counted(seed, steps, max_blocks, wa, claims, false, None)
+}
+
+/// The page pool of FORMAT.md §8.3 in family B: `room` pages (0 to 3, so
+/// that published and written-through pages mix), drained now and then;
+/// `hidden`: control, readers never find a published page.
+#[derive(Clone, Copy)]
+struct PoolPlan {
+    hidden: bool,
 }
 
 #[allow(clippy::too_many_lines)]
@@ -500,6 +508,7 @@ fn run_setlen_counted(
     wa: bool,
     claims: u64,
     misses_writes: bool,
+    pool: Option<PoolPlan>,
 ) -> Result<(), String> {
     let mut rng = Rng(seed | 1);
     let mut counter = Counter {
@@ -511,6 +520,11 @@ fn run_setlen_counted(
     let init = 1 + rng.below(max_blocks * BU);
     let mut model = content(&mut rng, init as usize);
     create_sealed(&mut io, &model);
+    if let Some(plan) = pool {
+        let mut p = PagePool::with_room(rng.below(4) as usize);
+        p.hidden = plan.hidden;
+        io.pool = Some(p);
+    }
     let mut prefix = 100u64;
     let nw = 3usize;
     let mut procs: Vec<Proc> = Vec::new();
@@ -541,6 +555,14 @@ fn run_setlen_counted(
     for step in 0..steps {
         let cur = model.len() as u64;
         let op = rng.below(100);
+        if pool.is_some() && rng.chance(5) {
+            // A writer closes: what is published goes to disk.
+            let p = &mut procs[rng.below(nw as u64) as usize];
+            io.drain(p.f.cipher(), &mut p.nonces);
+            counter.stamp += 2;
+            trace.push(format!("step {step}: drain"));
+            continue;
+        }
         if op < 30 {
             // A write inside the file or an append (any writer).
             let w = rng.below(nw as u64) as usize;
@@ -688,6 +710,15 @@ fn run_setlen_counted(
             }
         }
     }
+    if let Some(p) = io.pool.as_ref().filter(|p| p.room > 0 && !p.hidden) {
+        // The pool was in play, not bypassed.
+        if p.published == 0 || p.served == 0 {
+            return Err(format!(
+                "pool unused: {} published, {} served",
+                p.published, p.served
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -741,13 +772,66 @@ fn setlen_three_groups_no_write_ahead_with_change_counter() {
     }
 }
 
+// The same family with the page pool of FORMAT.md §8.3 (no write ahead: a
+// WAL handle never publishes): pages published by any handle, a pool of 0
+// to 3 pages (so that published, written-through and drained pages mix),
+// drains between calls, with and without the change counter.
+
+fn pooled(seed: u64, steps: usize, max_blocks: u64, claims: u64) -> Result<(), String> {
+    let plan = PoolPlan { hidden: false };
+    run_setlen_counted(seed, steps, max_blocks, false, claims, false, Some(plan))
+}
+
+#[test]
+fn setlen_small_files_with_page_pool() {
+    for seed in 1..=seeds(200) {
+        pooled(seed * 43, 200, 6, 0).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+#[test]
+fn setlen_small_files_with_page_pool_and_change_counter() {
+    for seed in 1..=seeds(200) {
+        pooled(seed * 47, 200, 6, 90).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+#[test]
+fn setlen_three_groups_with_page_pool() {
+    for seed in 1..=seeds(20) {
+        pooled(seed * 163, 150, 3 * 256 + 3, 0).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+#[test]
+fn setlen_three_groups_with_page_pool_and_change_counter() {
+    for seed in 1..=seeds(20) {
+        pooled(seed * 167, 150, 3 * 256 + 3, 90).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+/// Control for the `*_with_page_pool` tests: when readers do not see the
+/// pool (a pool mapped after fork), the disk's pages are older than the
+/// data and the model must notice.
+#[test]
+fn control_a_pool_that_readers_do_not_see_fails_the_model() {
+    let plan = PoolPlan { hidden: true };
+    let failed = (1..=20)
+        .filter(|seed| run_setlen_counted(seed * 43, 200, 6, false, 0, false, Some(plan)).is_err())
+        .count();
+    assert!(
+        failed >= 10,
+        "only {failed} of 20 seeds caught the hidden pool"
+    );
+}
+
 /// Control for the `*_with_change_counter` tests: the same model with a
 /// counter that misses writes (a writer outside the shims) must catch
 /// handles that then use stale state.
 #[test]
 fn control_a_counter_that_misses_writes_fails_the_model() {
     let failed = (1..=20)
-        .filter(|seed| run_setlen_counted(seed * 41, 200, 6, true, 90, true).is_err())
+        .filter(|seed| run_setlen_counted(seed * 41, 200, 6, true, 90, true, None).is_err())
         .count();
     assert!(
         failed >= 10,

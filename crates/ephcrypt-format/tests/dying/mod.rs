@@ -5,9 +5,12 @@
 //! patterns, and the randomized models' generator and oracle.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+
+use ephcrypt_format::meta::Page;
 use ephcrypt_format::{
-    EpochKey, FileName, FormatError, Mode, NonceSequence, PhysicalIo, SealedFile, VecIo,
-    BLOCK_SIZE, PAGE_SIZE,
+    meta_offset, EpochKey, FileCipher, FileName, FormatError, Mode, NonceSequence, NonceSource,
+    PhysicalIo, SealedFile, VecIo, BLOCK_SIZE, PAGE_SIZE,
 };
 
 pub const EK: [u8; 32] = [0x5A; 32];
@@ -60,6 +63,33 @@ pub struct DyingIo {
     /// two writes): it returns success, and lands at [`Self::land`].
     pub defer_next_data: bool,
     pub deferred: Option<(u64, Vec<u8>)>,
+    /// The shared page pool of FORMAT.md §8.3, when the file's handles
+    /// publish their pages.
+    pub pool: Option<PagePool>,
+}
+
+/// The page pool of FORMAT.md §8.3 as the shims keep it (`shim/pool.rs`),
+/// for one file: at most `room` pages; a page whose group it holds is
+/// always replaced in place.
+#[derive(Default)]
+pub struct PagePool {
+    pub pages: BTreeMap<([u8; 16], u64), Box<Page>>,
+    pub room: usize,
+    /// Pages published, and published pages handed to readers.
+    pub published: usize,
+    pub served: usize,
+    /// Control: readers never find a page (a pool other processes do not
+    /// see).
+    pub hidden: bool,
+}
+
+impl PagePool {
+    pub fn with_room(room: usize) -> Self {
+        Self {
+            room,
+            ..Self::default()
+        }
+    }
 }
 
 impl DyingIo {
@@ -77,6 +107,27 @@ impl DyingIo {
             data_reads: 0,
             defer_next_data: false,
             deferred: None,
+            pool: None,
+        }
+    }
+
+    /// What the shims' drain does at a writer's close (FORMAT.md §8.3):
+    /// every published page inside the file is sealed with a fresh nonce
+    /// and written to its place, then leaves the pool; a page past the end
+    /// just leaves.
+    pub fn drain(&mut self, cipher: &FileCipher, nonces: &mut dyn NonceSource) {
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        let len = self.inner.data.len() as u64;
+        for ((_, group), mut page) in std::mem::take(&mut pool.pages) {
+            if meta_offset(group) < len {
+                let nonce = nonces.next_nonce().unwrap();
+                cipher.seal_metadata(group, nonce, &mut page).unwrap();
+                self.inner
+                    .write_all_at(&page[..], meta_offset(group))
+                    .unwrap();
+            }
         }
     }
 
@@ -133,6 +184,49 @@ impl PhysicalIo for DyingIo {
     fn len(&mut self) -> Result<u64, FormatError> {
         self.lens += 1;
         self.inner.len()
+    }
+    fn publishes(&self) -> bool {
+        self.pool.is_some()
+    }
+    fn publish_page(
+        &mut self,
+        file_id: &[u8; 16],
+        group: u64,
+        page: &Page,
+    ) -> Result<bool, FormatError> {
+        if self.dead() {
+            return Err(FormatError::InvalidArgument("the writer died"));
+        }
+        let pool = self.pool.as_mut().expect("publishes");
+        let key = (*file_id, group);
+        if let Some(p) = pool.pages.get_mut(&key) {
+            **p = *page;
+        } else if pool.pages.len() < pool.room {
+            pool.pages.insert(key, Box::new(*page));
+        } else {
+            return Ok(false);
+        }
+        pool.published += 1;
+        Ok(true)
+    }
+    fn published_page(
+        &mut self,
+        file_id: &[u8; 16],
+        group: u64,
+        page: &mut Page,
+    ) -> Result<bool, FormatError> {
+        let pool = self.pool.as_mut().expect("publishes");
+        if pool.hidden {
+            return Ok(false);
+        }
+        match pool.pages.get(&(*file_id, group)) {
+            Some(p) => {
+                *page = **p;
+                pool.served += 1;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }
 

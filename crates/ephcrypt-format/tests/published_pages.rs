@@ -1,0 +1,172 @@
+//! Metadata pages published in a shared pool (FORMAT.md §8.3): a shared
+//! handle's calls write data blocks only; other handles read through the
+//! pool; the disk holds the pages after a drain; a stamp is not a MAC; a
+//! pool page of another group or file is refused; create writes page 0
+//! through; write-ahead handles never publish.
+
+use ephcrypt_format::{
+    meta_offset, FormatError, Mode, NonceSequence, SealedFile, VecIo, BLOCK_SIZE, PAGE_SIZE,
+};
+
+mod dying;
+use dying::{create_sealed, is_meta, key, name, open_shared, DyingIo, PagePool, EPOCH, FILE};
+
+const B: usize = BLOCK_SIZE;
+
+fn bytes(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+}
+
+fn meta_writes(io: &DyingIo) -> usize {
+    io.log.iter().filter(|(meta, _)| *meta).count()
+}
+
+/// A file of 3 groups and a bit, created through, then written by a
+/// publishing handle.
+fn published_file(room: usize) -> (DyingIo, SealedFile, NonceSequence, Vec<u8>) {
+    let mut io = DyingIo::new(VecIo::default());
+    create_sealed(&mut io, &bytes(5 * B, 1));
+    io.pool = Some(PagePool::with_room(room));
+    let mut w = open_shared(&mut io, false).unwrap();
+    let mut nonces = NonceSequence::new([9; 8]);
+    let data = bytes(3 * 256 * B + 100, 2);
+    io.log.clear();
+    w.write_at(&mut io, &mut nonces, &data, 0).unwrap();
+    (io, w, nonces, data)
+}
+
+fn read_all(io: &mut DyingIo, want: usize) -> Result<Vec<u8>, FormatError> {
+    let mut r = open_shared(io, false)?;
+    let mut out = vec![0u8; want + 10];
+    let n = r.read_at(io, &mut out, 0)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+#[test]
+fn a_publishing_writer_writes_data_only_and_readers_use_the_pool() {
+    let (mut io, _w, _n, data) = published_file(16);
+    assert_eq!(meta_writes(&io), 0, "no metadata page went to disk");
+    assert_eq!(io.pool.as_ref().unwrap().pages.len(), 4, "groups 0..=3");
+    let served = io.pool.as_ref().unwrap().served;
+    assert_eq!(read_all(&mut io, data.len()).unwrap(), data);
+    assert!(io.pool.as_ref().unwrap().served > served);
+}
+
+#[test]
+fn control_without_the_pool_the_disk_pages_are_stale() {
+    let (mut io, _w, _n, data) = published_file(16);
+    io.pool.as_mut().unwrap().hidden = true;
+    // The disk's page 0 still says 5 blocks; the file has 769.
+    assert!(read_all(&mut io, data.len()).is_err());
+}
+
+#[test]
+fn after_a_drain_the_disk_alone_is_the_file() {
+    let (mut io, w, mut nonces, data) = published_file(16);
+    io.drain(w.cipher(), &mut nonces);
+    assert!(io.pool.as_ref().unwrap().pages.is_empty());
+    io.pool = None;
+    assert_eq!(read_all(&mut io, data.len()).unwrap(), data);
+}
+
+#[test]
+fn a_full_pool_writes_through_and_keeps_what_it_holds_current() {
+    // Room for 1 page: group 0's (published first); the others go through.
+    let (mut io, mut w, mut nonces, mut data) = published_file(1);
+    assert_eq!(meta_writes(&io), 3);
+    assert_eq!(io.pool.as_ref().unwrap().pages.len(), 1);
+    // A later rewrite in group 0 updates the pool's page, not the disk's.
+    io.log.clear();
+    let patch = bytes(B, 7);
+    w.write_at(&mut io, &mut nonces, &patch, 0).unwrap();
+    data[..B].copy_from_slice(&patch);
+    assert_eq!(meta_writes(&io), 0);
+    assert_eq!(read_all(&mut io, data.len()).unwrap(), data);
+    io.pool.as_mut().unwrap().hidden = true;
+    assert!(read_all(&mut io, data.len()).is_err(), "control");
+}
+
+#[test]
+fn a_published_page_on_disk_does_not_authenticate() {
+    let (mut io, _w, _n, data) = published_file(16);
+    // An attacker (or a drain that forgot to seal) puts the stamped page
+    // where the sealed one belongs.
+    let page = io.pool.as_ref().unwrap().pages[&(FILE, 1)].clone();
+    io.inner.data[meta_offset(1) as usize..][..PAGE_SIZE].copy_from_slice(&page[..]);
+    io.pool.as_mut().unwrap().pages.remove(&(FILE, 1));
+    let mut r = open_shared(&mut io, false).unwrap();
+    let mut out = vec![0u8; B];
+    let e = r.read_at(&mut io, &mut out, 256 * B as u64).unwrap_err();
+    assert!(
+        matches!(e, FormatError::MetadataAuthFailed { group: 1 }),
+        "{e:?}"
+    );
+    // Control: the same read with the pool's page.
+    let (mut io, _w, _n, _) = published_file(16);
+    let mut r = open_shared(&mut io, false).unwrap();
+    assert_eq!(r.read_at(&mut io, &mut out, 256 * B as u64).unwrap(), B);
+    assert_eq!(out, data[256 * B..257 * B]);
+}
+
+#[test]
+fn a_pool_page_of_another_group_or_file_is_refused() {
+    let (mut io, _w, _n, data) = published_file(16);
+    let pool = io.pool.as_mut().unwrap();
+    let g2 = pool.pages[&(FILE, 2)].clone();
+    pool.pages.insert((FILE, 1), g2);
+    let mut r = open_shared(&mut io, false).unwrap();
+    let mut out = vec![0u8; B];
+    let e = r.read_at(&mut io, &mut out, 256 * B as u64).unwrap_err();
+    assert!(
+        matches!(e, FormatError::MetadataAuthFailed { group: 1 }),
+        "{e:?}"
+    );
+    // Another file's page under this file's key: its header copy differs.
+    let (mut io, _w, _n, _) = published_file(16);
+    let pool = io.pool.as_mut().unwrap();
+    let mut other = pool.pages[&(FILE, 1)].clone();
+    other[20] ^= 1; // inside the header copy (the file id)
+    pool.pages.insert((FILE, 1), other);
+    let mut r = open_shared(&mut io, false).unwrap();
+    assert!(r.read_at(&mut io, &mut out, 256 * B as u64).is_err());
+    // Control: untouched, the read works.
+    let (mut io, _w, _n, _) = published_file(16);
+    let mut r = open_shared(&mut io, false).unwrap();
+    assert_eq!(r.read_at(&mut io, &mut out, 256 * B as u64).unwrap(), B);
+    assert_eq!(out, data[256 * B..257 * B]);
+}
+
+#[test]
+fn create_writes_page_zero_through_and_write_ahead_never_publishes() {
+    let mut io = DyingIo::new(VecIo::default());
+    io.pool = Some(PagePool::with_room(16));
+    let mut nonces = NonceSequence::new([3; 8]);
+    let f = SealedFile::create(
+        &mut io,
+        &mut nonces,
+        &key(),
+        &EPOCH,
+        &FILE,
+        &name(),
+        Mode::Shared,
+    )
+    .unwrap();
+    drop(f);
+    assert_eq!(io.log, vec![(true, 0)], "page 0 on disk");
+    assert!(io.pool.as_ref().unwrap().pages.is_empty());
+    let mut wa = open_shared(&mut io, true).unwrap();
+    io.log.clear();
+    wa.write_at(&mut io, &mut nonces, &bytes(2 * B, 5), 0)
+        .unwrap();
+    assert!(io.log.iter().any(|&(meta, off)| meta && is_meta(off)));
+    assert_eq!(io.pool.as_ref().unwrap().published, 0);
+    // Control: the same write without write ahead publishes.
+    let mut plain = open_shared(&mut io, false).unwrap();
+    io.log.clear();
+    plain
+        .write_at(&mut io, &mut nonces, &bytes(2 * B, 6), 0)
+        .unwrap();
+    assert_eq!(meta_writes(&io), 0);
+    assert!(io.pool.as_ref().unwrap().published > 0);
+}
