@@ -165,6 +165,9 @@ unsafe extern "C-unwind" fn epoch_shmem_startup() {
         // Crash-restart: every child is gone; the old key goes with them
         // (wiped and unmapped), and the counters start afresh.
         ephcrypt_interpose::stats::reset_shared();
+        // Pages published by the dead children described files of the
+        // ending epoch (FORMAT.md §8.3).
+        ephcrypt_interpose::shim::pool::reset();
         match secmem::start_epoch(AllocMode::Auto, crate::time::now_unix_us()) {
             Ok(p) => page = p,
             Err(err) => {

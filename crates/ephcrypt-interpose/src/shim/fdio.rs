@@ -4,11 +4,21 @@
 
 use std::ffi::c_int;
 
+use ephcrypt_format::meta::Page;
 use ephcrypt_format::PhysicalIo;
 use libc::off_t;
 
 use super::changes::Watch;
+use super::poison::FileId;
+use super::pool::{self, PoolKey};
 use super::real::{errno, real, Errno};
+
+/// A handle whose metadata pages go to the shared pool (FORMAT.md §8.3).
+pub(crate) struct Pooled<'a> {
+    pub(crate) id: FileId,
+    /// Set once this handle published a page: its close must drain.
+    pub(crate) published: &'a mut bool,
+}
 
 /// Physical I/O on one of our fds.
 pub(crate) struct FdIo<'a> {
@@ -20,6 +30,7 @@ pub(crate) struct FdIo<'a> {
     /// before the first physical write (and, by the caller through
     /// [`Watch::finish`], after the last), shim/changes.rs.
     watch: Option<&'a mut Watch>,
+    pool: Option<Pooled<'a>>,
 }
 
 impl<'a> FdIo<'a> {
@@ -30,6 +41,7 @@ impl<'a> FdIo<'a> {
             fd,
             len,
             watch: None,
+            pool: None,
         }
     }
 
@@ -39,7 +51,16 @@ impl<'a> FdIo<'a> {
             fd,
             len,
             watch: Some(watch),
+            pool: None,
         }
+    }
+
+    /// This I/O's metadata pages are published in the shared pool and
+    /// read from it first (a file-set member: FORMAT.md §8.3), if the pool
+    /// is mapped.
+    pub(crate) fn with_pool(mut self, pooled: Pooled<'a>) -> Self {
+        self.pool = pool::available().then_some(pooled);
+        self
     }
 
     #[inline]
@@ -130,6 +151,36 @@ impl PhysicalIo for FdIo<'_> {
         let len = st.st_size as u64;
         *self.len = Some(len);
         Ok(len)
+    }
+
+    fn publishes(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    fn publish_page(&mut self, file_id: &[u8; 16], group: u64, page: &Page) -> Result<bool, Errno> {
+        let Some(p) = self.pool.as_ref() else {
+            return Ok(false);
+        };
+        let key = PoolKey::new(p.id, file_id);
+        // A changed page is a write: other handles' claims must end.
+        self.before_write();
+        let done = pool::publish(&key, group, page)?;
+        if let (true, Some(p)) = (done, self.pool.as_mut()) {
+            *p.published = true;
+        }
+        Ok(done)
+    }
+
+    fn published_page(
+        &mut self,
+        file_id: &[u8; 16],
+        group: u64,
+        page: &mut Page,
+    ) -> Result<bool, Errno> {
+        match self.pool.as_ref() {
+            Some(p) => pool::lookup(&PoolKey::new(p.id, file_id), group, page),
+            None => Ok(false),
+        }
     }
 }
 

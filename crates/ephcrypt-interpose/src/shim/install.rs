@@ -8,7 +8,7 @@ use ephcrypt_got::elf::Executable;
 use ephcrypt_got::PatchReport;
 
 use super::audit::{self, AuditError};
-use super::{changes, config, fd, nonces, path, process, real, table, wal};
+use super::{changes, config, fd, nonces, path, pool, process, real, table, wal};
 use crate::error::InterposeError;
 use crate::{secmem, stats};
 
@@ -153,6 +153,7 @@ pub fn audit_imports<S: AsRef<str>>(
 
 extern "C" fn after_fork_in_child() {
     nonces::reseed_after_fork();
+    pool::refresh_pid();
     stats::reset_local();
     secmem::protect_in_child();
     crate::walkey::protect_in_child();
@@ -166,6 +167,7 @@ pub fn install(config: Config) -> Result<InstallReport, InterposeError> {
     real::init()?;
     stats::init_shared()?;
     changes::init_shared()?;
+    pool::init_shared()?;
     let exe = Executable::current()?;
     let imports = exe.imported_names();
     audit_imports(&imports, &config.allow_extra, config.io_uring_in_use)?;

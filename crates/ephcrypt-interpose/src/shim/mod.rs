@@ -13,7 +13,8 @@
 //! authenticate) and PostgreSQL raises its own ERROR.
 //!
 //! Layering, top down: `install` → {`path`, `fd`, `wal`, `process`} → {`table`,
-//! `writeback`, `poison`} → {`fdio`, `nonces`, `config`} → `real`.
+//! `writeback`, `poison`} → {`fdio`, `nonces`, `config`} → {`real`, `changes`,
+//! `pool`}.
 
 pub mod audit;
 pub mod changes;
@@ -24,6 +25,7 @@ mod install;
 mod nonces;
 mod path;
 mod poison;
+pub mod pool;
 mod process;
 mod real;
 mod remember;

@@ -17,7 +17,7 @@ use libc::{mode_t, off_t, FILE};
 use super::changes::Watch;
 use super::config::{self, covered};
 use super::fd::{shim_close, shim_ftruncate};
-use super::fdio::{fstat, FdIo};
+use super::fdio::{fstat, FdIo, Pooled};
 use super::nonces::os_random;
 use super::poison::{self, FileId};
 use super::real::{errno, real, set_errno, Errno};
@@ -329,8 +329,11 @@ unsafe fn open_covered(
         && (flags & libc::O_TRUNC != 0 || (created && remembered.is_none()));
     let remembered = if fresh { None } else { remembered };
     let mut nonces = guard.nonces();
+    // A file-set member's pages may be in the shared pool (FORMAT.md §8.3).
+    let pooled = classified.shared && class != ArtifactClass::Wal;
     let state = open_state(
         fd,
+        pooled.then_some(id),
         // A shared handle asks the size itself: aliases synced above may
         // have grown the file since the fstat.
         (!shared).then_some(st.st_size as u64),
@@ -367,6 +370,8 @@ unsafe fn open_covered(
         path: path_copy,
         aliased: false,
         change,
+        pooled,
+        published: false,
     };
     if let Err(Errno(e)) = guard.insert(fd, file) {
         return close_with(e);
@@ -408,8 +413,10 @@ fn mode_for(c: &Classified<'_>) -> Mode {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one per input of the open; called once
 fn open_state(
     fd: c_int,
+    pool_id: Option<FileId>,
     physical_len: Option<u64>,
     classified: &Classified<'_>,
     mode: Mode,
@@ -441,7 +448,15 @@ fn open_state(
         return FileState::Poisoned(libc::ENAMETOOLONG);
     };
     let mut len = physical_len;
+    // Opening never publishes (create writes page 0 through).
+    let mut published = false;
     let mut io = FdIo::new(fd, &mut len);
+    if let Some(id) = pool_id {
+        io = io.with_pool(Pooled {
+            id,
+            published: &mut published,
+        });
+    }
     let opened = if fresh {
         let Ok(file_id) = os_random::<16>() else {
             return FileState::Poisoned(libc::EIO);

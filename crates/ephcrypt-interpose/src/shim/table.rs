@@ -19,12 +19,13 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use ephcrypt_classify::ArtifactClass;
-use ephcrypt_format::{Remembered, SealedFile};
+use ephcrypt_format::{meta_offset, NonceSource, PhysicalIo, Remembered, SealedFile, HEADER_LEN};
 
 use super::changes::Watch;
-use super::fdio::FdIo;
+use super::fdio::{FdIo, Pooled};
 use super::nonces::{ProcessNonces, NONCES};
 use super::poison::{self, FileId};
+use super::pool::{self, PoolKey};
 use super::real::{set_errno, Errno};
 use super::remember::{self, REGISTRY};
 use super::writeback::{self, AppendBuf};
@@ -109,6 +110,13 @@ pub(crate) struct OpenFile {
     /// around writes of shared and aliased files, and consulted by shared
     /// handles before each call.
     pub(crate) change: Watch,
+    /// A file-set member (a class other processes open, not WAL, whose
+    /// pages must be on disk for crash recovery: FORMAT.md §14): its
+    /// metadata pages go to the shared pool (FORMAT.md §8.3).
+    pub(crate) pooled: bool,
+    /// This handle published metadata pages in the shared pool: sync,
+    /// close and exit drain them.
+    pub(crate) published: bool,
 }
 
 impl OpenFile {
@@ -120,13 +128,20 @@ impl OpenFile {
             change,
             shared,
             aliased,
+            pooled,
+            id,
+            published,
             ..
         } = self;
         match state {
             FileState::Sealed(s) => {
                 // Other handles read what a shared or aliased file's writes
-                // leave on disk: they bump the counter.
-                let io = if *shared || *aliased {
+                // leave on disk: they bump the counter. A file-set member's
+                // pages go to the shared pool.
+                let io = if *pooled {
+                    let pooled = Pooled { id: *id, published };
+                    FdIo::watched(fd, known_len, change).with_pool(pooled)
+                } else if *shared || *aliased {
                     FdIo::watched(fd, known_len, change)
                 } else {
                     FdIo::new(fd, known_len)
@@ -281,6 +296,7 @@ impl Guard {
             Ok((s, mut io)) => s.flush(&mut io, &mut nonces),
             Err(_) => Ok(()), // poisoned: nothing to write back
         };
+        let result = result.and_then(|()| drain_published(file, fd, &mut nonces));
         file.change.finish();
         if let Err(e) = result {
             file.poison(e);
@@ -413,6 +429,48 @@ impl Drop for Guard {
     fn drop(&mut self) {
         LOCK.store(false, Ordering::Release);
     }
+}
+
+/// Write back the metadata pages `fd`'s handle published in the shared
+/// pool (FORMAT.md §8.3): each sealed with a fresh nonce, at its place, then
+/// out of the pool. A page past the physical end leaves the pool unwritten,
+/// and nothing is written when the file's header on disk is no longer this
+/// handle's (the inode was re-created).
+fn drain_published(
+    file: &mut OpenFile,
+    fd: c_int,
+    nonces: &mut ProcessNonces<'_>,
+) -> Result<(), Errno> {
+    let OpenFile {
+        state,
+        id,
+        change,
+        published,
+        ..
+    } = file;
+    if !*published {
+        return Ok(());
+    }
+    let FileState::Sealed(s) = state else {
+        return Ok(()); // poisoned: its pages stay where readers find them
+    };
+    let cipher = s.cipher();
+    let key = PoolKey::new(*id, &cipher.file_id());
+    let size = super::fdio::fstat(fd)?.st_size as u64;
+    let mut unknown = None;
+    let mut io = FdIo::watched(fd, &mut unknown, change);
+    let mut header = [0u8; HEADER_LEN];
+    let ours = io.read_at(&mut header, 0)? == HEADER_LEN && header == *cipher.header_bytes();
+    pool::drain(&key, |group, page| {
+        if !ours || meta_offset(group) >= size {
+            return Ok(());
+        }
+        let nonce = nonces.next_nonce()?;
+        cipher.seal_metadata(group, nonce, page)?;
+        io.write_all_at(&page[..], meta_offset(group))
+    })?;
+    *published = false;
+    Ok(())
 }
 
 fn seal_held_bytes(
@@ -610,10 +668,21 @@ fn count_error(class: Option<ArtifactClass>, e: c_int) {
     }
 }
 
-/// Seal every held byte of this process (process exit).
+/// Seal every held byte of this process and drain what it published in
+/// the shared pool (process exit).
 pub(crate) extern "C" fn seal_all_at_exit() {
     if let Ok(mut g) = Guard::acquire() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.seal_all_held(-1)));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = g.seal_all_held(-1);
+            for fd in 0..MAX_TRACKED_FDS as c_int {
+                if let Some((file, mut nonces)) = g.file_and_nonces(fd) {
+                    if file.published {
+                        let _ = drain_published(file, fd, &mut nonces);
+                        file.change.finish();
+                    }
+                }
+            }
+        }));
     }
     stats::fold();
 }
@@ -677,6 +746,8 @@ mod tests {
                 path: Box::new(*b"test"),
                 aliased: false,
                 change: Watch::none(),
+                pooled: false,
+                published: false,
             },
         )
         .unwrap();

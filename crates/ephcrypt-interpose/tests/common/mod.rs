@@ -2,7 +2,8 @@
 //! process, whose GOT is patched once by [`setup`].
 #![allow(dead_code)]
 
-use std::fs;
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -132,4 +133,48 @@ pub fn setup() -> (
     });
     shim::set_enabled_classes(&ArtifactClass::ALL);
     (dir.as_path(), report, guard)
+}
+
+pub fn pipe() -> (i32, i32) {
+    let mut fds = [0i32; 2];
+    // SAFETY: a valid out-array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
+
+pub fn send(fd: i32) {
+    // SAFETY: one byte from a valid buffer to our pipe.
+    assert_eq!(unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) }, 1);
+}
+
+pub fn recv(fd: i32) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: one byte into a valid buffer from our pipe.
+    unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) == 1 }
+}
+
+/// A fresh member `<tag>.0` of file set `<pid>.<set>` holding `content`
+/// (written and closed through the shims).
+pub fn fileset_member(
+    dir: &std::path::Path,
+    set: u32,
+    tag: &str,
+    content: &[u8],
+) -> std::path::PathBuf {
+    let set = dir.join(format!(
+        "base/pgsql_tmp/pgsql_tmp{}.{set}.fileset",
+        std::process::id()
+    ));
+    fs::create_dir_all(&set).unwrap();
+    let path = set.join(format!("{tag}.0"));
+    let _ = fs::remove_file(&path);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all_at(content, 0).unwrap();
+    path
 }
