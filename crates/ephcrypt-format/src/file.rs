@@ -1854,16 +1854,17 @@ impl SealedFile {
         Ok(())
     }
 
-    /// Publish slot `s`'s page where the I/O publishes (shared mode, no
-    /// write ahead: FORMAT.md §8.3), else [`Self::write_through`]; on
-    /// success it is clean.
+    /// Publish slot `s`'s page where the I/O publishes (shared mode:
+    /// FORMAT.md §8.3), else [`Self::write_through`]; on success it is
+    /// clean. A write ahead's page is published before its data write as
+    /// it would be written (§14).
     fn write_back<I: PhysicalIo, N: NonceSource + ?Sized>(
         &mut self,
         io: &mut I,
         nonces: &mut N,
         s: usize,
     ) -> Result<(), I::Error> {
-        if self.mode == Mode::Shared && !self.write_ahead && io.publishes() {
+        if self.mode == Mode::Shared && io.publishes() {
             let group = self.slots[s].group;
             let nonce = nonces.next_nonce()?;
             let fid = self.cipher.file_id();

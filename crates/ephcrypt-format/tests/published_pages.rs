@@ -138,7 +138,7 @@ fn a_pool_page_of_another_group_or_file_is_refused() {
 }
 
 #[test]
-fn create_writes_page_zero_through_and_write_ahead_never_publishes() {
+fn create_writes_page_zero_through_and_write_ahead_publishes_too() {
     let mut io = DyingIo::new(VecIo::default());
     io.pool = Some(PagePool::with_room(16));
     let mut nonces = NonceSequence::new([3; 8]);
@@ -155,18 +155,25 @@ fn create_writes_page_zero_through_and_write_ahead_never_publishes() {
     drop(f);
     assert_eq!(io.log, vec![(true, 0)], "page 0 on disk");
     assert!(io.pool.as_ref().unwrap().pages.is_empty());
+    // A write ahead (a WAL tail-page rewrite) publishes its page before
+    // its data write, as it would write it.
     let mut wa = open_shared(&mut io, true).unwrap();
-    io.log.clear();
     wa.write_at(&mut io, &mut nonces, &bytes(2 * B, 5), 0)
         .unwrap();
-    assert!(io.log.iter().any(|&(meta, off)| meta && is_meta(off)));
-    assert_eq!(io.pool.as_ref().unwrap().published, 0);
-    // Control: the same write without write ahead publishes.
-    let mut plain = open_shared(&mut io, false).unwrap();
     io.log.clear();
-    plain
-        .write_at(&mut io, &mut nonces, &bytes(2 * B, 6), 0)
-        .unwrap();
+    let before = io.pool.as_ref().unwrap().published;
+    wa.write_at(&mut io, &mut nonces, &bytes(B, 6), 0).unwrap();
     assert_eq!(meta_writes(&io), 0);
-    assert!(io.pool.as_ref().unwrap().published > 0);
+    assert!(io.pool.as_ref().unwrap().published > before);
+    let mut out = vec![0u8; B];
+    let mut r = open_shared(&mut io, true).unwrap();
+    assert_eq!(r.read_at(&mut io, &mut out, 0).unwrap(), B);
+    assert_eq!(out, bytes(B, 6));
+    // Control: without the pool the same write ahead writes its page.
+    io.pool = None;
+    io.log.clear();
+    let mut wa = open_shared(&mut io, true);
+    assert!(wa.is_err(), "the disk's pages are older than the data");
+    let _ = wa.as_mut();
+    assert!(!io.log.iter().any(|&(meta, off)| meta && is_meta(off)));
 }

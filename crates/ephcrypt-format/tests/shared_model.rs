@@ -128,12 +128,12 @@ fn run_deaths(
     tear: bool,
     claims: u64,
 ) -> Result<usize, String> {
-    run_deaths_counted(seed, steps, nblk, last_len, tear, claims, false)
+    run_deaths_counted(seed, steps, nblk, last_len, tear, claims, false, false)
 }
 
 /// `misses_closing`: control, a stalled write's data lands without the bump
 /// after it.
-#[allow(clippy::too_many_lines)]
+#[allow(clippy::too_many_lines, clippy::too_many_arguments)] // one knob per model variant
 fn run_deaths_counted(
     seed: u64,
     steps: usize,
@@ -142,6 +142,7 @@ fn run_deaths_counted(
     tear: bool,
     claims: u64,
     misses_closing: bool,
+    pooled: bool,
 ) -> Result<usize, String> {
     let mut rng = Rng(seed | 1);
     // A writer that dies bumps only before its write; a stalled one bumps
@@ -163,6 +164,11 @@ fn run_deaths_counted(
     }
     create_sealed(&mut io, &all);
     drop(all);
+    if pooled {
+        // WAL pages in the pool of FORMAT.md §8.3: room for 0 to 5 pages
+        // (published and written-through pages mix), drained now and then.
+        io.pool = Some(PagePool::with_room(rng.below(6) as usize));
+    }
     let mut prefix = 100u64;
     let nw = 2usize;
     let mut procs: Vec<Proc> = Vec::new();
@@ -185,6 +191,14 @@ fn run_deaths_counted(
     let mut stalled: Option<(u64, Vec<u8>)> = None;
     for step in 0..steps {
         let op = rng.below(100);
+        if pooled && stalled.is_none() && rng.chance(4) {
+            // A writer closes its segment: what is published goes to disk.
+            let p = &mut procs[rng.below(nw as u64) as usize];
+            io.drain(p.f.cipher(), &mut p.nonces);
+            counter.stamp += 2;
+            trace.push(format!("step {step}: drain"));
+            continue;
+        }
         if let Some((b, nb)) = stalled.take() {
             if rng.chance(30) {
                 io.land();
@@ -425,6 +439,15 @@ fn run_deaths_counted(
             }
         }
     }
+    if let Some(p) = io.pool.as_ref().filter(|p| p.room > 0) {
+        // The pool was in play, not bypassed.
+        if p.published == 0 || p.served == 0 {
+            return Err(format!(
+                "pool unused: {} published, {} served",
+                p.published, p.served
+            ));
+        }
+    }
     Ok(deaths)
 }
 
@@ -433,6 +456,36 @@ fn seeds(default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
+}
+
+fn deaths_pooled(
+    seed: u64,
+    steps: usize,
+    nblk: u64,
+    last_len: usize,
+    claims: u64,
+) -> Result<usize, String> {
+    run_deaths_counted(seed, steps, nblk, last_len, true, claims, false, true)
+}
+
+#[test]
+fn deaths_four_groups_with_page_pool() {
+    let mut deaths = 0;
+    for seed in 1..=seeds(40) {
+        deaths += deaths_pooled(seed * 7919, 400, 4 * 256 + 2, 3000, 0)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+    assert!(deaths > 0);
+}
+
+#[test]
+fn deaths_small_file_with_page_pool_and_change_counter() {
+    let mut deaths = 0;
+    for seed in 1..=seeds(200) {
+        deaths += deaths_pooled(seed * 104_729, 300, 6, 5000, 90)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+    assert!(deaths > 0);
 }
 
 #[test]
@@ -845,7 +898,9 @@ fn control_a_counter_that_misses_writes_fails_the_model() {
 #[test]
 fn control_a_stalled_write_without_its_closing_bump_fails_the_death_model() {
     let failed = (1..=400)
-        .filter(|seed| run_deaths_counted(seed * 65_539, 300, 6, 5000, true, 90, true).is_err())
+        .filter(|seed| {
+            run_deaths_counted(seed * 65_539, 300, 6, 5000, true, 90, true, false).is_err()
+        })
         .count();
     eprintln!("{failed} of 400 seeds caught the stale cache");
     assert!(failed >= 2, "only {failed} of 400 seeds caught it");

@@ -15,6 +15,7 @@ use common::*;
 use ephcrypt_classify::ArtifactClass;
 use ephcrypt_format::{EpochKey, FileName, Mode, SealedFile, VecIo};
 use ephcrypt_interpose::secmem::{self, AllocMode};
+use ephcrypt_interpose::shim::pool;
 use ephcrypt_interpose::shim::wal::{self, StartupPolicy};
 use ephcrypt_interpose::walkey;
 
@@ -447,6 +448,10 @@ fn kill_tail_writers(
         let mut st = 0;
         // SAFETY: our child, valid out-pointer.
         unsafe { libc::waitpid(pid, &mut st, 0) };
+        // What the postmaster does next (a child died: crash-restart): the
+        // page pool keeps its WAL pages, and a set the dead writer held
+        // (killed inside a publish) is released (shim/pool.rs).
+        pool::reset();
         let f = fs::File::open(path).unwrap();
         let mut buf = vec![0u8; durable];
         match f.read_exact_at(&mut buf, tail * PAGE as u64) {

@@ -194,7 +194,11 @@ impl PhysicalIo for DyingIo {
         group: u64,
         page: &Page,
     ) -> Result<bool, FormatError> {
-        if self.dead() {
+        // A publish counts as a write for deaths; it never tears (the
+        // pool's slots have two buffers): dying at it, it does not happen.
+        let dead = self.dead();
+        self.writes += 1;
+        if dead {
             return Err(FormatError::InvalidArgument("the writer died"));
         }
         let pool = self.pool.as_mut().expect("publishes");

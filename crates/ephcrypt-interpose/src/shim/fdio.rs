@@ -16,6 +16,8 @@ use super::real::{errno, real, Errno};
 /// A handle whose metadata pages go to the shared pool (FORMAT.md §8.3).
 pub(crate) struct Pooled<'a> {
     pub(crate) id: FileId,
+    /// A WAL segment: its pages survive a crash-restart's reset.
+    pub(crate) wal: bool,
     /// Set once this handle published a page: its close must drain.
     pub(crate) published: &'a mut bool,
 }
@@ -162,9 +164,10 @@ impl PhysicalIo for FdIo<'_> {
             return Ok(false);
         };
         let key = PoolKey::new(p.id, file_id);
+        let wal = p.wal;
         // A changed page is a write: other handles' claims must end.
         self.before_write();
-        let done = pool::publish(&key, group, page)?;
+        let done = pool::publish(&key, group, page, wal)?;
         if let (true, Some(p)) = (done, self.pool.as_mut()) {
             *p.published = true;
         }

@@ -329,8 +329,9 @@ unsafe fn open_covered(
         && (flags & libc::O_TRUNC != 0 || (created && remembered.is_none()));
     let remembered = if fresh { None } else { remembered };
     let mut nonces = guard.nonces();
-    // A file-set member's pages may be in the shared pool (FORMAT.md §8.3).
-    let pooled = classified.shared && class != ArtifactClass::Wal;
+    // A file-set member's or WAL segment's pages may be in the shared pool
+    // (FORMAT.md §8.3); an alias reader of a private file reads the disk.
+    let pooled = classified.shared;
     let state = open_state(
         fd,
         pooled.then_some(id),
@@ -454,6 +455,7 @@ fn open_state(
     if let Some(id) = pool_id {
         io = io.with_pool(Pooled {
             id,
+            wal: classified.class == ArtifactClass::Wal,
             published: &mut published,
         });
     }

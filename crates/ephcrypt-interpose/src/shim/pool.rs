@@ -8,7 +8,7 @@
 //! cluster shares. Such a handle *publishes* the page in the pool instead
 //! (a copy, no MAC, no system call), readers look here before the disk, and
 //! the process that published a page last seals it and writes it to its
-//! place at close, sync or exit ([`drain`]).
+//! place at close or exit ([`drain`]).
 //!
 //! Layout: [`SETS`] sets of [`WAYS`] slots; a page lives in the set its
 //! (device, inode, file id, group) hashes to. Each set has one sequence
@@ -34,7 +34,8 @@ use super::poison::FileId;
 use super::real::Errno;
 use crate::error::InterposeError;
 
-/// Pages in the pool (16 MiB of shared memory, touched as used).
+/// Page slots in the pool (two 8 KiB buffers each: 32 MiB of shared
+/// memory, touched as used).
 pub const PAGES: usize = 2048;
 /// Slots per set.
 const WAYS: usize = 8;
@@ -61,6 +62,14 @@ struct Head {
     owner: AtomicU32,
     /// A drain in progress (its pid), 0 if none.
     draining: AtomicU32,
+    /// Which of the slot's two page buffers holds the page: a publish
+    /// writes the other one, then flips this. A process that dies inside
+    /// its copy leaves the page as it was, never a mix of two versions.
+    active: AtomicU32,
+    /// A WAL page: survives [`reset`] (crash recovery after a
+    /// crash-restart reads it; the WAL key lives as long as the
+    /// postmaster).
+    keep: AtomicU32,
 }
 
 #[repr(C, align(64))]
@@ -114,7 +123,7 @@ pub(crate) fn init_shared() -> Result<(), InterposeError> {
         return Ok(());
     }
     let sets_len = SETS * std::mem::size_of::<Set>();
-    let len = sets_len + PAGES * PAGE_SIZE;
+    let len = sets_len + 2 * PAGES * PAGE_SIZE;
     let base = crate::secmem::map_shared_anonymous(len).map_err(InterposeError::SharedMap)?;
     refresh_pid();
     // SAFETY: sets_len < len: the pages start inside the mapping, at a
@@ -146,15 +155,19 @@ fn set(i: usize) -> Option<&'static Set> {
     Some(unsafe { &*base.add(i) })
 }
 
-fn page_words(set_index: usize, way: usize) -> &'static [AtomicU64; WORDS] {
+/// Buffer `buf` (0 or 1) of slot `way` of set `set_index`.
+fn page_words(set_index: usize, way: usize, buf: u32) -> &'static [AtomicU64; WORDS] {
     let base = PAGES_BASE.load(Ordering::Acquire);
+    let index = (set_index * WAYS + way) * 2 + (buf & 1) as usize;
     // SAFETY: only called after `set` returned Some (so the mapping
-    // exists); slot set_index*WAYS+way < PAGES lies inside it, 8-aligned.
-    unsafe {
-        &*base
-            .add((set_index * WAYS + way) * WORDS)
-            .cast::<[AtomicU64; WORDS]>()
-    }
+    // exists); buffer index < 2 * PAGES lies inside it, 8-aligned.
+    unsafe { &*base.add(index * WORDS).cast::<[AtomicU64; WORDS]>() }
+}
+
+/// The buffer that holds slot `way`'s page.
+fn active_words(set_index: usize, way: usize) -> &'static [AtomicU64; WORDS] {
+    let buf = set(set_index).map_or(0, |s| s.heads[way].active.load(Ordering::Relaxed));
+    page_words(set_index, way, buf)
 }
 
 impl Head {
@@ -267,7 +280,8 @@ fn copy_out(src: &[AtomicU64; WORDS], page: &mut Page) {
 
 /// Publish `page` as group `group` of `key`: into the slot that holds it,
 /// else a free one of its set. `Ok(false)`: neither (write it through).
-pub(crate) fn publish(key: &PoolKey, group: u64, page: &Page) -> Result<bool, Errno> {
+/// `keep`: a WAL page, kept by [`reset`].
+pub(crate) fn publish(key: &PoolKey, group: u64, page: &Page, keep: bool) -> Result<bool, Errno> {
     let i = key.set_index(group);
     let Some(set) = set(i) else {
         return Ok(false);
@@ -289,6 +303,7 @@ pub(crate) fn publish(key: &PoolKey, group: u64, page: &Page) -> Result<bool, Er
             h.fid[0].store(key.fid[0], Ordering::Relaxed);
             h.fid[1].store(key.fid[1], Ordering::Relaxed);
             h.draining.store(0, Ordering::Relaxed);
+            h.keep.store(u32::from(keep), Ordering::Relaxed);
             h.group_plus_one.store(group + 1, Ordering::Relaxed);
             w
         }
@@ -297,7 +312,11 @@ pub(crate) fn publish(key: &PoolKey, group: u64, page: &Page) -> Result<bool, Er
     h.version.fetch_add(1, Ordering::Relaxed);
     h.owner
         .store(PID.load(Ordering::Relaxed), Ordering::Relaxed);
-    copy_in(page_words(i, way), page);
+    let next = h.active.load(Ordering::Relaxed) ^ 1;
+    copy_in(page_words(i, way, next), page);
+    // The copy before the flip (for a reset after a death inside it).
+    fence(Ordering::Release);
+    h.active.store(next, Ordering::Relaxed);
     Ok(true)
 }
 
@@ -314,7 +333,7 @@ pub(crate) fn lookup(key: &PoolKey, group: u64, page: &mut Page) -> Result<bool,
         if s1 & 1 == 0 {
             let way = set.heads.iter().position(|h| h.holds(key, group));
             if let Some(w) = way {
-                copy_out(page_words(i, w), page);
+                copy_out(active_words(i, w), page);
             }
             fence(Ordering::Acquire);
             if set.seq.load(Ordering::Relaxed) == s1 {
@@ -402,6 +421,11 @@ pub(crate) fn drain(
                     h.draining.store(0, Ordering::Relaxed);
                 }
             });
+            if done.is_err() {
+                // Not freed, so the page stays published; no later drain
+                // may wait on this one.
+                h.draining.store(0, Ordering::Relaxed);
+            }
             result = result.and(wrote).and(done);
         }
     }
@@ -433,7 +457,7 @@ fn take_for_drain(
             }
             if h.draining.load(Ordering::Relaxed) == 0 {
                 h.draining.store(me, Ordering::Relaxed);
-                copy_out(page_words(i, way), page);
+                copy_out(active_words(i, way), page);
                 return Ok(Some((group, h.version.load(Ordering::Relaxed))));
             }
         }
@@ -441,19 +465,26 @@ fn take_for_drain(
     }
 }
 
-/// Empty the pool. Postmaster only, at a crash-restart, when every child
-/// is gone (the pages described files of the ended epoch).
+/// Empty the pool of everything but WAL pages. Postmaster only, at a
+/// crash-restart, when every child is gone: temporary files' pages
+/// described files of the ended epoch; WAL pages describe segments that
+/// crash recovery reads next, under the WAL key, which lives on. A WAL
+/// page whose publisher died inside its copy is the version before it
+/// (two buffers); a drain that died leaves the page published.
 pub fn reset() {
     for set in (0..SETS).filter_map(set) {
-        let s = set.seq.load(Ordering::Relaxed);
+        for h in &set.heads {
+            if h.keep.load(Ordering::Relaxed) == 0 {
+                h.free();
+            } else {
+                h.draining.store(0, Ordering::Relaxed);
+            }
+        }
         // A holder that died inside its copy left the word odd: move on to
         // the next even value either way.
-        set.seq.store((s | 1) + 1, Ordering::Relaxed);
-        for h in &set.heads {
-            h.free();
-        }
+        let s = set.seq.load(Ordering::Relaxed);
+        set.seq.store((s | 1) + 1, Ordering::Release);
     }
-    fence(Ordering::Release);
 }
 
 #[cfg(test)]
@@ -480,11 +511,11 @@ mod tests {
         let k = key(1001, 1);
         let mut out = [0u8; PAGE_SIZE];
         assert!(!lookup(&k, 3, &mut out).unwrap());
-        assert!(publish(&k, 3, &page(7)).unwrap());
+        assert!(publish(&k, 3, &page(7), false).unwrap());
         assert!(lookup(&k, 3, &mut out).unwrap());
         assert_eq!(out, page(7));
         // Same group again: replaced in place, one page.
-        assert!(publish(&k, 3, &page(8)).unwrap());
+        assert!(publish(&k, 3, &page(8), false).unwrap());
         assert_eq!(pages_of(&k), 1);
         assert!(lookup(&k, 3, &mut out).unwrap());
         assert_eq!(out, page(8));
@@ -508,14 +539,14 @@ mod tests {
         let _s = SERIAL.lock().unwrap();
         init_shared().unwrap();
         let k = key(1002, 1);
-        assert!(publish(&k, 0, &page(1)).unwrap());
+        assert!(publish(&k, 0, &page(1), false).unwrap());
         let e = drain(&k, |_, _| Err(Errno(libc::ENOSPC))).unwrap_err();
         assert_eq!(e.0, libc::ENOSPC);
         let mut out = [0u8; PAGE_SIZE];
         assert!(lookup(&k, 0, &mut out).unwrap(), "still published");
         // A page published again during the drain is not freed by it.
         drain(&k, |g, _| {
-            assert!(publish(&k, g, &page(2)).is_ok());
+            assert!(publish(&k, g, &page(2), false).is_ok());
             Ok(())
         })
         .unwrap();
@@ -530,7 +561,7 @@ mod tests {
         let _s = SERIAL.lock().unwrap();
         init_shared().unwrap();
         let k = key(1003, 1);
-        assert!(publish(&k, 5, &page(3)).unwrap());
+        assert!(publish(&k, 5, &page(3), false).unwrap());
         let me = PID.load(Ordering::Relaxed);
         PID.store(me + 1, Ordering::Relaxed);
         let mut called = false;
@@ -558,7 +589,7 @@ mod tests {
         let mut g = 0u64;
         loop {
             if k.set_index(g) == target {
-                if !publish(&k, g, &page(g as u8)).unwrap() {
+                if !publish(&k, g, &page(g as u8), false).unwrap() {
                     break;
                 }
                 placed.push(g);
@@ -570,10 +601,40 @@ mod tests {
         let mut out = [0u8; PAGE_SIZE];
         assert!(!lookup(&k, g, &mut out).unwrap());
         // A page it holds is still replaced.
-        assert!(publish(&k, placed[0], &page(99)).unwrap());
+        assert!(publish(&k, placed[0], &page(99), false).unwrap());
         reset();
         assert_eq!(pages_of(&k), 0);
         assert!(!lookup(&k, placed[0], &mut out).unwrap());
+    }
+
+    #[test]
+    fn a_reset_keeps_wal_pages_and_a_dead_copy_leaves_the_page_as_it_was() {
+        let _s = SERIAL.lock().unwrap();
+        init_shared().unwrap();
+        let (temp, wal) = (key(1006, 1), key(1007, 1));
+        assert!(publish(&temp, 0, &page(1), false).unwrap());
+        assert!(publish(&wal, 0, &page(2), true).unwrap());
+        // A publisher of the WAL page dies inside its copy: the buffer it
+        // was filling is half new, the set's word odd.
+        let i = wal.set_index(0);
+        let s = set(i).unwrap();
+        let way = s.heads.iter().position(|h| h.holds(&wal, 0)).unwrap();
+        let spare = s.heads[way].active.load(Ordering::Relaxed) ^ 1;
+        s.seq.fetch_add(1, Ordering::Relaxed);
+        for w in &page_words(i, way, spare)[..WORDS / 2] {
+            w.store(0xDEAD, Ordering::Relaxed);
+        }
+        reset();
+        let mut out = [0u8; PAGE_SIZE];
+        assert!(!lookup(&temp, 0, &mut out).unwrap(), "temp pages go");
+        assert!(lookup(&wal, 0, &mut out).unwrap(), "WAL pages stay");
+        assert_eq!(out, page(2), "as before the dead copy");
+        // Control: the half-written buffer is what a single buffer would
+        // have served.
+        copy_out(page_words(i, way, spare), &mut out);
+        assert_ne!(out, page(2));
+        drain(&wal, |_, _| Ok(())).unwrap();
+        assert_eq!(pages_of(&wal), 0);
     }
 
     #[test]
@@ -581,14 +642,14 @@ mod tests {
         let _s = SERIAL.lock().unwrap();
         init_shared().unwrap();
         let k = key(1005, 1);
-        assert!(publish(&k, 1, &[0u8; PAGE_SIZE]).unwrap());
+        assert!(publish(&k, 1, &[0u8; PAGE_SIZE], false).unwrap());
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|sc| {
             sc.spawn(|| {
                 let mut b = 0u8;
                 while !stop.load(Ordering::Relaxed) {
                     b = b.wrapping_add(1);
-                    publish(&k, 1, &[b; PAGE_SIZE]).unwrap();
+                    publish(&k, 1, &[b; PAGE_SIZE], false).unwrap();
                 }
             });
             let mut out = [0u8; PAGE_SIZE];
@@ -608,7 +669,7 @@ mod tests {
             let deadline = monotonic_ns() + 5_000_000_000;
             let mut torn = false;
             while !torn && monotonic_ns() < deadline {
-                copy_out(page_words(i, way), &mut out);
+                copy_out(active_words(i, way), &mut out);
                 torn = !out.iter().all(|&x| x == out[0]);
             }
             stop.store(true, Ordering::Relaxed);

@@ -110,12 +110,11 @@ pub(crate) struct OpenFile {
     /// around writes of shared and aliased files, and consulted by shared
     /// handles before each call.
     pub(crate) change: Watch,
-    /// A file-set member (a class other processes open, not WAL, whose
-    /// pages must be on disk for crash recovery: FORMAT.md §14): its
-    /// metadata pages go to the shared pool (FORMAT.md §8.3).
+    /// A file-set member or WAL segment (a class other processes open):
+    /// its metadata pages go to the shared pool (FORMAT.md §8.3).
     pub(crate) pooled: bool,
-    /// This handle published metadata pages in the shared pool: sync,
-    /// close and exit drain them.
+    /// This handle published metadata pages in the shared pool: close and
+    /// exit drain them.
     pub(crate) published: bool,
 }
 
@@ -131,6 +130,7 @@ impl OpenFile {
             pooled,
             id,
             published,
+            class,
             ..
         } = self;
         match state {
@@ -139,7 +139,12 @@ impl OpenFile {
                 // leave on disk: they bump the counter. A file-set member's
                 // pages go to the shared pool.
                 let io = if *pooled {
-                    let pooled = Pooled { id: *id, published };
+                    let wal = *class == ArtifactClass::Wal;
+                    let pooled = Pooled {
+                        id: *id,
+                        wal,
+                        published,
+                    };
                     FdIo::watched(fd, known_len, change).with_pool(pooled)
                 } else if *shared || *aliased {
                     FdIo::watched(fd, known_len, change)
@@ -296,7 +301,6 @@ impl Guard {
             Ok((s, mut io)) => s.flush(&mut io, &mut nonces),
             Err(_) => Ok(()), // poisoned: nothing to write back
         };
-        let result = result.and_then(|()| drain_published(file, fd, &mut nonces));
         file.change.finish();
         if let Err(e) = result {
             file.poison(e);
@@ -362,6 +366,9 @@ impl Guard {
         }
         let mut result = self.sync(fd);
         if result.is_ok() {
+            result = self.drain(fd);
+        }
+        if result.is_ok() {
             result = self.remember(fd);
         }
         let id = self.file(fd).map(|f| f.id);
@@ -373,6 +380,23 @@ impl Guard {
         // SAFETY: unlinked from the table just now, under the guard.
         unsafe { free_entry(p) };
         stats::fold();
+        result
+    }
+
+    /// Write back what `fd` published in the shared pool (close: not at
+    /// `fsync`, since no reader needs the disk's pages while the postmaster
+    /// lives, and WAL is fsynced at every commit). On failure the file is
+    /// poisoned; its pages stay in the pool.
+    fn drain(&mut self, fd: c_int) -> Result<(), Errno> {
+        let Some((file, mut nonces)) = self.file_and_nonces(fd) else {
+            return Ok(());
+        };
+        let result = drain_published(file, fd, &mut nonces);
+        file.change.finish();
+        if let Err(e) = result {
+            file.poison(e);
+            stats::add(file.class, Counter::IoErrors, 1);
+        }
         result
     }
 

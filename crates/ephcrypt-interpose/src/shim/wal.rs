@@ -32,8 +32,9 @@ use ephcrypt_classify::{ArtifactClass, WAL_NAME};
 use ephcrypt_format::{sniff, EpochKey, FileName, Mode, SealedFile, Sniff, HEADER_LEN};
 
 use super::config::covered;
-use super::fdio::{fstat, FdIo};
+use super::fdio::{fstat, FdIo, Pooled};
 use super::nonces::{os_random, ProcessNonces};
+use super::poison::FileId;
 use super::real::{errno, real, set_errno, Errno};
 use super::table::Guard;
 use crate::error::InterposeError;
@@ -293,9 +294,16 @@ fn unseal_all(src: &RawFd) -> Result<Vec<u8>, Errno> {
     let (key, epoch) = wal_key()?;
     let name = wal_name();
     let mut len = None;
+    let id = FileId::of(&fstat(src.0)?);
     retrying(|| {
         len = None;
-        let mut io = io_of(src, &mut len);
+        // Its pages may be published (FORMAT.md §8.3); this never publishes.
+        let mut published = false;
+        let mut io = io_of(src, &mut len).with_pool(Pooled {
+            id,
+            wal: true,
+            published: &mut published,
+        });
         let mut s = SealedFile::open(&mut io, key, &epoch, &name, Mode::Shared, None)?;
         let n = s.len(&mut io)?;
         if n > MAX_UNSEAL {
