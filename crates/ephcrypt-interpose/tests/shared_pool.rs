@@ -157,3 +157,57 @@ fn exit_drains_and_underscore_exit_leaves_the_pages_readable() {
     pool::reset();
     assert_eq!(pool::occupied(), 0);
 }
+
+/// A writer's fd closed behind the shims' back (its number then reused)
+/// never drains: its pages stay published, readers still find them, and
+/// the next close of a writable handle of the file in the same process
+/// drains them (a review finding: they used to stay in the pool for good);
+/// a read-only handle cannot write them, and leaves them.
+#[test]
+fn a_forgotten_writers_pages_are_drained_by_the_next_close_in_that_process() {
+    use std::os::fd::IntoRawFd;
+    let (dir, _, _g) = setup();
+    let before = pool::occupied();
+    let path = fileset_member(dir, 14, "forgot", &[]);
+    let w = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let data = content();
+    w.write_all_at(&data, 0).unwrap();
+    let fd = w.into_raw_fd();
+    // SAFETY: closing our own fd with a raw syscall (no shim sees it).
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+    let other = fileset_member(dir, 14, "other", b"x");
+    drop(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&other)
+            .unwrap(),
+    );
+    assert!(pool::occupied() >= before + 4, "still published");
+    assert!(disk_page(&path, 1).iter().all(|&b| b == 0), "not on disk");
+    assert_eq!(
+        in_child(|| reads_back(&path, &data)),
+        0,
+        "readers use the pool"
+    );
+    // A read-only open and close cannot write the pages: they stay.
+    assert!(reads_back(&path, &data));
+    assert!(pool::occupied() >= before + 4);
+    // A writable one drains what this process owns.
+    drop(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap(),
+    );
+    assert_eq!(pool::occupied(), before);
+    assert!(sealed(&disk_page(&path, 1)));
+    assert_eq!(in_child(|| reads_back(&path, &data)), 0, "after the drain");
+    fs::remove_file(&path).unwrap();
+    fs::remove_file(&other).unwrap();
+}

@@ -14,12 +14,11 @@ use super::pool::{self, PoolKey};
 use super::real::{errno, real, Errno};
 
 /// A handle whose metadata pages go to the shared pool (FORMAT.md §8.3).
-pub(crate) struct Pooled<'a> {
+#[derive(Clone, Copy)]
+pub(crate) struct Pooled {
     pub(crate) id: FileId,
     /// A WAL segment: its pages survive a crash-restart's reset.
     pub(crate) wal: bool,
-    /// Set once this handle published a page: its close must drain.
-    pub(crate) published: &'a mut bool,
 }
 
 /// Physical I/O on one of our fds.
@@ -32,7 +31,7 @@ pub(crate) struct FdIo<'a> {
     /// before the first physical write (and, by the caller through
     /// [`Watch::finish`], after the last), shim/changes.rs.
     watch: Option<&'a mut Watch>,
-    pool: Option<Pooled<'a>>,
+    pool: Option<Pooled>,
 }
 
 impl<'a> FdIo<'a> {
@@ -60,7 +59,7 @@ impl<'a> FdIo<'a> {
     /// This I/O's metadata pages are published in the shared pool and
     /// read from it first (a file-set member: FORMAT.md §8.3), if the pool
     /// is mapped.
-    pub(crate) fn with_pool(mut self, pooled: Pooled<'a>) -> Self {
+    pub(crate) fn with_pool(mut self, pooled: Pooled) -> Self {
         self.pool = pool::available().then_some(pooled);
         self
     }
@@ -167,11 +166,7 @@ impl PhysicalIo for FdIo<'_> {
         let wal = p.wal;
         // A changed page is a write: other handles' claims must end.
         self.before_write();
-        let done = pool::publish(&key, group, page, wal)?;
-        if let (true, Some(p)) = (done, self.pool.as_mut()) {
-            *p.published = true;
-        }
-        Ok(done)
+        pool::publish(&key, group, page, wal)
     }
 
     fn published_page(

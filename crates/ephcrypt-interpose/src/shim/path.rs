@@ -372,7 +372,7 @@ unsafe fn open_covered(
         aliased: false,
         change,
         pooled,
-        published: false,
+        writable,
     };
     if let Err(Errno(e)) = guard.insert(fd, file) {
         return close_with(e);
@@ -450,13 +450,11 @@ fn open_state(
     };
     let mut len = physical_len;
     // Opening never publishes (create writes page 0 through).
-    let mut published = false;
     let mut io = FdIo::new(fd, &mut len);
     if let Some(id) = pool_id {
         io = io.with_pool(Pooled {
             id,
             wal: classified.class == ArtifactClass::Wal,
-            published: &mut published,
         });
     }
     let opened = if fresh {

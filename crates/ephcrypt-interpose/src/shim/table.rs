@@ -111,11 +111,12 @@ pub(crate) struct OpenFile {
     /// handles before each call.
     pub(crate) change: Watch,
     /// A file-set member or WAL segment (a class other processes open):
-    /// its metadata pages go to the shared pool (FORMAT.md §8.3).
+    /// its metadata pages go to the shared pool (FORMAT.md §8.3), and its
+    /// close drains what this process published there (if the fd can
+    /// write).
     pub(crate) pooled: bool,
-    /// This handle published metadata pages in the shared pool: close and
-    /// exit drain them.
-    pub(crate) published: bool,
+    /// Opened for writing.
+    pub(crate) writable: bool,
 }
 
 impl OpenFile {
@@ -129,7 +130,6 @@ impl OpenFile {
             aliased,
             pooled,
             id,
-            published,
             class,
             ..
         } = self;
@@ -140,11 +140,7 @@ impl OpenFile {
                 // pages go to the shared pool.
                 let io = if *pooled {
                     let wal = *class == ArtifactClass::Wal;
-                    let pooled = Pooled {
-                        id: *id,
-                        wal,
-                        published,
-                    };
+                    let pooled = Pooled { id: *id, wal };
                     FdIo::watched(fd, known_len, change).with_pool(pooled)
                 } else if *shared || *aliased {
                     FdIo::watched(fd, known_len, change)
@@ -455,11 +451,12 @@ impl Drop for Guard {
     }
 }
 
-/// Write back the metadata pages `fd`'s handle published in the shared
-/// pool (FORMAT.md §8.3): each sealed with a fresh nonce, at its place, then
-/// out of the pool. A page past the physical end leaves the pool unwritten,
+/// Write back the metadata pages of `fd`'s file that this process
+/// published in the shared pool, through this handle or any earlier one
+/// (FORMAT.md §8.3): each sealed with a fresh nonce, at its place, then out
+/// of the pool. A page past the physical end leaves the pool unwritten,
 /// and nothing is written when the file's header on disk is no longer this
-/// handle's (the inode was re-created).
+/// handle's (the inode was re-created). No system call when it owns none.
 fn drain_published(
     file: &mut OpenFile,
     fd: c_int,
@@ -469,10 +466,11 @@ fn drain_published(
         state,
         id,
         change,
-        published,
+        pooled,
+        writable,
         ..
     } = file;
-    if !*published {
+    if !*pooled || !*writable {
         return Ok(());
     }
     let FileState::Sealed(s) = state else {
@@ -480,6 +478,9 @@ fn drain_published(
     };
     let cipher = s.cipher();
     let key = PoolKey::new(*id, &cipher.file_id());
+    if !pool::owns_any(&key) {
+        return Ok(());
+    }
     let size = super::fdio::fstat(fd)?.st_size as u64;
     let mut unknown = None;
     let mut io = FdIo::watched(fd, &mut unknown, change);
@@ -492,9 +493,7 @@ fn drain_published(
         let nonce = nonces.next_nonce()?;
         cipher.seal_metadata(group, nonce, page)?;
         io.write_all_at(&page[..], meta_offset(group))
-    })?;
-    *published = false;
-    Ok(())
+    })
 }
 
 fn seal_held_bytes(
@@ -700,7 +699,7 @@ pub(crate) extern "C" fn seal_all_at_exit() {
             let _ = g.seal_all_held(-1);
             for fd in 0..MAX_TRACKED_FDS as c_int {
                 if let Some((file, mut nonces)) = g.file_and_nonces(fd) {
-                    if file.published {
+                    if file.pooled {
                         let _ = drain_published(file, fd, &mut nonces);
                         file.change.finish();
                     }
@@ -771,7 +770,7 @@ mod tests {
                 aliased: false,
                 change: Watch::none(),
                 pooled: false,
-                published: false,
+                writable: true,
             },
         )
         .unwrap();

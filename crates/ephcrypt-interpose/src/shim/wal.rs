@@ -298,12 +298,7 @@ fn unseal_all(src: &RawFd) -> Result<Vec<u8>, Errno> {
     retrying(|| {
         len = None;
         // Its pages may be published (FORMAT.md §8.3); this never publishes.
-        let mut published = false;
-        let mut io = io_of(src, &mut len).with_pool(Pooled {
-            id,
-            wal: true,
-            published: &mut published,
-        });
+        let mut io = io_of(src, &mut len).with_pool(Pooled { id, wal: true });
         let mut s = SealedFile::open(&mut io, key, &epoch, &name, Mode::Shared, None)?;
         let n = s.len(&mut io)?;
         if n > MAX_UNSEAL {
