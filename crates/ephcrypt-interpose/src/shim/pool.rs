@@ -1,9 +1,9 @@
 //! The shared pool of published metadata pages (FORMAT.md §8.3,
 //! DECISIONS.md #66).
 //!
-//! A shared handle of a file-set member used to write its changed metadata
-//! page through at the end of every call: one 8 KiB `pwrite` and a GMAC
-//! over the page per block written. Here, mapped once in the postmaster
+//! A shared handle (a file-set member, a WAL segment) used to write its
+//! changed metadata page through at the end of every call: one 8 KiB
+//! `pwrite` and a GMAC over the page per block written. Here, mapped once in the postmaster
 //! before any fork, is a pool of page-sized slots that every process of the
 //! cluster shares. Such a handle *publishes* the page in the pool instead
 //! (a copy, no MAC, no system call), readers look here before the disk, and
@@ -15,7 +15,8 @@
 //! word that is both its writers' lock (odd while a process changes the
 //! set) and its readers' seqlock (a reader copies, then checks the word did
 //! not move). Writers hold it only to copy one page (no system call under
-//! it); a reader never takes it. A drain marks its slot `draining` across
+//! it) into the idle one of the slot's two buffers, then switch; a reader
+//! never takes it. A drain marks its slot `draining` across
 //! its unlocked `pwrite`, so that no second drain of the same page can land
 //! an older version after a newer one.
 //!
