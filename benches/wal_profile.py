@@ -51,29 +51,38 @@ def wal_counters(p) -> tuple[int, int, int]:
     return int(rec), int(writes), int(float(nbytes))
 
 
-def profile(mode: str, seconds: int, work: Path) -> dict:
-    p, s = W.pair(mode)
+def profile(mode: str, seconds: int, work: Path, kept: tuple | None = None) -> dict:
+    p, s = kept or W.pair(mode)
     try:
         W.run_pgbench(p, "-n", "-c", "4", "-j", "2", "-T", "3")
-        pids = pids_of(p) + pids_of(s)
         data = work / f"perf-{mode}.data"
-        rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(SAMPLE_HZ), "--inherit",
-                                "-o", str(data), "-p", ",".join(map(str, pids))],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(0.5)
+        for _attempt in range(10):
+            # The warm-up's backends exit meanwhile: perf refuses a pid that
+            # is gone, so list the instances again until it attaches.
+            time.sleep(0.5)
+            pids = pids_of(p) + pids_of(s)
+            rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(SAMPLE_HZ), "--inherit",
+                                    "-o", str(data), "-p", ",".join(map(str, pids))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(0.5)
+            if rec.poll() is None:
+                break
+        else:
+            raise RuntimeError(f"perf record did not attach: {rec.stderr.read().decode()[-500:]}")
         w0 = wal_counters(p)
         out = W.run_pgbench(p, "-n", "-c", "4", "-j", "2", "-T", str(seconds))
         w1 = wal_counters(p)
         time.sleep(0.3)
         rec.send_signal(signal.SIGINT)
-        rec.wait(timeout=60)
+        rec.wait(timeout=60)  # 130 or -2 after SIGINT: the report below says whether the data are whole
         tx = int(re.search(r"processed: (\d+)", out).group(1))
         rep = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", "-F",
                               "sample,dso,sym", "--sort", "dso,sym"],
                              capture_output=True, text=True, check=True).stdout
     finally:
-        s.stop(quiet=True)
-        p.stop(quiet=True)
+        if kept is None:
+            s.stop(quiet=True)
+            p.stop(quiet=True)
     by_dso: collections.Counter = collections.Counter()
     by_sym: collections.Counter = collections.Counter()
     for line in rep.splitlines():
@@ -91,20 +100,37 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--keep-pairs", action="store_true",
+                    help="both pairs live through every round, as in benches/wal.py (default: a fresh pair per run)")
     a = ap.parse_args()
     if shutil.which("perf") is None:
         print("perf is not installed", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="wal_profile."))
     per: dict[str, list[dict]] = {"enc": [], "plain": []}
+    kept = {m: W.pair(m) for m in ("enc", "plain")} if a.keep_pairs else {}
+    try:
+        run_rounds(a, work, per, kept)
+    finally:
+        for p, s in kept.values():
+            s.stop(quiet=True)
+            p.stop(quiet=True)
+    shutil.rmtree(work, ignore_errors=True)
+    report(a, per)
+    return 0
+
+
+def run_rounds(a, work: Path, per: dict, kept: dict) -> None:
     for r in range(a.rounds):
         for mode in (("plain", "enc") if r % 2 == 0 else ("enc", "plain")):
-            res = profile(mode, a.seconds, work)
+            res = profile(mode, a.seconds, work, kept.get(mode))
             per[mode].append(res)
             total = sum(res["dso"].values())
             print(f"round {r + 1} {mode}: {res['tx']} tx, {total / res['tx'] * 1000:.0f} samples per 1,000 tx, "
                   f"{res['writes']:.3f} WAL writes per tx", file=sys.stderr, flush=True)
-    shutil.rmtree(work, ignore_errors=True)
+
+
+def report(a, per: dict) -> None:
 
     def med(mode: str, key: str, name: str | None = None) -> float:
         """Median over rounds: a counter's samples per 1,000 tx (name given), else the per-tx value."""
@@ -115,7 +141,7 @@ def main() -> int:
     us = 1e6 / SAMPLE_HZ / 1000  # µs of CPU per (sample per 1,000 tx)
     print(f"CPU per transaction by shared object, median of {a.rounds} rounds (pgbench -c 4 -j 2 -T {a.seconds}, "
           f"scale 10, fsync = off, synchronous standby; every process of both instances; cpu-clock at "
-          f"{SAMPLE_HZ} Hz)\n")
+          f"{SAMPLE_HZ} Hz; {'both pairs live throughout' if a.keep_pairs else 'a fresh pair per run'})\n")
     print("| shared object | plain µs/tx | enc µs/tx | enc - plain |")
     print("|---|---:|---:|---:|")
     dsos = collections.Counter()
@@ -151,7 +177,6 @@ def main() -> int:
         print(f"| {k} | {med('plain', k):.3f} | {med('enc', k):.3f} |")
     print(f"| tps-equivalent (tx in {a.seconds} s) | {statistics.median(x['tx'] for x in per['plain']) / a.seconds:.0f} "
           f"| {statistics.median(x['tx'] for x in per['enc']) / a.seconds:.0f} |")
-    return 0
 
 
 if __name__ == "__main__":
