@@ -604,6 +604,17 @@ fn clock(id: libc::clockid_t) -> f64 {
     ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
 }
 
+/// System (kernel) CPU time of this thread so far, µs: the split of the
+/// thread's CPU time between user and kernel, which Linux derives from tick
+/// samples scaled to the exact total, so it is read as a median over rounds.
+fn thread_system_us() -> f64 {
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid out-pointer; RUSAGE_THREAD exists on Linux.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    ru.ru_stime.tv_sec as f64 * 1e6 + ru.ru_stime.tv_usec as f64
+}
+
 /// (CPU µs, wall µs) of one replay of `t`.
 fn replay<C: Calls>(
     t: &Trace,
@@ -1123,6 +1134,7 @@ fn main() {
     let mut rows_cpu = Vec::new();
     let mut rows_wall = Vec::new();
     let mut problems = Vec::new();
+    let mut kernels = Vec::new();
     for t in &traces {
         let part = (t.bytes_read % 8192) as usize;
         let mut raw = Raw::new(if part == 0 { 8192 } else { part });
@@ -1140,6 +1152,7 @@ fn main() {
         let (mut cpu, mut wall) = (Samples::default(), Samples::default());
         let mut sealed_enc = 0u64;
         let mut sealed_off = 0u64;
+        let (mut kernel_enc, mut kernel_plain) = (Vec::new(), Vec::new());
         let only_mode = a.profile.as_deref().map(|m| match m {
             "enc" => 0usize,
             "plain" => 1,
@@ -1158,16 +1171,21 @@ fn main() {
                 if only_mode.is_some_and(|m| m != mode) {
                     continue;
                 }
+                let mut kernel = 0.0;
                 let (c, w) = match mode {
                     0 => {
                         let s0 = sealed_bytes();
+                        let k0 = thread_system_us();
                         let r = replay::<Libc>(t, &mut b, &mut fds, &mut mm[0]);
+                        kernel = thread_system_us() - k0;
                         cleanup::<Libc>(t);
                         sealed_enc += sealed_bytes() - s0;
                         r
                     }
                     1 => {
+                        let k0 = thread_system_us();
                         let r = replay::<Sys>(t, &mut b, &mut fds, &mut mm[1]);
+                        kernel = thread_system_us() - k0;
                         cleanup::<Sys>(t);
                         r
                     }
@@ -1192,6 +1210,11 @@ fn main() {
                     };
                     vc.push(c);
                     vw.push(w);
+                    match mode {
+                        0 => kernel_enc.push(kernel),
+                        1 => kernel_plain.push(kernel),
+                        _ => {}
+                    }
                 }
             }
         }
@@ -1237,6 +1260,22 @@ fn main() {
             "{:20} {:>7} calls {:>7.0} blocks  plain {:.3} enc {:.3} off {:.3} raw {:.3} µs/blk (CPU)  overhead/raw {:.2} [{:.2}, {:.2}]",
             t.name, t.calls, t.blocks(), rc.plain, rc.enc, rc.off, rc.raw, rc.ratio.0, rc.ratio.1, rc.ratio.2
         );
+        // Where the overhead is spent: the kernel's part of each mode's
+        // thread CPU time (paired per round), against raw AES.
+        let kernel_delta: Vec<f64> = kernel_enc
+            .iter()
+            .zip(&kernel_plain)
+            .map(|(e, p)| (e - p) / t.blocks())
+            .collect();
+        kernels.push(format!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} |",
+            t.name,
+            median(&kernel_plain) / t.blocks(),
+            median(&kernel_enc) / t.blocks(),
+            median(&kernel_delta),
+            rc.over.0 - median(&kernel_delta),
+            median(&kernel_delta) / rc.raw
+        ));
         rows_cpu.push(rc);
         rows_wall.push(row(t, &wall, 0x5eed_0002));
     }
@@ -1254,6 +1293,12 @@ fn main() {
         &rows_cpu,
     );
     table("Wall-clock time, same rounds:", &rows_wall);
+    println!("\nKernel (system) part of the thread CPU time, µs per block (getrusage RUSAGE_THREAD: Linux splits user and system time by tick samples, so these are medians of coarse values): plain, enc, their paired difference, the rest of the overhead (user space), and the kernel difference over raw AES:\n");
+    println!("| trace | plain kernel | enc kernel | enc - plain kernel | overhead outside the kernel | kernel difference / raw |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for k in &kernels {
+        println!("{k}");
+    }
     println!("\nGoal: overhead per block <= {GOAL} x raw AES-256-GCM of the same bytes (issue #11 item 7). \"undecided\": the interval contains the goal; run more rounds on a quieter machine.");
     if problems.is_empty() {
         println!("Checks: every call returned the recorded result in all three modes; enc sealed bytes, off sealed none.");
