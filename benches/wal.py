@@ -82,7 +82,7 @@ def tps(p: Cluster, s: Cluster, seconds: int) -> tuple[float, float]:
     """pgbench's tps, and transactions per CPU second of both instances
     (primary and standby, every process; robust to other load)."""
     cpu0 = p.cpu_seconds() + s.cpu_seconds()
-    out = run_pgbench(p, "-n", "-c", "4", "-j", "2", "-T", str(seconds))
+    out = run_pgbench(p, "-n", "-c", "4", "-j", "2", *PGBENCH_EXTRA, "-T", str(seconds))
     cpu = p.cpu_seconds() + s.cpu_seconds() - cpu0
     rate = txns = None
     for line in out.splitlines():
@@ -112,6 +112,10 @@ def replay_rate(p: Cluster, s: Cluster, rows: int) -> float:
 
 
 BOOTSTRAP = 10000
+# Extra pgbench options for the TPS runs (--pgbench-option; e.g. -N, which
+# leaves out the updates of the 10 pgbench_branches and 100 pgbench_tellers
+# rows that every TPC-B-like transaction contends for at scale 10).
+PGBENCH_EXTRA: list[str] = []
 
 
 def median_ci(xs: list[float], seed: str) -> tuple[float, float, float]:
@@ -133,9 +137,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--replay-rounds", type=int, default=None, help="default: --rounds")
+    ap.add_argument("--pgbench-option", action="append", default=[],
+                    help="passed to the timed pgbench runs, e.g. --pgbench-option=-N")
     a = ap.parse_args()
     if a.replay_rounds is None:
         a.replay_rounds = a.rounds
+    PGBENCH_EXTRA.extend(a.pgbench_option)
     pairs = {m: pair(m) for m in ("enc", "plain")}
     samples: dict[tuple[str, str], list[float]] = {}
     try:
@@ -178,7 +185,7 @@ def main() -> None:
                          text=True).stdout.strip()
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"Measured {now} at commit `{rev}`, {os.cpu_count()} CPUs, {platform.release()}, "
-          f"{a.rounds} TPS rounds then {a.replay_rounds} replay rounds, pgbench -c 4 -j 2 -T {a.seconds}, scale 10, fsync = off, "
+          f"{a.rounds} TPS rounds then {a.replay_rounds} replay rounds, pgbench -c 4 -j 2 {' '.join(PGBENCH_EXTRA)} -T {a.seconds}, scale 10, fsync = off, "
           f"synchronous standby on the same host.\n")
     print("| workload | median plain | median enc | median of paired enc/plain [95 %] | range | goal | met? |")
     print("|---|---:|---:|---:|---|---|---|")
