@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import shutil
 import signal
@@ -130,6 +129,15 @@ def run_rounds(a, work: Path, per: dict, kept: dict) -> None:
                   f"{res['writes']:.3f} WAL writes per tx", file=sys.stderr, flush=True)
 
 
+def seen(per: dict, key: str) -> collections.Counter:
+    """Samples per shared object or symbol over every run of both modes."""
+    total: collections.Counter = collections.Counter()
+    for runs in per.values():
+        for x in runs:
+            total.update(x[key])
+    return total
+
+
 def report(a, per: dict) -> None:
 
     def med(mode: str, key: str, name: str | None = None) -> float:
@@ -144,12 +152,8 @@ def report(a, per: dict) -> None:
           f"{SAMPLE_HZ} Hz; {'both pairs live throughout' if a.keep_pairs else 'a fresh pair per run'})\n")
     print("| shared object | plain µs/tx | enc µs/tx | enc - plain |")
     print("|---|---:|---:|---:|")
-    dsos = collections.Counter()
-    for m in per:
-        for x in per[m]:
-            dsos.update(x["dso"])
     rows = []
-    for d, _ in dsos.most_common():
+    for d, _ in seen(per, "dso").most_common():
         pl, en = med("plain", "dso", d) * us, med("enc", "dso", d) * us
         rows.append((d, pl, en))
     for d, pl, en in rows[:12]:
@@ -157,12 +161,8 @@ def report(a, per: dict) -> None:
     tot = {m: statistics.median(sum(x["dso"].values()) / x["tx"] * 1000 * us for x in per[m]) for m in per}
     print(f"| all | {tot['plain']:.1f} | {tot['enc']:.1f} | {tot['enc'] - tot['plain']:+.1f} |")
     print("\nSymbols whose CPU per transaction moved most (enc - plain, µs/tx, medians):\n")
-    syms = collections.Counter()
-    for m in per:
-        for x in per[m]:
-            syms.update(x["sym"])
     deltas = []
-    for sym, _ in syms.most_common(400):
+    for sym, _ in seen(per, "sym").most_common(400):
         pl, en = med("plain", "sym", sym) * us, med("enc", "sym", sym) * us
         deltas.append((en - pl, sym, pl, en))
     deltas.sort(key=lambda t: -abs(t[0]))
