@@ -61,18 +61,28 @@ fn reads_back(path: &Path, want: &[u8]) -> bool {
     f.read_exact_at(&mut got, 0).is_ok() && got == want
 }
 
+fn open_rw(path: &Path) -> fs::File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap()
+}
+
+/// Open a member read-write and write `content()` at 0 through the shims.
+fn write_content(path: &Path) -> (fs::File, Vec<u8>) {
+    let w = open_rw(path);
+    let data = content();
+    w.write_all_at(&data, 0).unwrap();
+    (w, data)
+}
+
 #[test]
 fn a_reader_elsewhere_reads_through_the_pool_and_close_drains_it() {
     let (dir, _, _g) = setup();
     let before = pool::occupied();
     let path = fileset_member(dir, 11, "pool", &[]);
-    let w = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let data = content();
-    w.write_all_at(&data, 0).unwrap();
+    let (w, data) = write_content(&path);
     // Published, not written: page 1 is a hole on disk, page 0 is the one
     // create wrote (count 0).
     assert!(pool::occupied() >= before + 4, "pages 0 to 3 published");
@@ -91,13 +101,7 @@ fn a_reader_elsewhere_reads_through_the_pool_and_close_drains_it() {
 fn control_a_reader_without_the_pool_pages_fails() {
     let (dir, _, _g) = setup();
     let path = fileset_member(dir, 12, "pool", &[]);
-    let w = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let data = content();
-    w.write_all_at(&data, 0).unwrap();
+    let (w, data) = write_content(&path);
     // The child empties the pool (as a pool mapped after fork would look
     // to it): the disk's pages are older than the data.
     let status = in_child(|| {
@@ -122,11 +126,7 @@ fn exit_drains_and_underscore_exit_leaves_the_pages_readable() {
         assert!(pid >= 0);
         if pid == 0 {
             let ok = std::panic::catch_unwind(|| {
-                let w = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .unwrap();
+                let w = open_rw(&path);
                 w.write_all_at(&data, 0).unwrap();
                 std::mem::forget(w); // left open
             })
@@ -169,24 +169,12 @@ fn a_forgotten_writers_pages_are_drained_by_the_next_close_in_that_process() {
     let (dir, _, _g) = setup();
     let before = pool::occupied();
     let path = fileset_member(dir, 14, "forgot", &[]);
-    let w = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let data = content();
-    w.write_all_at(&data, 0).unwrap();
+    let (w, data) = write_content(&path);
     let fd = w.into_raw_fd();
     // SAFETY: closing our own fd with a raw syscall (no shim sees it).
     unsafe { libc::syscall(libc::SYS_close, fd) };
     let other = fileset_member(dir, 14, "other", b"x");
-    drop(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&other)
-            .unwrap(),
-    );
+    drop(open_rw(&other));
     assert!(pool::occupied() >= before + 4, "still published");
     assert!(disk_page(&path, 1).iter().all(|&b| b == 0), "not on disk");
     assert_eq!(
@@ -198,13 +186,7 @@ fn a_forgotten_writers_pages_are_drained_by_the_next_close_in_that_process() {
     assert!(reads_back(&path, &data));
     assert!(pool::occupied() >= before + 4);
     // A writable one drains what this process owns.
-    drop(
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap(),
-    );
+    drop(open_rw(&path));
     assert_eq!(pool::occupied(), before);
     assert!(sealed(&disk_page(&path, 1)));
     assert_eq!(in_child(|| reads_back(&path, &data)), 0, "after the drain");
