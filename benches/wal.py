@@ -14,11 +14,18 @@ Measured alternately (the order rotates each round):
   tx_per_cpu_s the same run's transactions per CPU second of both
                instances (every process of primary and standby): the cost,
                less disturbed by other load than the rate
+  concurrent_* (--concurrent-rounds N) both pairs' pgbench at the same
+               time: the machine's other load falls on both alike, so the
+               CPU per transaction compares more tightly than in turns (the
+               rates are of two pairs sharing 2 CPUs, not of one alone)
   replay_mbps  the standby pauses replay, the primary writes a bulk insert,
                the standby receives it; then the time to replay it (MB/s of
                WAL read back from the standby's pg_wal)
 
-The TPS rounds run first, then the replay rounds (each bulk insert writes
+Before every timed run the primary vacuums pgbench_branches and
+pgbench_tellers and empties pgbench_history (what pgbench does without -n),
+so that both pairs start each run with the same small tables. The TPS
+rounds run first, then the concurrent rounds, then the replay rounds (each bulk insert writes
 ~150 MB of WAL, whose checkpoints would otherwise land in the next pgbench
 run of either pair). Each round measures both pairs back to back (the
 order alternates) and keeps the round's enc/plain ratio; the result is the median of those paired
@@ -30,7 +37,7 @@ and pg_ephcrypt_stats shows that enc sealed WAL and plain did not.
 
 Python 3.11 standard library only; needs the extension installed
 (scripts/cluster.sh install_extension, or PG_CONFIG pointing at a server
-where it is installed). Run: python3 benches/wal.py [--rounds N] [--replay-rounds N] [--seconds S]
+where it is installed). Run: python3 benches/wal.py [--rounds N] [--concurrent-rounds N] [--replay-rounds N] [--seconds S]
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,10 +86,28 @@ def run_pgbench(c: Cluster, *args: str) -> str:
     return r.stdout
 
 
-def tps(p: Cluster, s: Cluster, seconds: int) -> tuple[float, float]:
+def reset_hot_tables(p: Cluster, s: Cluster) -> None:
+    """What pgbench does before a run unless -n (vacuum the branch and
+    teller tables, empty the history), outside the measured CPU and with
+    the standby caught up. Without it the two pairs' 10- and 100-row tables
+    drift apart (one run: 1 page against 18-22 after 24 runs), and with
+    them the CPU that PostgreSQL's heap scan and visibility code takes per
+    transaction (3-29 µs of perf samples between the pairs)."""
+    p.sql("VACUUM pgbench_branches, pgbench_tellers")
+    p.sql("TRUNCATE pgbench_history")
+    caught_up(p, s)
+
+
+def tps(p: Cluster, s: Cluster, seconds: int, reset: bool = True,
+        start: threading.Barrier | None = None) -> tuple[float, float]:
     """pgbench's tps, and transactions per CPU second of both instances
-    (primary and standby, every process; robust to other load)."""
+    (primary and standby, every process; robust to other load). `start`:
+    wait there between the first CPU reading and pgbench."""
+    if reset:
+        reset_hot_tables(p, s)
     cpu0 = p.cpu_seconds() + s.cpu_seconds()
+    if start is not None:
+        start.wait(timeout=60)
     out = run_pgbench(p, "-n", "-c", "4", "-j", "2", *PGBENCH_EXTRA, "-T", str(seconds))
     cpu = p.cpu_seconds() + s.cpu_seconds() - cpu0
     rate = txns = None
@@ -93,6 +119,37 @@ def tps(p: Cluster, s: Cluster, seconds: int) -> tuple[float, float]:
     if rate is None or txns is None:
         raise RuntimeError(out)
     return rate, txns / max(cpu, 0.01)
+
+
+def tps_concurrent(pairs: dict[str, tuple[Cluster, Cluster]], seconds: int,
+                   order: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """tps() of both pairs at the same time: whatever else loads the
+    machine loads both alike, so their CPU per transaction compares far
+    more tightly than in turns (on 2 CPUs both pairs then share the same
+    cores, so the rates are not those of one pair alone). Both pgbench
+    runs start together (after each thread's first CPU reading) and last
+    equally long; `order` is the order the threads start in."""
+    for p, s in pairs.values():
+        reset_hot_tables(p, s)
+    out: dict[str, tuple[float, float] | BaseException] = {}
+    start = threading.Barrier(len(order))
+
+    def run(m: str) -> None:
+        try:
+            out[m] = tps(*pairs[m], seconds, reset=False, start=start)
+        except BaseException as e:  # reported below, in the main thread
+            start.abort()
+            out[m] = e
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in order]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for v in out.values():
+        if isinstance(v, BaseException):
+            raise v
+    return out  # type: ignore[return-value]
 
 
 def replay_rate(p: Cluster, s: Cluster, rows: int) -> float:
@@ -137,6 +194,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--replay-rounds", type=int, default=None, help="default: --rounds")
+    ap.add_argument("--concurrent-rounds", type=int, default=0,
+                    help="rounds with both pairs' pgbench at the same time (rows concurrent_*)")
     ap.add_argument("--pgbench-option", action="append", default=[],
                     help="passed to the timed pgbench runs, e.g. --pgbench-option=-N")
     a = ap.parse_args()
@@ -161,6 +220,13 @@ def main() -> None:
                 samples.setdefault(("pgbench_tps", m), []).append(rate)
                 samples.setdefault(("tx_per_cpu_s", m), []).append(per_cpu)
                 print(f"round {r + 1} {m}: tps {rate:.0f}, {per_cpu:.0f} tx per CPU second", file=sys.stderr)
+        for r in range(a.concurrent_rounds):
+            both = tps_concurrent(pairs, a.seconds, ("enc", "plain") if r % 2 == 0 else ("plain", "enc"))
+            for m, (rate, per_cpu) in both.items():
+                samples.setdefault(("concurrent_tps", m), []).append(rate)
+                samples.setdefault(("concurrent_tx_per_cpu_s", m), []).append(per_cpu)
+            print(f"concurrent round {r + 1}: " + ", ".join(
+                f"{m} tps {v[0]:.0f}, {v[1]:.0f} tx per CPU second" for m, v in both.items()), file=sys.stderr)
         for r in range(a.replay_rounds):
             order = ("enc", "plain") if r % 2 == 0 else ("plain", "enc")
             for m in order:
@@ -179,18 +245,20 @@ def main() -> None:
         for p, s in pairs.values():
             s.stop(quiet=True)
             p.stop(quiet=True)
-    ratios = {w: [e / p_ for e, p_ in zip(samples[(w, "enc")], samples[(w, "plain")])]
-              for w in ("pgbench_tps", "tx_per_cpu_s", "replay_mbps")}
+    rows = [("pgbench_tps", "tps", 0.95), ("tx_per_cpu_s", "tx/cpu-s", None)]
+    if a.concurrent_rounds:
+        rows += [("concurrent_tps", "tps", None), ("concurrent_tx_per_cpu_s", "tx/cpu-s", None)]
+    rows.append(("replay_mbps", "MB/s", None))
+    ratios = {w: [e / p_ for e, p_ in zip(samples[(w, "enc")], samples[(w, "plain")])] for w, _, _ in rows}
     rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"Measured {now} at commit `{rev}`, {os.cpu_count()} CPUs, {platform.release()}, "
-          f"{a.rounds} TPS rounds then {a.replay_rounds} replay rounds, pgbench -c 4 -j 2 {' '.join(PGBENCH_EXTRA)} -T {a.seconds}, scale 10, fsync = off, "
+          f"{a.rounds} TPS rounds, {a.concurrent_rounds} concurrent rounds, then {a.replay_rounds} replay rounds, pgbench -c 4 -j 2 {' '.join(PGBENCH_EXTRA)} -T {a.seconds}, scale 10, fsync = off, "
           f"synchronous standby on the same host.\n")
     print("| workload | median plain | median enc | median of paired enc/plain [95 %] | range | goal | met? |")
     print("|---|---:|---:|---:|---|---|---|")
-    for w, unit, goal in (("pgbench_tps", "tps", 0.95), ("tx_per_cpu_s", "tx/cpu-s", None),
-                          ("replay_mbps", "MB/s", None)):
+    for w, unit, goal in rows:
         plain = statistics.median(samples[(w, "plain")])
         enc = statistics.median(samples[(w, "enc")])
         ratio, lo, hi = median_ci(ratios[w], w)
