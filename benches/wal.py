@@ -90,9 +90,9 @@ def reset_hot_tables(p: Cluster, s: Cluster) -> None:
     """What pgbench does before a run unless -n (vacuum the branch and
     teller tables, empty the history), outside the measured CPU and with
     the standby caught up. Without it the two pairs' 10- and 100-row tables
-    drift apart (one run: 1 page against 18-22 after 24 runs), and with
-    them the CPU that PostgreSQL's heap scan and visibility code takes per
-    transaction (3-29 µs of perf samples between the pairs)."""
+    drift apart (one run: 1 page against 18-22 after 24 runs), and the
+    heap scan and visibility code that reads them differed between the
+    pairs by 3-29 µs of perf samples per transaction (DECISIONS.md #69)."""
     p.sql("VACUUM pgbench_branches, pgbench_tellers")
     p.sql("TRUNCATE pgbench_history")
     caught_up(p, s)

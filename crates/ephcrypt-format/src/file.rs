@@ -228,9 +228,9 @@ enum Plain<'a> {
 pub struct SealedFile {
     cipher: FileCipher,
     mode: Mode,
-    /// Ciphertext scratch; also a scratch metadata page for reads when every
-    /// cache slot is dirty.
-    phys: Box<[u8; BLOCK_SIZE]>,
+    /// Ciphertext scratch (page-aligned); also a scratch metadata page for
+    /// reads when every cache slot is dirty.
+    phys: AlignedBlock,
     cache: Box<[u8; BLOCK_SIZE]>,
     cache_index: Option<u64>,
     cache_len: usize,
@@ -351,6 +351,51 @@ fn boxed<const N: usize>() -> Result<Box<[u8; N]>> {
     match try_vec(N, 0u8)?.into_boxed_slice().try_into() {
         Ok(b) => Ok(b),
         Err(_) => unreachable!("length is N by construction"),
+    }
+}
+
+/// Where [`AlignedBlock`] starts: a page boundary.
+const IO_ALIGN: usize = 4096;
+
+/// A block buffer at a page-aligned address: the source of every data
+/// `pwrite` of a sealed block, and the target of partial-block reads, so
+/// that the kernel's copy between it and the page cache runs page against
+/// page as it does for PostgreSQL's own (aligned) buffers. Safe code: a
+/// `Vec` with [`IO_ALIGN`] - 1 bytes of slack, seen from its first aligned
+/// byte.
+struct AlignedBlock {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBlock {
+    fn new() -> Result<Self> {
+        let buf = try_vec(BLOCK_SIZE + IO_ALIGN - 1, 0u8)?;
+        // `align_offset` may refuse (usize::MAX): then unaligned, as before.
+        let start = match buf.as_ptr().align_offset(IO_ALIGN) {
+            a if a < IO_ALIGN => a,
+            _ => 0,
+        };
+        Ok(Self { buf, start })
+    }
+}
+
+impl std::ops::Deref for AlignedBlock {
+    type Target = [u8; BLOCK_SIZE];
+    fn deref(&self) -> &Self::Target {
+        match self.buf[self.start..self.start + BLOCK_SIZE].try_into() {
+            Ok(b) => b,
+            Err(_) => unreachable!("the buffer has BLOCK_SIZE bytes from start"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBlock {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match (&mut self.buf[self.start..self.start + BLOCK_SIZE]).try_into() {
+            Ok(b) => b,
+            Err(_) => unreachable!("the buffer has BLOCK_SIZE bytes from start"),
+        }
     }
 }
 
@@ -486,7 +531,7 @@ impl SealedFile {
         Ok(Self {
             cipher,
             mode,
-            phys: boxed()?,
+            phys: AlignedBlock::new()?,
             cache: boxed()?,
             cache_index: None,
             cache_len: 0,
