@@ -1,9 +1,9 @@
 //! Every data block `SealedFile` writes, and every partial block it reads
 //! for itself, goes through a page-aligned buffer (FORMAT.md §8, memory per
-//! open file): the kernel then copies page against page, as for
-//! PostgreSQL's own aligned buffers. Measured on this machine: a pread of
-//! 8 KiB from the page cache into a buffer 16 bytes past a page boundary
-//! cost +0.21 µs against an aligned one (docs/DECISIONS.md #68).
+//! open file): the kernel then copies page against page. Measured on this
+//! machine: a pread of 8 KiB from the page cache into a buffer 16 bytes
+//! past a page boundary cost +0.21 and +0.33 µs against an aligned one
+//! (docs/DECISIONS.md #68).
 
 use ephcrypt_format::{
     EpochKey, FileName, FormatError, Mode, NonceSequence, PhysicalIo, SealedFile, VecIo,
