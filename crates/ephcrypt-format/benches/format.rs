@@ -468,11 +468,11 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("metadata_page");
     // A full, final group 0: the largest MAC input a page has anyway.
     let mut page = [0u8; PAGE_SIZE];
-    meta::init(&mut page, ops.cipher.header_bytes(), 0);
+    let _ = meta::init(&mut page, ops.cipher.header_bytes(), 0);
     for j in 0..256 {
-        meta::set_entry(&mut page, j, &[j as u8; 12], &[!(j as u8); 16]);
+        let _ = meta::set_entry(&mut page, j, &[j as u8; 12], &[!(j as u8); 16]);
     }
-    meta::set_state(
+    let _ = meta::set_state(
         &mut page,
         meta::GroupState {
             count: 256,

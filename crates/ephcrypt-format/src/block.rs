@@ -10,7 +10,9 @@ use aws_lc_rs::{constant_time, hmac};
 use crate::error::{FormatError, Result};
 use crate::header::{header_prefix, Header};
 use crate::keys::{derive_file_keys, EpochKey, FileName};
-use crate::layout::{AAD_LEN, BLOCK_SIZE, HEADER_LEN, HEADER_PREFIX_LEN, NONCE_LEN, TAG_LEN};
+use crate::layout::{
+    AAD_LEN, BLOCK_SIZE, HEADER_LEN, HEADER_PREFIX_LEN, NONCE_LEN, PAGE_SIZE, TAG_LEN,
+};
 use crate::meta::{self, GroupState, Page, OFF_GROUP, OFF_MAC_NONCE, OFF_MAC_TAG};
 
 /// The last 4 bytes of a published page's trailer (FORMAT.md §8.3).
@@ -268,12 +270,18 @@ impl FileCipher {
     /// Stamp `page` as group `group`'s published version (FORMAT.md §8.3):
     /// header copy, group index, and in the MAC trailer `nonce` twice over
     /// (as nonce, and as the first 12 tag bytes before `"POOL"`). No MAC.
-    pub fn stamp_published(&self, group: u64, nonce: [u8; NONCE_LEN], page: &mut Page) {
+    pub fn stamp_published(
+        &self,
+        group: u64,
+        nonce: [u8; NONCE_LEN],
+        page: &mut Page,
+    ) -> meta::Touched {
         page[..HEADER_LEN].copy_from_slice(&self.header);
         page[OFF_GROUP..OFF_GROUP + 8].copy_from_slice(&group.to_le_bytes());
         page[OFF_MAC_NONCE..OFF_MAC_TAG].copy_from_slice(&nonce);
         page[OFF_MAC_TAG..OFF_MAC_TAG + NONCE_LEN].copy_from_slice(&nonce);
         page[OFF_MAC_TAG + NONCE_LEN..].copy_from_slice(PUBLISHED_STAMP);
+        meta::Touched::range(0, OFF_GROUP + 8).or(meta::Touched::range(OFF_MAC_NONCE, PAGE_SIZE))
     }
 
     /// Check a page taken from the pool as group `group`'s (FORMAT.md

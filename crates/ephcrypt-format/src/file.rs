@@ -15,7 +15,7 @@ use crate::layout::{
     BlockSpans, PhysicalShape, BLOCK_SIZE, GROUP_BLOCKS, HEADER_LEN, MAX_LOGICAL_SIZE, NONCE_LEN,
     PAGE_SIZE, TAG_LEN,
 };
-use crate::meta::{self, GroupState, Page, OFF_MAC_NONCE};
+use crate::meta::{self, GroupState, Page, Touched, OFF_MAC_NONCE};
 use crate::nonce::NonceSource;
 
 const B: u64 = BLOCK_SIZE as u64;
@@ -80,29 +80,59 @@ pub trait PhysicalIo {
     }
 
     /// Publish group `group`'s stamped, unsealed page of the file `file_id`
-    /// in the pool, replacing the version it holds. `Ok(false)`: the pool
-    /// holds no page of that group and has no room; the caller writes the
-    /// page through (sealed).
+    /// in the pool, replacing the version it holds, and return the new
+    /// version's number. `base`: `page` is the pool's version
+    /// `base.version` but for the chunks `base.changed`; while that is
+    /// still the pool's version, only those chunks need copying (any other
+    /// version: all of the page). `Ok(None)`: the pool holds no page of
+    /// that group and has no room; the caller writes the page through
+    /// (sealed).
     fn publish_page(
         &mut self,
         _file_id: &[u8; 16],
         _group: u64,
         _page: &Page,
-    ) -> Result<bool, Self::Error> {
-        Ok(false)
+        _base: Option<PoolBase>,
+    ) -> Result<Option<u64>, Self::Error> {
+        Ok(None)
     }
 
-    /// Copy the pool's page of group `group` of `file_id` into `page`.
-    /// `Ok(false)`: the pool holds none (read the disk); `page` may then
-    /// hold anything.
+    /// The pool's page of group `group` of `file_id`. `have`: `page`
+    /// already holds the pool's version `have`; if that is still the
+    /// pool's version, [`Published::Current`] and nothing is copied.
+    /// Otherwise the page is copied into `page` ([`Published::Copied`]),
+    /// or the pool holds none ([`Published::Absent`]: read the disk;
+    /// `page` may then hold anything).
     fn published_page(
         &mut self,
         _file_id: &[u8; 16],
         _group: u64,
         _page: &mut Page,
-    ) -> Result<bool, Self::Error> {
-        Ok(false)
+        _have: Option<u64>,
+    ) -> Result<Published, Self::Error> {
+        Ok(Published::Absent)
     }
+}
+
+/// A cached page as the pool knows it (FORMAT.md §8.3): the pool version
+/// it was copied from or published as, and the chunks changed in it since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolBase {
+    /// The pool's version number.
+    pub version: u64,
+    /// Chunks of the page that may differ from that version.
+    pub changed: Touched,
+}
+
+/// What [`PhysicalIo::published_page`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The pool holds no page of the group.
+    Absent,
+    /// The caller's copy is the pool's current version; nothing copied.
+    Current,
+    /// The pool's page, copied; its version.
+    Copied(u64),
 }
 
 /// Who may use the file while this handle exists (FORMAT.md §8).
@@ -207,6 +237,32 @@ struct Slot {
     group: u64,
     state: SlotState,
     last_use: u64,
+    /// Shared mode with a pool: the page is the pool's version `pool` but
+    /// for the chunks `changed` (FORMAT.md §8.3); `None`: unknown (loaded
+    /// from disk, sealed, new), the next publish copies all of it.
+    pool: Option<u64>,
+    changed: Touched,
+}
+
+impl Slot {
+    const FREE: Self = Self {
+        group: 0,
+        state: SlotState::Free,
+        last_use: 0,
+        pool: None,
+        changed: Touched(0),
+    };
+
+    fn touch(&mut self, t: Touched) {
+        self.changed = self.changed.or(t);
+    }
+
+    /// The page came whole from the pool's version `version` (or, `None`,
+    /// from anywhere else).
+    fn set_origin(&mut self, version: Option<u64>) {
+        self.pool = version;
+        self.changed = Touched(0);
+    }
 }
 
 /// Where a block's plaintext comes from (the cache is a field of `self`, so
@@ -427,7 +483,8 @@ fn block_starts_with<I: PhysicalIo>(
 
 /// Read and verify group `group`'s page into `page` (FORMAT.md §5.5, §7.1):
 /// MAC, position, then (if given) the state the length implies and the
-/// digest this process remembers.
+/// digest this process remembers. Also returns the pool version the page
+/// was copied from, if it came from the pool.
 fn load_page<I: PhysicalIo>(
     cipher: &FileCipher,
     io: &mut I,
@@ -435,8 +492,17 @@ fn load_page<I: PhysicalIo>(
     group: u64,
     expect: Option<(u16, u16, bool)>,
     digests: Option<&mut Vec<[u8; TAG_LEN]>>,
-) -> Result<GroupState, I::Error> {
-    let state = if io.publishes() && io.published_page(&cipher.file_id(), group, page)? {
+) -> Result<(GroupState, Option<u64>), I::Error> {
+    let published = if io.publishes() {
+        match io.published_page(&cipher.file_id(), group, page, None)? {
+            Published::Copied(v) => Some(v),
+            // (`Current` needs a `have`: not asked.)
+            Published::Absent | Published::Current => None,
+        }
+    } else {
+        None
+    };
+    let state = if published.is_some() {
         // FORMAT.md §8.3: newer than the disk's, checked but not MACed.
         cipher.check_published(group, page)?
     } else {
@@ -464,7 +530,7 @@ fn load_page<I: PhysicalIo>(
             return Err(FormatError::MetadataReplayed { group }.into());
         }
     }
-    Ok(state)
+    Ok((state, published))
 }
 
 /// A block's nonce and tag, and its previous version's when the page's
@@ -542,14 +608,7 @@ impl SealedFile {
             last_head: None,
             cache_head: [0; meta::HEAD_LEN],
             pages: try_vec(slots * PAGE_SIZE, 0u8)?,
-            slots: try_vec(
-                slots,
-                Slot {
-                    group: 0,
-                    state: SlotState::Free,
-                    last_use: 0,
-                },
-            )?,
+            slots: try_vec(slots, Slot::FREE)?,
             max_slots: slots,
             evicted: [u64::MAX; EVICTED_RING],
             evicted_next: 0,
@@ -600,8 +659,9 @@ impl SealedFile {
         }
         f.len = Some(0);
         let s = 0;
-        meta::init(page_at(&mut f.pages, s), f.cipher.header_bytes(), 0);
-        meta::set_state(
+        // A new page, in no pool (`Slot::FREE` has no origin).
+        let _ = meta::init(page_at(&mut f.pages, s), f.cipher.header_bytes(), 0);
+        let _ = meta::set_state(
             page_at(&mut f.pages, s),
             GroupState {
                 count: 0,
@@ -612,7 +672,7 @@ impl SealedFile {
         f.slots[s] = Slot {
             group: 0,
             state: SlotState::Dirty,
-            last_use: 0,
+            ..Slot::FREE
         };
         // Through to disk even where pages are published (FORMAT.md §8.3):
         // other processes open the file by its header.
@@ -675,12 +735,14 @@ impl SealedFile {
         } else {
             None
         };
-        let state0 = load_page(&f.cipher, io, page_at(&mut f.pages, s), 0, None, digests)?;
+        let (state0, origin) =
+            load_page(&f.cipher, io, page_at(&mut f.pages, s), 0, None, digests)?;
         f.slots[s] = Slot {
             group: 0,
             state: SlotState::Clean,
-            last_use: 0,
+            ..Slot::FREE
         };
+        f.slots[s].set_origin(origin);
         let len = f.establish_len(io)?;
         if expected_group_state(len, 0) != Some(state0.tuple()) {
             return Err(FormatError::MetadataReplayed { group: 0 }.into());
@@ -1177,13 +1239,14 @@ impl SealedFile {
                 match slot {
                     Some(s) => {
                         let page = page_at(&mut self.pages, s);
-                        let st = load_page(&self.cipher, io, page, group, None, digests)?;
+                        let (st, origin) = load_page(&self.cipher, io, page, group, None, digests)?;
                         let tag = meta::mac_tag(page);
                         self.mark(s, group, SlotState::Clean);
+                        self.slots[s].set_origin(origin);
                         self.note_reload(group, tag);
                         st
                     }
-                    None => load_page(&self.cipher, io, &mut self.phys, group, None, digests)?,
+                    None => load_page(&self.cipher, io, &mut self.phys, group, None, digests)?.0,
                 }
             }
         };
@@ -1403,20 +1466,20 @@ impl SealedFile {
         // Commit (no failure from here on).
         let page = page_at(&mut self.pages, s);
         if let Some((k, nonce, tag)) = resealed {
-            meta::replace_entry(page, slot_in_group(k), &nonce, &tag);
+            self.slots[s].touch(meta::replace_entry(page, slot_in_group(k), &nonce, &tag));
             self.cache_index = Some(k);
             self.cache_len = cut_len;
             self.cache_kept = false;
         }
         if let Some((count, last_len, final_group)) = expected_group_state(new_len, group) {
-            meta::set_state(
+            self.slots[s].touch(meta::set_state(
                 page,
                 GroupState {
                     count,
                     last_len,
                     final_group,
                 },
-            );
+            ));
         }
         self.mark(s, group, SlotState::Dirty);
         for slot in self.slots.iter_mut() {
@@ -1542,12 +1605,13 @@ impl SealedFile {
                 // the entry must say so before the record moves on.
                 let k = group * GROUP_BLOCKS as u64 + p.entry as u64;
                 if !block_starts_with(io, k, block_plain_len(len, k), &p.new_head)? {
-                    meta::set_entry(page, p.entry, &p.nonce, &p.tag);
+                    self.slots[target].touch(meta::set_entry(page, p.entry, &p.nonce, &p.tag));
                 }
             }
             let j = slot_in_group(index);
-            meta::keep_previous(page, j, &self.phys[..n]);
-            meta::set_entry(page, j, &nonce, &tag);
+            let kept = meta::keep_previous(page, j, &self.phys[..n]);
+            let set = meta::set_entry(page, j, &nonce, &tag);
+            self.slots[target].touch(kept.or(set));
             self.mark(target, group, SlotState::Dirty);
             self.last_ahead = None;
             if let Err(e) = self.write_back(io, nonces, target) {
@@ -1575,7 +1639,8 @@ impl SealedFile {
                 }
             }
             let header = *self.cipher.header_bytes();
-            meta::init(page_at(&mut self.pages, target), &header, group);
+            let fresh = meta::init(page_at(&mut self.pages, target), &header, group);
+            self.slots[target].touch(fresh);
             self.set_group_state(prev, group - 1, new_len);
             if self.is_private() {
                 self.digests.push(UNKNOWN);
@@ -1583,7 +1648,7 @@ impl SealedFile {
         }
         let page = page_at(&mut self.pages, target);
         let j = slot_in_group(index);
-        meta::replace_entry(page, j, &nonce, &tag);
+        self.slots[target].touch(meta::replace_entry(page, j, &nonce, &tag));
         self.set_group_state(target, group, new_len);
         self.len = Some(new_len);
         Ok(())
@@ -1593,24 +1658,35 @@ impl SealedFile {
     /// bytes, and mark it dirty.
     fn set_group_state(&mut self, s: usize, group: u64, len: u64) {
         if let Some((count, last_len, final_group)) = expected_group_state(len, group) {
-            meta::set_state(
+            self.slots[s].touch(meta::set_state(
                 page_at(&mut self.pages, s),
                 GroupState {
                     count,
                     last_len,
                     final_group,
                 },
-            );
+            ));
         }
         self.mark(s, group, SlotState::Dirty);
     }
 
+    /// Slot `s` holds group `group`'s page in `state`. What the pool knows
+    /// of the page is kept only while the slot keeps its group (a load
+    /// sets it afresh: [`Slot::set_origin`]).
     fn mark(&mut self, s: usize, group: u64, state: SlotState) {
         self.tick += 1;
+        let old = self.slots[s];
+        let (pool, changed) = if old.state != SlotState::Free && old.group == group {
+            (old.pool, old.changed)
+        } else {
+            (None, Touched(0))
+        };
         self.slots[s] = Slot {
             group,
             state,
             last_use: self.tick,
+            pool,
+            changed,
         };
     }
 
@@ -1639,15 +1715,23 @@ impl SealedFile {
             // published version since drained).
             let fid = self.cipher.file_id();
             let page = page_at(&mut self.pages, s);
-            let found = io.published_page(&fid, group, page)?;
-            let state = if found {
-                self.cipher.check_published(group, page).ok()
-            } else {
-                None
+            // A stale page has no changes of its own (those made it dirty,
+            // and a dirty page is dropped, not kept stale).
+            let slot = self.slots[s];
+            let have = slot.pool.filter(|_| slot.changed == Touched(0));
+            let found = io.published_page(&fid, group, page, have)?;
+            let state = match found {
+                // The page this handle checked or published itself.
+                Published::Current => meta::state(page),
+                Published::Copied(v) => {
+                    self.slots[s].set_origin(Some(v));
+                    self.cipher.check_published(group, page).ok()
+                }
+                Published::Absent => None,
             };
             let Some(state) = state else {
                 self.slots[s].state = SlotState::Free;
-                if found {
+                if found != Published::Absent {
                     return Err(FormatError::MetadataAuthFailed { group }.into());
                 }
                 return Ok(None);
@@ -1758,11 +1842,7 @@ impl SealedFile {
         self.slots.try_reserve_exact(1).ok()?;
         let s = self.slots.len();
         self.pages.resize((s + 1) * PAGE_SIZE, 0);
-        self.slots.push(Slot {
-            group: 0,
-            state: SlotState::Free,
-            last_use: 0,
-        });
+        self.slots.push(Slot::FREE);
         Some(s)
     }
 
@@ -1796,9 +1876,10 @@ impl SealedFile {
             None
         };
         let page = page_at(&mut self.pages, s);
-        load_page(&self.cipher, io, page, group, expect, digests)?;
+        let (_, origin) = load_page(&self.cipher, io, page, group, expect, digests)?;
         let tag = meta::mac_tag(page);
         self.mark(s, group, SlotState::Clean);
+        self.slots[s].set_origin(origin);
         self.note_reload(group, tag);
         Ok(())
     }
@@ -1915,9 +1996,16 @@ impl SealedFile {
             let nonce = nonces.next_nonce()?;
             let fid = self.cipher.file_id();
             let page = page_at(&mut self.pages, s);
-            self.cipher.stamp_published(group, nonce, page);
-            if io.publish_page(&fid, group, page)? {
-                self.slots[s].state = SlotState::Clean;
+            let stamp = self.cipher.stamp_published(group, nonce, page);
+            let slot = &mut self.slots[s];
+            slot.touch(stamp);
+            let base = slot.pool.map(|version| PoolBase {
+                version,
+                changed: slot.changed,
+            });
+            if let Some(version) = io.publish_page(&fid, group, page, base)? {
+                slot.state = SlotState::Clean;
+                slot.set_origin(Some(version));
                 return Ok(());
             }
         }
@@ -1935,6 +2023,8 @@ impl SealedFile {
         let group = self.slots[s].group;
         let nonce = nonces.next_nonce()?;
         let page = page_at(&mut self.pages, s);
+        // Sealed, the page is no longer any version of the pool's.
+        self.slots[s].set_origin(None);
         let tag = self.cipher.seal_metadata(group, nonce, page)?;
         io.write_all_at(&page[..], meta_offset(group))?;
         self.slots[s].state = SlotState::Clean;

@@ -82,9 +82,9 @@ pub fn fuzz_sealed_block(index: u64, plain_len: usize) -> Vec<u8> {
 #[must_use]
 pub fn fuzz_metadata_page(group: u64, count: u16, final_group: bool) -> Vec<u8> {
     let mut page = [0u8; PAGE_SIZE];
-    meta::init(&mut page, &fuzz_header_bytes(), group);
+    let _ = meta::init(&mut page, &fuzz_header_bytes(), group);
     for j in 0..usize::from(count) {
-        meta::set_entry(
+        let _ = meta::set_entry(
             &mut page,
             j,
             &[j as u8 | 1; NONCE_LEN],
@@ -104,7 +104,7 @@ pub fn fuzz_metadata_page(group: u64, count: u16, final_group: bool) -> Vec<u8> 
             final_group,
         }
     };
-    meta::set_state(&mut page, state);
+    let _ = meta::set_state(&mut page, state);
     fuzz_cipher()
         .0
         .seal_metadata(group, nonce_for(group ^ 0xFF), &mut page)

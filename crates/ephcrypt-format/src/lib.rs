@@ -22,8 +22,8 @@ mod nonce;
 pub use block::FileCipher;
 pub use error::{FormatError, Result};
 pub use file::{
-    Mode, PhysicalIo, Remembered, SealedFile, VecIo, DEFAULT_CACHE_GROUPS, DIGEST_RESERVE,
-    MAX_CACHE_GROUPS, MIN_CACHE_GROUPS,
+    Mode, PhysicalIo, PoolBase, Published, Remembered, SealedFile, VecIo, DEFAULT_CACHE_GROUPS,
+    DIGEST_RESERVE, MAX_CACHE_GROUPS, MIN_CACHE_GROUPS,
 };
 pub use header::{header_prefix, sniff, Header, Sniff};
 pub use keys::{EpochKey, FileName, SecretBytes32, KEY_LEN, MAX_NAME_LEN};

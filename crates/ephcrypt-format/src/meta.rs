@@ -51,6 +51,42 @@ pub const FLAG_FINAL: u8 = 1;
 
 const _: () = assert!(END_PREVIOUS <= OFF_MAC_NONCE);
 
+/// Bytes per bit of a [`Touched`] mask: a page is 64 chunks.
+pub const CHUNK_LEN: usize = PAGE_SIZE / 64;
+
+/// Which 128-byte chunks of a page a change wrote (bit `i`: bytes
+/// `128*i..128*(i+1)`), so that a pool publish copies only those
+/// (FORMAT.md §8.3). A writer that drops one would publish a page the pool
+/// does not hold: every mutator here returns the chunks it wrote.
+#[must_use = "a change's chunks must be recorded for the page pool"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Touched(pub u64);
+
+impl Touched {
+    /// Every chunk.
+    pub const ALL: Self = Self(u64::MAX);
+
+    /// The chunks that hold bytes `start..end`.
+    pub const fn range(start: usize, end: usize) -> Self {
+        if start >= end {
+            return Self(0);
+        }
+        let first = start / CHUNK_LEN;
+        let last = (end - 1) / CHUNK_LEN;
+        let upto = if last >= 63 {
+            u64::MAX
+        } else {
+            (1u64 << (last + 1)) - 1
+        };
+        Self(upto & !((1u64 << first) - 1))
+    }
+
+    /// Both.
+    pub const fn or(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
 /// The record of a group, as stored in its page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupState {
@@ -86,10 +122,11 @@ impl GroupState {
 
 /// A fresh page for `group`: the header copy, the group index, everything
 /// else zero (count 0, not final).
-pub fn init(page: &mut Page, header: &[u8; HEADER_LEN], group: u64) {
+pub fn init(page: &mut Page, header: &[u8; HEADER_LEN], group: u64) -> Touched {
     page.fill(0);
     page[..HEADER_LEN].copy_from_slice(header);
     page[OFF_GROUP..OFF_GROUP + 8].copy_from_slice(&group.to_le_bytes());
+    Touched::ALL
 }
 
 /// The group index stored in the page.
@@ -118,7 +155,7 @@ pub fn state(page: &Page) -> Option<GroupState> {
 /// holds nothing about blocks that no longer exist). Precondition, kept by
 /// every writer of this crate: no entry is set past the larger of the old
 /// and the new count (checked in debug builds).
-pub fn set_state(page: &mut Page, s: GroupState) {
+pub fn set_state(page: &mut Page, s: GroupState) -> Touched {
     // Entries past the stored count are zero in every page this code
     // builds or verifies (a fresh page is all zero, and an entry past the
     // count is only set right before the count grows over it): only the
@@ -141,13 +178,16 @@ pub fn set_state(page: &mut Page, s: GroupState) {
     page[OFF_COUNT..OFF_COUNT + 2].copy_from_slice(&s.count.to_le_bytes());
     page[OFF_LAST_LEN..OFF_LAST_LEN + 2].copy_from_slice(&s.last_len.to_le_bytes());
     page[OFF_FLAGS] = if s.final_group { FLAG_FINAL } else { 0 };
+    let mut touched = Touched::range(OFF_COUNT, OFF_FLAGS + 1);
     let used = OFF_ENTRIES + usize::from(s.count) * ENTRY_LEN;
     if used < old_used {
         page[used..old_used].fill(0);
+        touched = touched.or(Touched::range(used, old_used));
     }
     if previous(page).is_some_and(|p| p.entry >= usize::from(s.count)) {
-        clear_previous(page);
+        touched = touched.or(clear_previous(page));
     }
+    touched
 }
 
 /// The previous-version record, if any (and if it names an entry): the
@@ -179,7 +219,7 @@ pub fn previous(page: &Page) -> Option<Previous> {
 /// Record entry `j`'s current nonce and tag as its previous version, and
 /// the head of the ciphertext about to be written (`new_ct`, its first
 /// `HEAD_LEN` bytes, zero-padded).
-pub fn keep_previous(page: &mut Page, j: usize, new_ct: &[u8]) {
+pub fn keep_previous(page: &mut Page, j: usize, new_ct: &[u8]) -> Touched {
     debug_assert!(j < GROUP_BLOCKS);
     let (nonce, tag) = entry(page, j);
     page[OFF_PREVIOUS..OFF_PREVIOUS + 2].copy_from_slice(&(j as u16 + 1).to_le_bytes());
@@ -187,6 +227,7 @@ pub fn keep_previous(page: &mut Page, j: usize, new_ct: &[u8]) {
     page[at..at + NONCE_LEN].copy_from_slice(&nonce);
     page[at + NONCE_LEN..at + ENTRY_LEN].copy_from_slice(&tag);
     page[at + ENTRY_LEN..END_PREVIOUS].copy_from_slice(&head_of(new_ct));
+    Touched::range(OFF_PREVIOUS, END_PREVIOUS)
 }
 
 /// The first [`HEAD_LEN`] bytes of a block's ciphertext, zero-padded: what a
@@ -202,16 +243,23 @@ pub fn head_of(ct: &[u8]) -> [u8; HEAD_LEN] {
 /// Store entry `j` for a write that is not a write ahead: a record naming
 /// `j` goes with the version it described (it could no longer tell which
 /// version is on disk).
-pub fn replace_entry(page: &mut Page, j: usize, nonce: &[u8; NONCE_LEN], tag: &[u8; TAG_LEN]) {
-    set_entry(page, j, nonce, tag);
+pub fn replace_entry(
+    page: &mut Page,
+    j: usize,
+    nonce: &[u8; NONCE_LEN],
+    tag: &[u8; TAG_LEN],
+) -> Touched {
+    let touched = set_entry(page, j, nonce, tag);
     if previous(page).is_some_and(|p| p.entry == j) {
-        clear_previous(page);
+        return touched.or(clear_previous(page));
     }
+    touched
 }
 
 /// Drop the previous-version record.
-pub fn clear_previous(page: &mut Page) {
+pub fn clear_previous(page: &mut Page) -> Touched {
     page[OFF_PREVIOUS..END_PREVIOUS].fill(0);
+    Touched::range(OFF_PREVIOUS, END_PREVIOUS)
 }
 
 /// Entry `j`: nonce and tag of the group's `j`-th data block.
@@ -226,10 +274,16 @@ pub fn entry(page: &Page, j: usize) -> ([u8; NONCE_LEN], [u8; TAG_LEN]) {
 }
 
 /// Store entry `j`.
-pub fn set_entry(page: &mut Page, j: usize, nonce: &[u8; NONCE_LEN], tag: &[u8; TAG_LEN]) {
+pub fn set_entry(
+    page: &mut Page,
+    j: usize,
+    nonce: &[u8; NONCE_LEN],
+    tag: &[u8; TAG_LEN],
+) -> Touched {
     let at = OFF_ENTRIES + j * ENTRY_LEN;
     page[at..at + NONCE_LEN].copy_from_slice(nonce);
     page[at + NONCE_LEN..at + ENTRY_LEN].copy_from_slice(tag);
+    Touched::range(at, at + ENTRY_LEN)
 }
 
 /// The stored MAC tag: the page's digest (FORMAT.md §5.5).
@@ -244,6 +298,44 @@ pub fn mac_tag(page: &Page) -> [u8; TAG_LEN] {
 mod tests {
     use super::*;
 
+    /// Apply `f` to `p` and check that every byte it changed lies in the
+    /// chunks it reports.
+    fn checked(p: &mut Page, f: impl FnOnce(&mut Page) -> Touched) {
+        let before = *p;
+        let touched = f(p);
+        for (i, (a, b)) in before.iter().zip(p.iter()).enumerate() {
+            if a != b {
+                assert!(
+                    touched.0 & (1 << (i / CHUNK_LEN)) != 0,
+                    "byte {i} changed outside the reported chunks {:#x}",
+                    touched.0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn touched_ranges() {
+        assert_eq!(Touched::range(0, 0), Touched(0));
+        assert_eq!(Touched::range(0, 1), Touched(1));
+        assert_eq!(Touched::range(127, 129), Touched(0b11));
+        assert_eq!(Touched::range(128, 256), Touched(0b10));
+        assert_eq!(Touched::range(OFF_MAC_NONCE, PAGE_SIZE), Touched(1 << 63));
+        assert_eq!(Touched::range(0, PAGE_SIZE), Touched::ALL);
+    }
+
+    #[test]
+    fn control_checked_catches_an_unreported_change() {
+        let mut p = [0u8; PAGE_SIZE];
+        let missed = std::panic::catch_unwind(move || {
+            checked(&mut p, |p| {
+                p[OFF_MAC_TAG] = 1;
+                Touched::range(0, 64)
+            })
+        });
+        assert!(missed.is_err());
+    }
+
     #[test]
     fn layout_matches_format_md() {
         assert_eq!(END_ENTRIES, 7296);
@@ -255,22 +347,24 @@ mod tests {
     #[test]
     fn accessors_round_trip_and_set_state_clears_stale_entries() {
         let mut p = [0xAAu8; PAGE_SIZE];
-        init(&mut p, &[7; HEADER_LEN], 5);
+        checked(&mut p, |p| init(p, &[7; HEADER_LEN], 5));
         assert_eq!(group(&p), 5);
         assert_eq!(&p[..64], &[7; 64]);
         assert!(p[64 + 8..].iter().all(|&b| b == 0));
         for j in 0..3 {
-            set_entry(&mut p, j, &[j as u8 + 1; 12], &[0x10 + j as u8; 16]);
+            checked(&mut p, |p| {
+                set_entry(p, j, &[j as u8 + 1; 12], &[0x10 + j as u8; 16])
+            });
         }
         let s = GroupState {
             count: 3,
             last_len: 100,
             final_group: true,
         };
-        set_state(&mut p, s);
+        checked(&mut p, |p| set_state(p, s));
         assert_eq!(state(&p), Some(s));
         assert_eq!(entry(&p, 2), ([3; 12], [0x12; 16]));
-        set_state(&mut p, GroupState { count: 1, ..s });
+        checked(&mut p, |p| set_state(p, GroupState { count: 1, ..s }));
         assert_eq!(entry(&p, 1), ([0; 12], [0; 16]));
         assert_eq!(entry(&p, 0), ([1; 12], [0x10; 16]));
         p[OFF_FLAGS] = 2;
@@ -280,7 +374,7 @@ mod tests {
     #[test]
     fn set_state_zeroes_exactly_the_entries_a_smaller_count_drops() {
         let mut p = [0u8; PAGE_SIZE];
-        init(&mut p, &[7; HEADER_LEN], 0);
+        checked(&mut p, |p| init(p, &[7; HEADER_LEN], 0));
         let s = |count| GroupState {
             count,
             last_len: 10,
@@ -288,26 +382,28 @@ mod tests {
         };
         // Appends: each entry set right before the count grows over it.
         for j in 0..200usize {
-            set_entry(&mut p, j, &[1 + (j % 250) as u8; 12], &[2; 16]);
-            set_state(&mut p, s(j as u16 + 1));
+            checked(&mut p, |p| {
+                set_entry(p, j, &[1 + (j % 250) as u8; 12], &[2; 16])
+            });
+            checked(&mut p, |p| set_state(p, s(j as u16 + 1)));
         }
         assert!(p[OFF_ENTRIES + 200 * ENTRY_LEN..END_ENTRIES]
             .iter()
             .all(|&b| b == 0));
         // A cut to 50 entries zeroes 50..200; 0..50 are kept.
-        set_state(&mut p, s(50));
+        checked(&mut p, |p| set_state(p, s(50)));
         assert!(p[OFF_ENTRIES + 50 * ENTRY_LEN..END_ENTRIES]
             .iter()
             .all(|&b| b == 0));
         assert_eq!(entry(&p, 49), ([50; 12], [2; 16]));
         // Growing again over zeroed entries leaves them zero until set.
-        set_state(&mut p, s(60));
+        checked(&mut p, |p| set_state(p, s(60)));
         assert_eq!(entry(&p, 55), ([0; 12], [0; 16]));
         // A count field that is not a valid count (not a page this code
         // built): everything past the new count is zeroed.
-        set_entry(&mut p, 255, &[9; 12], &[9; 16]);
+        checked(&mut p, |p| set_entry(p, 255, &[9; 12], &[9; 16]));
         p[OFF_COUNT..OFF_COUNT + 2].copy_from_slice(&1000u16.to_le_bytes());
-        set_state(&mut p, s(60));
+        checked(&mut p, |p| set_state(p, s(60)));
         assert_eq!(entry(&p, 255), ([0; 12], [0; 16]));
         assert_eq!(entry(&p, 49), ([50; 12], [2; 16]));
     }
@@ -315,11 +411,11 @@ mod tests {
     #[test]
     fn previous_record_round_trips_and_goes_with_its_entry() {
         let mut p = [0u8; PAGE_SIZE];
-        init(&mut p, &[7; HEADER_LEN], 0);
+        checked(&mut p, |p| init(p, &[7; HEADER_LEN], 0));
         assert_eq!(previous(&p), None, "a fresh page has none");
-        set_entry(&mut p, 2, &[3; 12], &[4; 16]);
-        keep_previous(&mut p, 2, &[9, 8, 7]);
-        set_entry(&mut p, 2, &[5; 12], &[6; 16]);
+        checked(&mut p, |p| set_entry(p, 2, &[3; 12], &[4; 16]));
+        checked(&mut p, |p| keep_previous(p, 2, &[9, 8, 7]));
+        checked(&mut p, |p| set_entry(p, 2, &[5; 12], &[6; 16]));
         let want = Previous {
             entry: 2,
             nonce: [3; 12],
@@ -328,7 +424,7 @@ mod tests {
         };
         assert_eq!(previous(&p), Some(want));
         assert_eq!(entry(&p, 2), ([5; 12], [6; 16]));
-        keep_previous(&mut p, 2, &[1; 100]);
+        checked(&mut p, |p| keep_previous(p, 2, &[1; 100]));
         assert_eq!(previous(&p).unwrap().new_head, [1; 8]);
         assert_eq!(previous(&p).unwrap().nonce, [5; 12]);
         let s = GroupState {
@@ -336,18 +432,18 @@ mod tests {
             last_len: 100,
             final_group: true,
         };
-        set_state(&mut p, s);
+        checked(&mut p, |p| set_state(p, s));
         assert_eq!(
             previous(&p).map(|r| r.entry),
             Some(2),
             "entry 2 still exists"
         );
-        set_state(&mut p, GroupState { count: 2, ..s });
+        checked(&mut p, |p| set_state(p, GroupState { count: 2, ..s }));
         assert_eq!(previous(&p), None, "cut with its entry");
         // Out-of-range indexes name nothing.
         p[OFF_PREVIOUS..OFF_PREVIOUS + 2].copy_from_slice(&257u16.to_le_bytes());
         assert_eq!(previous(&p), None);
-        clear_previous(&mut p);
+        checked(&mut p, clear_previous);
         assert!(p[OFF_PREVIOUS..END_PREVIOUS].iter().all(|&b| b == 0));
     }
 

@@ -110,11 +110,11 @@ fn metadata_pages_match_reference() {
                 .collect();
             let mac_nonce = [group as u8 ^ 0x5A; 12];
             let mut page = [0xEEu8; PAGE_SIZE];
-            meta::init(&mut page, cipher.header_bytes(), group);
+            let _ = meta::init(&mut page, cipher.header_bytes(), group);
             for (j, (n, t)) in entries.iter().enumerate() {
-                meta::set_entry(&mut page, j, n, t);
+                let _ = meta::set_entry(&mut page, j, n, t);
             }
-            meta::set_state(
+            let _ = meta::set_state(
                 &mut page,
                 GroupState {
                     count,

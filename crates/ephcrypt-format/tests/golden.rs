@@ -124,11 +124,11 @@ fn metadata_page_vector() {
     // Group 0 with two blocks, the second 300 bytes long, final.
     let entries = vec![([1u8; 12], [2u8; 16]), ([3u8; 12], [4u8; 16])];
     let mut page = [0u8; PAGE_SIZE];
-    ephcrypt_format::meta::init(&mut page, cipher.header_bytes(), 0);
+    let _ = ephcrypt_format::meta::init(&mut page, cipher.header_bytes(), 0);
     for (j, (n, t)) in entries.iter().enumerate() {
-        ephcrypt_format::meta::set_entry(&mut page, j, n, t);
+        let _ = ephcrypt_format::meta::set_entry(&mut page, j, n, t);
     }
-    ephcrypt_format::meta::set_state(
+    let _ = ephcrypt_format::meta::set_state(
         &mut page,
         ephcrypt_format::meta::GroupState {
             count: 2,

@@ -114,7 +114,7 @@ fn a_pool_page_of_another_group_or_file_is_refused() {
     let (mut io, _w, _n, data) = published_file(16);
     let pool = io.pool.as_mut().unwrap();
     let g2 = pool.pages[&(FILE, 2)].clone();
-    pool.pages.insert((FILE, 1), g2);
+    pool.set_page((FILE, 1), g2);
     let mut r = open_shared(&mut io, false).unwrap();
     let mut out = vec![0u8; B];
     let e = r.read_at(&mut io, &mut out, 256 * B as u64).unwrap_err();
@@ -127,7 +127,7 @@ fn a_pool_page_of_another_group_or_file_is_refused() {
     let pool = io.pool.as_mut().unwrap();
     let mut other = pool.pages[&(FILE, 1)].clone();
     other[20] ^= 1; // inside the header copy (the file id)
-    pool.pages.insert((FILE, 1), other);
+    pool.set_page((FILE, 1), other);
     let mut r = open_shared(&mut io, false).unwrap();
     assert!(r.read_at(&mut io, &mut out, 256 * B as u64).is_err());
     // Control: untouched, the read works.
@@ -176,4 +176,102 @@ fn create_writes_page_zero_through_and_write_ahead_publishes_too() {
     assert!(wa.is_err(), "the disk's pages are older than the data");
     let _ = wa.as_mut();
     assert!(!io.log.iter().any(|&(meta, off)| meta && is_meta(off)));
+}
+
+/// Block by block, call by call, as a file-set member or a WAL segment is
+/// written: after the first publish of a group, each later one names only
+/// the chunks it changed (the test pool checks that they make the page),
+/// and a handle whose copy is the pool's current version is told so
+/// instead of copying the page again (checked too).
+#[test]
+fn publishes_name_their_chunks_and_current_copies_are_not_copied_again() {
+    let mut io = DyingIo::new(VecIo::default());
+    create_sealed(&mut io, &bytes(B, 1));
+    io.pool = Some(PagePool::with_room(16));
+    let mut w = open_shared(&mut io, false).unwrap();
+    let mut r = open_shared(&mut io, false).unwrap();
+    let mut nonces = NonceSequence::new([4; 8]);
+    let mut out = vec![0u8; B];
+    for k in 0..300usize {
+        let block = bytes(B, k as u8);
+        w.write_at(&mut io, &mut nonces, &block, (k * B) as u64)
+            .unwrap();
+        // A rewrite in place and a short tail: other chunks of the page.
+        if k % 7 == 3 {
+            w.write_at(&mut io, &mut nonces, &block[..100], (k * B) as u64)
+                .unwrap();
+        }
+        // The reader twice: once after the write, once with nothing new.
+        for _ in 0..2 {
+            assert_eq!(r.read_at(&mut io, &mut out, (k * B) as u64).unwrap(), B);
+            assert_eq!(out[..100], block[..100]);
+        }
+    }
+    // A cut back into group 0, then appends again.
+    w.set_len(&mut io, &mut nonces, (10 * B + 5) as u64)
+        .unwrap();
+    w.write_at(&mut io, &mut nonces, &bytes(B, 77), (10 * B) as u64)
+        .unwrap();
+    let pool = io.pool.as_ref().unwrap();
+    assert!(
+        pool.partial > 250,
+        "publishes of a known version copy their chunks only ({} of {})",
+        pool.partial,
+        pool.published
+    );
+    assert!(
+        pool.current > 250,
+        "lookups of a current copy: {}",
+        pool.current
+    );
+    let mut all = vec![0u8; 11 * B + 10];
+    assert_eq!(r.read_at(&mut io, &mut all, 0).unwrap(), 11 * B);
+    assert_eq!(all[10 * B..11 * B], bytes(B, 77)[..]);
+    assert_eq!(all[9 * B..10 * B], bytes(B, 9)[..]);
+}
+
+/// Control: the test pool's checks can fail. A publish that names too few
+/// chunks, and a copy claimed current that is not, panic.
+#[test]
+fn control_the_test_pool_catches_a_claim_that_is_not_true() {
+    use ephcrypt_format::meta::Touched;
+    use ephcrypt_format::{PoolBase, Published};
+    let mut pool = PagePool::with_room(4);
+    let key = (FILE, 0);
+    let mut page = [0u8; PAGE_SIZE];
+    let v1 = pool.publish(key, &page, None).unwrap();
+    page[5000] = 1; // chunk 39
+    let named = Touched(1 << 38);
+    let short = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.publish(
+            key,
+            &page,
+            Some(PoolBase {
+                version: v1,
+                changed: named,
+            }),
+        )
+    }));
+    assert!(short.is_err(), "a chunk left out");
+    let mut pool = PagePool::with_room(4);
+    let v1 = pool.publish(key, &[0u8; PAGE_SIZE], None).unwrap();
+    let v2 = pool
+        .publish(
+            key,
+            &page,
+            Some(PoolBase {
+                version: v1,
+                changed: Touched(1 << 39),
+            }),
+        )
+        .unwrap();
+    let mut copy = [0u8; PAGE_SIZE];
+    assert_eq!(pool.lookup(key, &mut copy, Some(v1)), Published::Copied(v2));
+    assert_eq!(copy[..], page[..]);
+    assert_eq!(pool.lookup(key, &mut copy, Some(v2)), Published::Current);
+    copy[1] = 9;
+    let stale = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.lookup(key, &mut copy, Some(v2))
+    }));
+    assert!(stale.is_err(), "a copy that is not the current version");
 }

@@ -7,10 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use ephcrypt_format::meta::Page;
+use ephcrypt_format::meta::{Page, CHUNK_LEN};
 use ephcrypt_format::{
     meta_offset, EpochKey, FileCipher, FileName, FormatError, Mode, NonceSequence, NonceSource,
-    PhysicalIo, SealedFile, VecIo, BLOCK_SIZE, PAGE_SIZE,
+    PhysicalIo, PoolBase, Published, SealedFile, VecIo, BLOCK_SIZE, PAGE_SIZE,
 };
 
 pub const EK: [u8; 32] = [0x5A; 32];
@@ -70,14 +70,24 @@ pub struct DyingIo {
 
 /// The page pool of FORMAT.md §8.3 as the shims keep it (`shim/pool.rs`),
 /// for one file: at most `room` pages; a page whose group it holds is
-/// always replaced in place.
+/// always replaced in place. Every page has a version; a publish based on
+/// the current version applies only the chunks it names, and a lookup that
+/// holds the current version copies nothing, as in the shims. Both claims
+/// are checked: a publish whose named chunks do not make the caller's page,
+/// or a caller told its copy is current when it is not, panics.
 #[derive(Default)]
 pub struct PagePool {
     pub pages: BTreeMap<([u8; 16], u64), Box<Page>>,
+    versions: BTreeMap<([u8; 16], u64), u64>,
+    last_version: u64,
     pub room: usize,
     /// Pages published, and published pages handed to readers.
     pub published: usize,
     pub served: usize,
+    /// Publishes that copied only the chunks named; lookups that copied
+    /// nothing.
+    pub partial: usize,
+    pub current: usize,
     /// Control: readers never find a page (a pool other processes do not
     /// see).
     pub hidden: bool,
@@ -89,6 +99,78 @@ impl PagePool {
             room,
             ..Self::default()
         }
+    }
+
+    /// Replace a page as another process would (a new version).
+    pub fn set_page(&mut self, key: ([u8; 16], u64), page: Box<Page>) {
+        self.last_version += 1;
+        self.versions.insert(key, self.last_version);
+        self.pages.insert(key, page);
+    }
+
+    /// FORMAT.md §8.3 as `shim/pool.rs` does it; `Some(version)`: published.
+    pub fn publish(
+        &mut self,
+        key: ([u8; 16], u64),
+        page: &Page,
+        base: Option<PoolBase>,
+    ) -> Option<u64> {
+        let current = self.versions.get(&key).copied();
+        if let Some(p) = self.pages.get_mut(&key) {
+            match base {
+                Some(b) if Some(b.version) == current => {
+                    for c in 0..64 {
+                        if b.changed.0 & (1 << c) != 0 {
+                            let r = c * CHUNK_LEN..(c + 1) * CHUNK_LEN;
+                            p[r.clone()].copy_from_slice(&page[r]);
+                        }
+                    }
+                    assert!(
+                        p[..] == page[..],
+                        "a publish based on version {} named chunks {:#x} that do not \
+                         make the page",
+                        b.version,
+                        b.changed.0
+                    );
+                    self.partial += 1;
+                }
+                _ => **p = *page,
+            }
+        } else if self.pages.len() < self.room {
+            self.pages.insert(key, Box::new(*page));
+        } else {
+            return None;
+        }
+        self.last_version += 1;
+        self.versions.insert(key, self.last_version);
+        self.published += 1;
+        Some(self.last_version)
+    }
+
+    pub fn lookup(
+        &mut self,
+        key: ([u8; 16], u64),
+        page: &mut Page,
+        have: Option<u64>,
+    ) -> Published {
+        if self.hidden {
+            return Published::Absent;
+        }
+        let Some(p) = self.pages.get(&key) else {
+            return Published::Absent;
+        };
+        let version = self.versions.get(&key).copied().unwrap_or(0);
+        self.served += 1;
+        if have == Some(version) {
+            assert!(
+                p[..] == page[..],
+                "a copy claimed to be version {version} is not"
+            );
+            self.current += 1;
+            return Published::Current;
+        }
+        *page = **p;
+        Published::Copied(version)
     }
 }
 
@@ -193,7 +275,8 @@ impl PhysicalIo for DyingIo {
         file_id: &[u8; 16],
         group: u64,
         page: &Page,
-    ) -> Result<bool, FormatError> {
+        base: Option<PoolBase>,
+    ) -> Result<Option<u64>, FormatError> {
         // A publish counts as a write for deaths; it never tears (the
         // pool's slots have two buffers): dying at it, it does not happen.
         let dead = self.dead();
@@ -202,35 +285,17 @@ impl PhysicalIo for DyingIo {
             return Err(FormatError::InvalidArgument("the writer died"));
         }
         let pool = self.pool.as_mut().expect("publishes");
-        let key = (*file_id, group);
-        if let Some(p) = pool.pages.get_mut(&key) {
-            **p = *page;
-        } else if pool.pages.len() < pool.room {
-            pool.pages.insert(key, Box::new(*page));
-        } else {
-            return Ok(false);
-        }
-        pool.published += 1;
-        Ok(true)
+        Ok(pool.publish((*file_id, group), page, base))
     }
     fn published_page(
         &mut self,
         file_id: &[u8; 16],
         group: u64,
         page: &mut Page,
-    ) -> Result<bool, FormatError> {
+        have: Option<u64>,
+    ) -> Result<Published, FormatError> {
         let pool = self.pool.as_mut().expect("publishes");
-        if pool.hidden {
-            return Ok(false);
-        }
-        match pool.pages.get(&(*file_id, group)) {
-            Some(p) => {
-                *page = **p;
-                pool.served += 1;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(pool.lookup((*file_id, group), page, have))
     }
 }
 

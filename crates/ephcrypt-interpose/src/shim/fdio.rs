@@ -5,12 +5,12 @@
 use std::ffi::c_int;
 
 use ephcrypt_format::meta::Page;
-use ephcrypt_format::PhysicalIo;
+use ephcrypt_format::{PhysicalIo, PoolBase, Published};
 use libc::off_t;
 
 use super::changes::Watch;
 use super::poison::FileId;
-use super::pool::{self, PoolKey};
+use super::pool::{self, Found, PoolKey};
 use super::real::{errno, real, Errno};
 
 /// A handle whose metadata pages go to the shared pool (FORMAT.md §8.3).
@@ -158,15 +158,27 @@ impl PhysicalIo for FdIo<'_> {
         self.pool.is_some()
     }
 
-    fn publish_page(&mut self, file_id: &[u8; 16], group: u64, page: &Page) -> Result<bool, Errno> {
+    fn publish_page(
+        &mut self,
+        file_id: &[u8; 16],
+        group: u64,
+        page: &Page,
+        base: Option<PoolBase>,
+    ) -> Result<Option<u64>, Errno> {
         let Some(p) = self.pool.as_ref() else {
-            return Ok(false);
+            return Ok(None);
         };
         let key = PoolKey::new(p.id, file_id);
         let wal = p.wal;
         // A changed page is a write: other handles' claims must end.
         self.before_write();
-        pool::publish(&key, group, page, wal)
+        pool::publish(
+            &key,
+            group,
+            page,
+            wal,
+            base.map(|b| (b.version, b.changed.0)),
+        )
     }
 
     fn published_page(
@@ -174,11 +186,18 @@ impl PhysicalIo for FdIo<'_> {
         file_id: &[u8; 16],
         group: u64,
         page: &mut Page,
-    ) -> Result<bool, Errno> {
-        match self.pool.as_ref() {
-            Some(p) => pool::lookup(&PoolKey::new(p.id, file_id), group, page),
-            None => Ok(false),
-        }
+        have: Option<u64>,
+    ) -> Result<Published, Errno> {
+        let Some(p) = self.pool.as_ref() else {
+            return Ok(Published::Absent);
+        };
+        Ok(
+            match pool::lookup(&PoolKey::new(p.id, file_id), group, page, have)? {
+                Found::Absent => Published::Absent,
+                Found::Current => Published::Current,
+                Found::Copied(v) => Published::Copied(v),
+            },
+        )
     }
 }
 
