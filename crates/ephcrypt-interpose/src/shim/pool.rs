@@ -57,7 +57,8 @@ struct Head {
     ino: AtomicU64,
     fid: [AtomicU64; 2],
     group_plus_one: AtomicU64,
-    /// Bumped by every publish into the slot (a drain checks it).
+    /// The page's version: a number unique in the set, new at every
+    /// publish (a drain and a based publish check it; [`Set::next_version`]).
     version: AtomicU64,
     /// The process that published it last: the one that drains it.
     owner: AtomicU32,
@@ -81,7 +82,24 @@ struct Head {
 #[repr(C, align(64))]
 struct Set {
     seq: AtomicU64,
+    /// The last version number given out in this set. A page's versions
+    /// come from its set's counter, not its slot's: a group drained from
+    /// one way and published again in another must never meet the number
+    /// a handle remembers from before (a review finding: per-slot counters
+    /// made a stale copy look current). Every (key, group) maps to one set.
+    last_version: AtomicU64,
     heads: [Head; WAYS],
+}
+
+impl Set {
+    /// A new version number, unique in the set. Under the set's lock: a
+    /// load and a store, not a locked add (which waits for the copy's
+    /// stores to reach the cache).
+    fn next_version(&self) -> u64 {
+        let v = self.last_version.load(Ordering::Relaxed) + 1;
+        self.last_version.store(v, Ordering::Relaxed);
+        v
+    }
 }
 
 /// The pool's key for one file: (device, inode) and its header's file id.
@@ -381,7 +399,7 @@ pub(crate) fn publish(
                 h.diverged.store(changed, Ordering::Relaxed);
                 fence(Ordering::Release);
                 h.active.store(next, Ordering::Relaxed);
-                let version = h.version.load(Ordering::Relaxed) + 1;
+                let version = set.next_version();
                 h.version.store(version, Ordering::Relaxed);
                 return Ok(Some(version));
             }
@@ -395,9 +413,7 @@ pub(crate) fn publish(
     }
     fence(Ordering::Release);
     h.active.store(next, Ordering::Relaxed);
-    // Under the set's lock, the only writer: a plain store, not a locked
-    // add (which waits for the copy's stores to reach the cache).
-    let version = h.version.load(Ordering::Relaxed) + 1;
+    let version = set.next_version();
     h.version.store(version, Ordering::Relaxed);
     h.owner
         .store(PID.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -590,8 +606,10 @@ pub fn reset() {
                 h.free();
             } else {
                 h.draining.store(0, Ordering::Relaxed);
-                // A publisher that died inside its copy tore the idle buffer.
+                // A publisher that died inside its copy tore the idle
+                // buffer, or flipped to a new page without numbering it.
                 h.diverged.store(u64::MAX, Ordering::Relaxed);
+                h.version.store(set.next_version(), Ordering::Relaxed);
             }
         }
         // A holder that died inside its copy left the word odd: move on to
@@ -970,10 +988,18 @@ mod tests {
         if with_reset {
             reset();
         }
+        // Based on the slot's version as it now is (the reset renumbers the
+        // page: a handle of before would copy all of it anyway), so that
+        // only `diverged` decides what is copied.
+        let current = s.heads[way].version.load(Ordering::Relaxed);
+        assert_eq!(current != v2, with_reset);
         page[200] = 2;
-        let _ = publish(k, 0, &page, true, Some((v2, 0b10))).unwrap();
+        let _ = publish(k, 0, &page, true, Some((current, 0b10))).unwrap();
         let mut out = [0u8; PAGE_SIZE];
-        assert_eq!(lookup(k, 0, &mut out, None).unwrap(), Found::Copied(v2 + 1));
+        assert!(matches!(
+            lookup(k, 0, &mut out, None).unwrap(),
+            Found::Copied(_)
+        ));
         let whole = out == page;
         drain(k, |_, _| Ok(())).unwrap();
         whole
@@ -986,5 +1012,54 @@ mod tests {
         assert!(torn_then_based(&key(1022, 1), true));
         // Control: the same torn buffer, no reset: the tear is published.
         assert!(!torn_then_based(&key(1023, 1), false));
+    }
+
+    /// A group drained from one way and published again in another never
+    /// gets the version a handle remembers from before: that handle's copy
+    /// is not current, and a publish based on it copies the whole page.
+    #[test]
+    fn a_page_published_again_in_another_way_never_reuses_a_version() {
+        let _s = SERIAL.lock().unwrap();
+        init_shared().unwrap();
+        let k = key(1030, 1);
+        let mut old = page(1);
+        let mut remembered = 0;
+        for n in 0..40u8 {
+            old[300] = n;
+            remembered = publish(&k, 0, &old, false, None).unwrap().unwrap();
+        }
+        let first_way = |k: &PoolKey, g: u64| {
+            let s = set(k.set_index(g)).unwrap();
+            s.heads.iter().position(|h| h.holds(k, g))
+        };
+        let way0 = first_way(&k, 0).unwrap();
+        drain(&k, |_, _| Ok(())).unwrap();
+        // Another file's page takes the freed way (the lowest free one).
+        let other = key(1031, 1);
+        let target = k.set_index(0);
+        let g2 = (0..).find(|&g| other.set_index(g) == target).unwrap();
+        assert!(publish0(&other, g2, &page(9), false).unwrap());
+        assert_eq!(first_way(&other, g2), Some(way0));
+        let mut new = page(2);
+        let mut out = [0u8; PAGE_SIZE];
+        for n in 0..100u8 {
+            new[500] = n;
+            let v = publish(&k, 0, &new, false, None).unwrap().unwrap();
+            assert_ne!(v, remembered, "a version given out twice in the set");
+            assert_eq!(
+                lookup(&k, 0, &mut out, Some(remembered)).unwrap(),
+                Found::Copied(v)
+            );
+        }
+        assert_ne!(first_way(&k, 0), Some(way0));
+        // Based on the remembered version: the whole page is copied.
+        let _ = publish(&k, 0, &old, false, Some((remembered, 0))).unwrap();
+        assert!(matches!(
+            lookup(&k, 0, &mut out, None).unwrap(),
+            Found::Copied(_)
+        ));
+        assert_eq!(out, old);
+        drain(&k, |_, _| Ok(())).unwrap();
+        drain(&other, |_, _| Ok(())).unwrap();
     }
 }
