@@ -116,7 +116,17 @@ def test_debug_io_direct_data_on_sealed_temp_relations():
     for preload in (True, False):
         c = Cluster(f"major_direct_{int(preload)}", preload=preload, conf={"debug_io_direct": "data"}).init().start()
         try:
-            results[preload] = c.sql(TEMP_WORKLOAD)
+            # The session sleeps at the end so that the poller sees its files.
+            with Poller(c.data, MARKER) as p:
+                out = c.sql(TEMP_WORKLOAD + "SELECT pg_sleep(1);")
+            results[preload] = out.splitlines()[0]
+            rels = {f for f in p.result.files_with_data if "/t" in f}
+            assert rels, "the temp relation reached the disk"
+            if preload:
+                assert not p.result.marker_hits, sorted(p.result.marker_hits)
+                assert not p.result.bad_headers, sorted(p.result.bad_headers)
+            else:
+                assert p.result.marker_hits, "control: plain PostgreSQL writes the marker"
         finally:
             c.stop()
     assert results[True] == results[False]

@@ -414,3 +414,66 @@ fn raw_truncate(p: &Path, len: i64) {
     let rc = unsafe { libc::syscall(libc::SYS_truncate, c.as_ptr(), len) };
     assert_eq!(rc, 0);
 }
+
+/// copy_file_range(2) through this binary's GOT.
+fn copy_range(from: i32, to: i32, len: usize) -> isize {
+    // SAFETY: two fds of this process, null offsets (the file positions).
+    unsafe { libc::copy_file_range(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, 0) }
+}
+
+/// The kernel's copy_file_range moves physical bytes: out of a covered file
+/// it would copy ciphertext under another name, into one plaintext past the
+/// format. The shim refuses either direction with EXDEV (callers such as
+/// 18's `CREATE DATABASE ... STRATEGY = FILE_COPY` fall back to read and
+/// write); between two uncovered files it passes through (the control).
+#[test]
+fn copy_file_range_touching_a_covered_file_is_exdev() {
+    let (dir, _report, _guard) = setup();
+    let covered = dir.join("base/pgsql_tmp/pgsql_tmp4242.77");
+    let plain_a = dir.join("base/5/cfr_a");
+    let plain_b = dir.join("base/5/cfr_b");
+    for p in [&covered, &plain_a, &plain_b] {
+        let _ = fs::remove_file(p);
+    }
+    let data = payload(20_000, 5);
+    let c = open(&covered, libc::O_RDWR | libc::O_CREAT);
+    let a = open(&plain_a, libc::O_RDWR | libc::O_CREAT);
+    let b = open(&plain_b, libc::O_RDWR | libc::O_CREAT);
+    assert!(c >= 0 && a >= 0 && b >= 0);
+    assert_eq!(write_all(c, &data), data.len() as isize);
+    assert_eq!(write_all(a, &data), data.len() as isize);
+    // SAFETY: rewind our fds (through the GOT).
+    unsafe {
+        libc::lseek(c, 0, libc::SEEK_SET);
+        libc::lseek(a, 0, libc::SEEK_SET);
+    }
+
+    // Out of the covered file, and into it.
+    assert_eq!(copy_range(c, b, data.len()), -1);
+    assert_eq!(errno(), libc::EXDEV);
+    assert_eq!(copy_range(a, c, data.len()), -1);
+    assert_eq!(errno(), libc::EXDEV);
+    assert_eq!(
+        fs::metadata(&plain_b).unwrap().len(),
+        0,
+        "nothing was copied out"
+    );
+    assert!(
+        !contains(&raw_bytes(&covered), MARKER),
+        "no plaintext reached the covered file"
+    );
+
+    // Control: between two uncovered files the call works.
+    let n = copy_range(a, b, data.len());
+    assert_eq!(
+        n,
+        data.len() as isize,
+        "control copy: {}",
+        std::io::Error::last_os_error()
+    );
+    assert_eq!(fs::read(&plain_b).unwrap(), data);
+
+    for fd in [c, a, b] {
+        close(fd);
+    }
+}
