@@ -60,8 +60,10 @@ class Cluster:
     # CI machine's disk); a failed module keeps its clusters for inspection.
     created: list["Cluster"] = []
 
-    def __init__(self, name: str, preload: bool = True, conf: dict | None = None):
+    def __init__(self, name: str, preload: bool = True, conf: dict | None = None,
+                 initdb_args: list[str] | None = None):
         self.dir = E2E / name
+        self.initdb_args = initdb_args or []
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
         Cluster._next_port += 1
@@ -80,7 +82,8 @@ class Cluster:
         if os.getuid() == 0:
             shutil.chown(self.dir, PG_USER)
         subprocess.run(
-            _as_pg([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"]),
+            _as_pg([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
+                    *self.initdb_args]),
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from cluster import PG_BIN, PG_USER, Cluster, _as_pg, crash_a_backend
-from walcluster import (MAGIC, SEGMENT, WAL_CLASSES, caught_up, flip_logical, kill_instance, lsn,
+from walcluster import (GROUP, MAGIC, PAGE, SEGMENT, WAL_CLASSES, caught_up, flip_logical, kill_instance, lsn,
                         marker_files, primary, read_quietly, scratch, segments, standby,
                         try_start, wait_until, wal_files)
 
@@ -288,6 +288,59 @@ def test_a_sealed_segment_copied_over_another_is_rejected_by_its_page_addresses(
     s.wait_ready()
     caught_up(p, s)
     assert digest(s) == digest(p)
+
+
+@pytest.mark.parametrize("segsize_mb,init_zero", [(1, "on"), (64, "off")])
+def test_non_default_segment_sizes_stream_sealed_and_restart(segsize_mb, init_zero):
+    """initdb --wal-segsize (not the 16 MiB every other test uses), with
+    wal_init_zero on and off on the standby: segments are sealed at their
+    full size (one metadata page per 256 data pages on disk), PostgreSQL
+    sees exactly wal_segment_size (pg_ls_waldir goes through stat), hot
+    standby answers like the primary, and a restarted standby drops its
+    ended-epoch segments and streams them again. Control: the primary's
+    own (unsealed) pg_wal holds the marker."""
+    seg = segsize_mb * 1024 * 1024
+    p = primary(f"walseg{segsize_mb}_p", initdb_args=[f"--wal-segsize={segsize_mb}"]).start()
+    s = None
+    try:
+        p.sql("CREATE EXTENSION pg_ephcrypt; CREATE TABLE t (id int PRIMARY KEY, payload text)")
+        assert p.sql("SHOW wal_segment_size") == (f"{segsize_mb}MB" if segsize_mb < 1024 else "1GB")
+        s = standby(p, f"walseg{segsize_mb}_s", wal=True, slot=f"walseg{segsize_mb}",
+                    conf={"wal_init_zero": init_zero})
+        # Enough rows for several 1 MiB segments (and part of a 64 MiB one).
+        insert_marked(p, 1, 40_000)
+        p.sql("SELECT pg_switch_wal()")
+        insert_marked(p, 40_001, 20_000)
+        caught_up(p, s)
+        assert digest(s) == digest(p) and digest(p).startswith("60000 ")
+        assert not marker_files(s.data, MARKER), "the standby's pg_wal is sealed"
+        assert marker_files(p.data, MARKER), "control: the primary's WAL is plaintext"
+        assert_sealed(s.data)
+        blocks = seg // PAGE
+        physical = seg + -(-blocks // GROUP) * PAGE
+        segs = segments(s.data)
+        assert len(segs) >= (2 if segsize_mb == 1 else 1), [x.name for x in segs]
+        for x in segs:
+            assert x.stat().st_size == physical, (x.name, x.stat().st_size, physical)
+        sizes = s.rows("SELECT name, size FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'")
+        assert sizes and all(int(size) == seg for _name, size in sizes), sizes
+        assert wal_stats(s)["auth_failures"] == "0"
+        # Restart: a new WAL key; the old segments go and stream again.
+        s.stop()
+        insert_marked(p, 60_001, 5_000)
+        s.start()
+        s.wait_ready()
+        assert int(wal_status(s)["removed_at_start"]) >= 1
+        caught_up(p, s)
+        assert digest(s) == digest(p) and digest(p).startswith("65000 ")
+        assert not marker_files(s.data, MARKER)
+        for x in segments(s.data):
+            assert x.stat().st_size == physical, (x.name, x.stat().st_size, physical)
+        assert wal_stats(s)["auth_failures"] == "0"
+    finally:
+        for c in (s, p):
+            if c is not None:
+                c.stop(quiet=True)
 
 
 def test_segments_restored_by_restore_command_are_sealed_on_arrival():

@@ -54,13 +54,14 @@ def wait_until(fn, timeout: float = 90.0, interval: float = 0.2, what: str = "co
     raise TimeoutError(f"timed out waiting for {what} (last: {last!r})")
 
 
-def primary(name: str, wal: bool = False, conf: dict | None = None) -> Cluster:
+def primary(name: str, wal: bool = False, conf: dict | None = None,
+            initdb_args: list[str] | None = None) -> Cluster:
     settings = dict(REPLICATION)
     if wal:
         settings["pg_ephcrypt.classes"] = f"'{WAL_CLASSES}'"
         settings["pg_ephcrypt.wal_durability"] = "'external'"
     settings.update(conf or {})
-    return Cluster(name, conf=settings).init()
+    return Cluster(name, conf=settings, initdb_args=initdb_args).init()
 
 
 def standby(of: Cluster, name: str, wal: bool = True, conf: dict | None = None,
