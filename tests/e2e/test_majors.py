@@ -42,6 +42,31 @@ SELECT count(*), md5(string_agg(m, ',' ORDER BY g)) FROM big;
 """
 
 
+def temp_workload_sealed_against_control(name: str, conf: dict) -> dict:
+    """TEMP_WORKLOAD on a preloaded cluster and a plain control with `conf`:
+    the temp relation reaches the disk in both, sealed (no marker, valid
+    headers) with the extension, marker in clear without. Returns each
+    run's first result line by `preload`."""
+    results = {}
+    for preload in (True, False):
+        c = Cluster(f"{name}_{int(preload)}", preload=preload, conf=conf).init().start()
+        try:
+            # The session sleeps at the end so that the poller sees its files.
+            with Poller(c.data, MARKER) as p:
+                out = c.sql(TEMP_WORKLOAD + "SELECT pg_sleep(1);")
+            results[preload] = out.splitlines()[0]
+            rels = {f for f in p.result.files_with_data if "/t" in f}
+            assert rels, "the temp relation reached the disk"
+            if preload:
+                assert not p.result.marker_hits, sorted(p.result.marker_hits)
+                assert not p.result.bad_headers, sorted(p.result.bad_headers)
+            else:
+                assert p.result.marker_hits, "control: plain PostgreSQL writes the marker"
+        finally:
+            c.stop()
+    return results
+
+
 def test_status_reports_the_running_server_version():
     c = Cluster("major_version").init().start()
     try:
@@ -87,23 +112,7 @@ def test_io_uring_under_warn_starts_without_encryption():
 @needs_18
 @pytest.mark.parametrize("method", ["worker", "sync"])
 def test_io_methods_keep_temp_relations_sealed(method):
-    results = {}
-    for preload in (True, False):
-        c = Cluster(f"major_io_{method}_{int(preload)}", preload=preload, conf={"io_method": method}).init().start()
-        try:
-            # The session sleeps at the end so that the poller sees its files.
-            with Poller(c.data, MARKER) as p:
-                out = c.sql(TEMP_WORKLOAD + "SELECT pg_sleep(1);")
-            results[preload] = out.splitlines()[0]
-            rels = {f for f in p.result.files_with_data if "/t" in f}
-            assert rels, "the temp relation reached the disk"
-            if preload:
-                assert not p.result.marker_hits, sorted(p.result.marker_hits)
-                assert not p.result.bad_headers, sorted(p.result.bad_headers)
-            else:
-                assert p.result.marker_hits, "control: plain PostgreSQL writes the marker"
-        finally:
-            c.stop()
+    results = temp_workload_sealed_against_control(f"major_io_{method}", {"io_method": method})
     assert results[True] == results[False]
 
 
@@ -112,22 +121,6 @@ def test_debug_io_direct_data_on_sealed_temp_relations():
     """debug_io_direct = data makes PostgreSQL open relation files O_DIRECT;
     for covered files the shim strips it (docs/DECISIONS.md #9): the results
     equal a plain run and the temp relation is sealed."""
-    results = {}
-    for preload in (True, False):
-        c = Cluster(f"major_direct_{int(preload)}", preload=preload, conf={"debug_io_direct": "data"}).init().start()
-        try:
-            # The session sleeps at the end so that the poller sees its files.
-            with Poller(c.data, MARKER) as p:
-                out = c.sql(TEMP_WORKLOAD + "SELECT pg_sleep(1);")
-            results[preload] = out.splitlines()[0]
-            rels = {f for f in p.result.files_with_data if "/t" in f}
-            assert rels, "the temp relation reached the disk"
-            if preload:
-                assert not p.result.marker_hits, sorted(p.result.marker_hits)
-                assert not p.result.bad_headers, sorted(p.result.bad_headers)
-            else:
-                assert p.result.marker_hits, "control: plain PostgreSQL writes the marker"
-        finally:
-            c.stop()
+    results = temp_workload_sealed_against_control("major_direct", {"debug_io_direct": "data"})
     assert results[True] == results[False]
     assert results[True].split("\t")[0] == "60000"
